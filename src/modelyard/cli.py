@@ -1,0 +1,272 @@
+"""The `modelyard` command. One thin command per capability; the logic lives in the package."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from modelyard import __version__
+from modelyard.catalog import Catalog
+from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
+from modelyard.fleet import fleet_json_schema, load_fleet
+from modelyard.memory import Device, FitSettings, fit, fit_fleet
+from modelyard.quant import profile_options, render_recipe
+from modelyard.report import tables
+
+app = typer.Typer(
+    name="modelyard",
+    help="Measure, simulate, plan, deploy and route a fleet of co-located LLMs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+# Tables are wide; when stdout is not a terminal (CI logs, pipes) rich would wrap at 80.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+CatalogOption = Annotated[
+    list[Path] | None,
+    typer.Option("--catalog", help="Extra catalog YAML adding or replacing entries (repeatable)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"modelyard {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Measure, simulate, plan, deploy and route a fleet of co-located LLMs."""
+
+
+@app.command()
+def validate(
+    fleet: Annotated[Path, typer.Argument(help="Fleet file (YAML).")],
+    catalog: CatalogOption = None,
+) -> None:
+    """Check a fleet file; print OK or every problem with file:line (exit 1)."""
+    loaded = load_fleet(fleet, catalog)
+    models = len(loaded.fleet.models)
+    sys.stdout.write(f"OK {fleet}: fleet '{loaded.fleet.name}', {models} models\n")
+
+
+@app.command()
+def schema() -> None:
+    """Print the fleet file's JSON Schema (for editor completion)."""
+    _print_json(fleet_json_schema())
+
+
+@app.command("catalog")
+def catalog_command(catalog: CatalogOption = None, as_json: JsonOption = False) -> None:
+    """List the catalog: models, GPUs, quantization profiles and name aliases."""
+    loaded = Catalog.load(catalog)
+    if as_json:
+        _print_json(
+            {
+                "models": {k: v.model_dump(mode="json") for k, v in loaded.models.items()},
+                "gpus": {k: v.model_dump(mode="json") for k, v in loaded.gpus.items()},
+                "quants": {k: v.model_dump(mode="json") for k, v in loaded.quants.items()},
+                "aliases": {k: v.model_dump(mode="json") for k, v in loaded.aliases.items()},
+            }
+        )
+        return
+    for table in tables.catalog_tables(loaded):
+        console.print(table)
+
+
+def _device(catalog: Catalog, gpu: str | None) -> tuple[Device, str | None]:
+    if gpu is None:
+        return Device.host(), None
+    spec = catalog.gpu(gpu)
+    return Device.from_gpu(gpu, spec), spec.compute_capability
+
+
+@app.command("fit")
+def fit_command(
+    fleet: Annotated[Path | None, typer.Argument(help="Fleet file; or use --model/--gpu.")] = None,
+    model: Annotated[str | None, typer.Option(help="Catalog model name.")] = None,
+    gpu: Annotated[str | None, typer.Option(help="GPU name (omit for host RAM / CPU).")] = None,
+    quant: Annotated[str, typer.Option(help="Quantization profile.")] = "bf16",
+    max_model_len: Annotated[int | None, typer.Option(min=1, help="Context length.")] = None,
+    gpu_memory_utilization: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Fraction of GPU memory the engine may use.")
+    ] = 0.9,
+    max_num_batched_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Tokens per step (sizes the activation peak).")
+    ] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(min=1, help="Sequences per step.")] = None,
+    kv_cache_dtype: Annotated[str, typer.Option(help="auto or fp8.")] = "auto",
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Memory: weights, KV bytes per token, KV-cache capacity, and whether it fits."""
+    if kv_cache_dtype not in ("auto", "fp8"):
+        raise typer.BadParameter("must be auto or fp8", param_hint="--kv-cache-dtype")
+    if fleet is not None:
+        if model is not None:
+            raise typer.BadParameter("give a fleet file or --model, not both", param_hint="--model")
+        overrides = FitSettings(
+            max_model_len=max_model_len,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_num_seqs=max_num_seqs,
+        )
+        result = fit_fleet(load_fleet(fleet, catalog), overrides)
+        if as_json:
+            _print_json(
+                {
+                    "models": [m.to_json() for m in result.models],
+                    "groups": [g.to_json() for g in result.groups],
+                    "fits": result.fits,
+                }
+            )
+            return
+        for table in tables.fleet_fit_tables(result):
+            console.print(table)
+        return
+    if model is None:
+        raise typer.BadParameter("give a fleet file or --model", param_hint="--model")
+    loaded = Catalog.load(catalog)
+    device, _ = _device(loaded, gpu)
+    settings = FitSettings(
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
+        kv_cache_dtype="fp8" if kv_cache_dtype == "fp8" else "auto",
+    )
+    slug = loaded.resolve_model_name(model)
+    spec = loaded.models[slug]
+    if max_model_len is not None and max_model_len > spec.max_context:
+        raise ModelyardError(
+            f"--max-model-len {max_model_len} exceeds {slug}'s maximum context {spec.max_context}"
+        )
+    single = fit(slug, spec, quant, loaded.quant(quant), device, settings)
+    if as_json:
+        _print_json(single.to_json())
+        return
+    console.print(tables.fit_table([single]))
+    console.print(single.reason)
+
+
+@app.command("quant")
+def quant_command(
+    model: Annotated[str, typer.Argument(help="Catalog model name.")],
+    gpu: Annotated[str | None, typer.Option(help="GPU to judge memory on.")] = None,
+    engine: Annotated[str, typer.Option(help="Engine whose arguments to show.")] = "vllm",
+    max_model_len: Annotated[int | None, typer.Option(min=1)] = 8192,
+    profile: Annotated[str | None, typer.Option(help="One profile (with --recipe).")] = None,
+    recipe: Annotated[
+        bool, typer.Option(help="Write the llm-compressor recipe for --profile.")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Recipe file.")] = None,
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Quantization profiles that suit a model (and GPU); llm-compressor recipes."""
+    loaded = Catalog.load(catalog)
+    slug = loaded.resolve_model_name(model)
+    if recipe:
+        if profile is None:
+            raise typer.BadParameter("--recipe needs --profile", param_hint="--profile")
+        text = render_recipe(loaded, slug, profile)
+        target = output or Path(f"recipe-{slug}-{profile}.yaml")
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ModelyardError(f"cannot write {target}: {exc}") from exc
+        sys.stdout.write(f"wrote {target}\n")
+        return
+    device, capability = _device(loaded, gpu)
+    settings = FitSettings(
+        max_model_len=min(max_model_len or 8192, loaded.models[slug].max_context)
+    )
+    options = profile_options(loaded, slug, device, capability, engine, settings)
+    if profile is not None:
+        loaded.quant(profile)
+        options = [o for o in options if o.profile == profile]
+    if as_json:
+        _print_json(
+            [
+                {
+                    "profile": o.profile,
+                    "weights_bytes": o.weights_bytes,
+                    "engine_args": o.engine_args,
+                    "usable": o.supported,
+                    "why_not": o.why_not,
+                    "kv_cache_tokens": o.fit.kv_cache_tokens,
+                }
+                for o in options
+            ]
+        )
+        return
+    where = gpu or "host RAM"
+    console.print(tables.quant_table(options, f"{slug} on {where} ({engine})"))
+
+
+_LATER = {
+    "up": ("Start the fleet's engines locally", 3),
+    "down": ("Stop what `up` started", 3),
+    "status": ("Show the engines `up` started", 3),
+    "models": ("Prepare model files (e.g. gemma-3-270m)", 3),
+    "sim": ("Simulate a fleet (run) or serve simulated engines (serve)", 4),
+    "gateway": ("Run the OpenAI-compatible gateway", 5),
+    "bench": ("Benchmark endpoints, a fleet or the gateway", 6),
+    "compare": ("Compare shared vs isolated placements", 6),
+    "report": ("Write the HTML report from results", 6),
+    "plan": ("GPUs and monthly cost for the fleet's traffic", 7),
+    "deploy": ("Render Kubernetes manifests", 8),
+}
+
+
+def _not_yet(name: str, issue: int) -> Any:
+    def command(
+        args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    ) -> None:
+        raise ModelyardError(f"'modelyard {name}' is not yet available (issue #{issue})")
+
+    return command
+
+
+for _name, (_help, _issue) in _LATER.items():
+    app.command(
+        _name,
+        help=f"{_help}. [dim](not yet available)[/dim]",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(_not_yet(_name, _issue))
+
+
+def _fail(message: str) -> NoReturn:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for line in message.splitlines() or [message]:
+        err.print(f"[red]error:[/] {line}" if not line.startswith(" ") else line, markup=True)
+    raise SystemExit(1)
+
+
+def main() -> None:
+    """Entry point: turns modelyard errors into one line each and exit code 1."""
+    try:
+        app()
+    except ConfigError as exc:
+        _fail("\n".join(exc.problems))
+    except UnknownNameError as exc:
+        _fail(str(exc))
+    except ModelyardError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,1 @@
+"""Human-facing output: terminal tables now; plots and the HTML report later."""

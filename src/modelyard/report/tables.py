@@ -1,0 +1,157 @@
+"""Rich tables for terminal output. Numbers in, tables out; no computation here."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from modelyard.catalog import Catalog
+from modelyard.catalog.entries import GIB
+from modelyard.memory import FitResult, FleetFit
+from modelyard.quant import ProfileOption
+
+
+def _gib(value: float) -> str:
+    return f"{value / GIB:.2f}"
+
+
+def _yes_no(value: bool) -> str:
+    return "[green]yes[/]" if value else "[red]no[/]"
+
+
+def fit_table(results: list[FitResult], title: str = "Memory fit") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "model",
+        "quant",
+        "device",
+        "util",
+        "weights GiB",
+        "runtime GiB",
+        "activ. GiB",
+        "KV GiB",
+        "KV B/tok",
+        "KV tokens",
+        "max len",
+        "seqs",
+        "fits",
+    ):
+        numeric = column not in ("model", "quant", "device", "fits")
+        table.add_column(column, justify="right" if numeric else "left")
+    for r in results:
+        table.add_row(
+            r.name or r.model,
+            r.quant,
+            r.device,
+            f"{r.gpu_memory_utilization:.2f}",
+            _gib(r.weights_bytes),
+            _gib(r.non_torch_bytes),
+            _gib(r.activation_peak_bytes),
+            _gib(r.kv_budget_bytes),
+            f"{r.kv_bytes_per_token:,.0f}",
+            f"{r.kv_cache_tokens:,}",
+            f"{r.max_model_len:,}",
+            f"{r.max_concurrency:.1f}",
+            _yes_no(r.fits),
+        )
+    return table
+
+
+def fleet_fit_tables(result: FleetFit) -> list[Table]:
+    tables = [fit_table(result.models, "Memory fit per model")]
+    if result.groups:
+        groups = Table(title="Shared groups", title_justify="left")
+        for column in ("device", "members", "fractions", "limit", "fits", "why"):
+            groups.add_column(column)
+        for g in result.groups:
+            fractions = ", ".join(f"{k} {v:.2f}" for k, v in g.memory_fractions.items())
+            groups.add_row(
+                g.device,
+                ", ".join(g.members),
+                fractions,
+                f"{g.memory_limit:.2f}",
+                _yes_no(g.fits),
+                g.reason,
+            )
+        tables.append(groups)
+    return tables
+
+
+def quant_table(options: list[ProfileOption], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("profile", "weights GiB", "KV tokens", "engine args", "usable", "why not"):
+        table.add_column(
+            column, justify="right" if column in ("weights GiB", "KV tokens") else "left"
+        )
+    for o in options:
+        args = (
+            " ".join(o.engine_args) if o.engine_args else ("(none)" if o.engine_args == [] else "-")
+        )
+        table.add_row(
+            o.profile,
+            _gib(o.weights_bytes),
+            f"{o.fit.kv_cache_tokens:,}",
+            args,
+            _yes_no(o.supported),
+            o.why_not,
+        )
+    return table
+
+
+def catalog_tables(catalog: Catalog) -> list[Table]:
+    models = Table(title="Models", title_justify="left")
+    for column in (
+        "name",
+        "params",
+        "layers",
+        "hidden",
+        "heads/kv",
+        "head_dim",
+        "ffn",
+        "vocab",
+        "context",
+        "KV B/token (bf16)",
+        "source",
+    ):
+        models.add_column(column)
+    for name, m in catalog.models.items():
+        params = f"{m.params / 1e9:.2f}B"
+        if m.active_params:
+            params += f" ({m.active_params / 1e9:.0f}B active)"
+        models.add_row(
+            name,
+            params,
+            str(m.num_layers),
+            str(m.hidden_size),
+            f"{m.num_attention_heads}/{m.num_kv_heads}",
+            str(m.head_dim),
+            str(m.intermediate_size),
+            f"{m.vocab_size:,}",
+            f"{m.max_context:,}",
+            f"{m.kv_bytes_per_token(2):,.0f}",
+            m.source,
+        )
+    gpus = Table(title="GPUs", title_justify="left")
+    for column in ("name", "memory", "bandwidth GB/s", "BF16 TFLOPs", "FP8 TFLOPs", "$/GPU-hour"):
+        gpus.add_column(column)
+    for name, g in catalog.gpus.items():
+        price = g.price()
+        gpus.add_row(
+            name,
+            f"{g.memory_gb:g} GB",
+            f"{g.memory_bandwidth_gbps:g}",
+            f"{g.bf16_tflops:g}",
+            f"{g.fp8_tflops:g}" if g.fp8_tflops else "-",
+            f"{price.usd_per_gpu_hour:.3f} ({price.cloud})" if price else "-",
+        )
+    quants = Table(title="Quantization profiles", title_justify="left")
+    for column in ("name", "bits/weight", "engines"):
+        quants.add_column(column)
+    for name, q in catalog.quants.items():
+        quants.add_row(name, f"{q.bits_per_weight:g}", ", ".join(q.engines))
+    aliases = Table(title="Aliases", title_justify="left")
+    aliases.add_column("name")
+    aliases.add_column("model")
+    aliases.add_column("why")
+    for name, a in catalog.aliases.items():
+        aliases.add_row(name, a.model, a.note)
+    return [models, gpus, quants, aliases]
