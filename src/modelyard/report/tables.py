@@ -8,6 +8,7 @@ from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
 from modelyard.memory import FitResult, FleetFit
 from modelyard.quant import ProfileOption
+from modelyard.sim.run import SimResult
 
 
 def _gib(value: float) -> str:
@@ -155,3 +156,49 @@ def catalog_tables(catalog: Catalog) -> list[Table]:
     for name, a in catalog.aliases.items():
         aliases.add_row(name, a.model, a.note)
     return [models, gpus, quants, aliases]
+
+
+def sim_table(result: SimResult) -> Table:
+    gpus = ", ".join(f"{count}x {name}" for name, count in result.gpus.items())
+    title = (
+        f"Simulated {result.fleet} ({result.placement} placement, {gpus}), "
+        f"{result.requests:,} requests over {result.duration_s:,.1f} s"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "model",
+        "done",
+        "rejected",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "TPOT p50 ms",
+        "TPOT p99 ms",
+        "E2E p99 ms",
+        "req/s",
+        "tok/s",
+        "goodput req/s",
+        "KV mean",
+        "KV max",
+        "preempt",
+        "cold start s",
+    ):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for m in result.models:
+        table.add_row(
+            m.name,
+            f"{m.completed:,}",
+            f"{m.rejected:,}",
+            f"{m.ttft_ms['p50']:,.1f}",
+            f"{m.ttft_ms['p99']:,.1f}",
+            f"{m.tpot_ms['p50']:,.1f}",
+            f"{m.tpot_ms['p99']:,.1f}",
+            f"{m.e2e_ms['p99']:,.0f}",
+            f"{m.throughput_rps:,.2f}",
+            f"{m.output_tokens_per_s:,.0f}",
+            f"{m.goodput_rps:,.2f}",
+            f"{m.kv_usage_mean:.0%}",
+            f"{m.kv_usage_max:.0%}",
+            f"{m.preemptions:,}",
+            f"{m.cold_start_s:.1f}",
+        )
+    return table
