@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -14,12 +15,14 @@ from modelyard import __version__
 from modelyard.bench.workload import LengthDist
 from modelyard.catalog import Catalog
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
-from modelyard.fleet import fleet_json_schema, load_fleet
+from modelyard.fleet import fleet_json_schema, load_fleet, single_model_fleet
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
+from modelyard.sim.faults import load_fault_file
 from modelyard.sim.perf import load_calibration
 from modelyard.sim.run import SimOptions, simulate
+from modelyard.sim.server import Endpoint, ServeOptions, serve
 
 app = typer.Typer(
     name="modelyard",
@@ -37,6 +40,13 @@ CatalogOption = Annotated[
     typer.Option("--catalog", help="Extra catalog YAML adding or replacing entries (repeatable)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def run_async(main: Coroutine[Any, Any, None]) -> None:
+    """The one asyncio.run of a command, on uvloop."""
+    import uvloop
+
+    uvloop.run(main)
 
 
 def _print_json(value: Any) -> None:
@@ -315,6 +325,66 @@ def sim_run(
         return
     console.print(tables.sim_table(result))
     console.print(f"[dim]simulated in {result.wall_s:.2f} s wall time[/]")
+
+
+@sim_app.command("serve")
+def sim_serve(
+    fleet: Annotated[Path | None, typer.Argument(help="Fleet file; or --model and --gpu.")] = None,
+    model: Annotated[str | None, typer.Option(help="Catalog model to serve alone.")] = None,
+    gpu: Annotated[
+        str | None, typer.Option(help="GPU to simulate (with --model, or override).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="First port; one per engine.")] = 8100,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="Run K times faster than real time.")
+    ] = 1.0,
+    placement: Annotated[str, typer.Option(help="fleet, shared or isolated.")] = "fleet",
+    max_model_len: Annotated[int | None, typer.Option(min=16, help="With --model.")] = None,
+    default_max_tokens: Annotated[int, typer.Option(min=1, help="Chat max_tokens default.")] = 256,
+    cold_start_s: Annotated[
+        float | None, typer.Option(min=0, help="Override the simulated cold start (sim seconds).")
+    ] = None,
+    faults: Annotated[Path | None, typer.Option(help="YAML: model name -> faults.")] = None,
+    state: Annotated[Path | None, typer.Option(help="Write the endpoints here as JSON.")] = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Serve simulated engines over an OpenAI-compatible API, with fault injection."""
+    if fleet is None and model is None:
+        raise typer.BadParameter("give a fleet file or --model and --gpu", param_hint="--model")
+    if fleet is not None:
+        loaded = load_fleet(fleet, catalog)
+    else:
+        assert model is not None
+        if gpu is None:
+            raise typer.BadParameter(
+                "--model needs --gpu (the GPU to simulate)", param_hint="--gpu"
+            )
+        loaded = single_model_fleet(model, gpu, max_model_len, catalog)
+    options = ServeOptions(
+        host=host,
+        port=port,
+        speed=speed,
+        placement=placement,
+        gpu=gpu if fleet is not None else None,
+        faults=load_fault_file(faults) if faults else {},
+        default_max_tokens=default_max_tokens,
+        cold_start_s=cold_start_s,
+    )
+
+    def ready(endpoints: list[Endpoint]) -> None:
+        for endpoint in endpoints:
+            sys.stdout.write(
+                f"{endpoint.engine}  {endpoint.url}  (simulated {endpoint.gpu}, cold start "
+                f"{endpoint.cold_start_s:.1f} s at speed {speed:g})\n"
+            )
+        sys.stdout.flush()
+        if state is not None:  # written whole, then renamed: readers never see half a file
+            partial = state.with_name(state.name + ".partial")
+            partial.write_text(json.dumps([e.__dict__ for e in endpoints], indent=2))
+            partial.replace(state)
+
+    run_async(serve(loaded, options, ready))
 
 
 _LATER = {

@@ -404,6 +404,21 @@ def load_fleet(path: Path, extra_catalogs: list[Path] | None = None) -> LoadedFl
     return parse_fleet(doc, extra_catalogs)
 
 
+def single_model_fleet(
+    model: str, gpu: str, max_model_len: int | None = None, extra_catalogs: list[Path] | None = None
+) -> LoadedFleet:
+    """A one-model fleet on the simulated engine, for `sim serve --model M --gpu G`."""
+    entry: dict[str, Any] = {"catalog": model, "engine": "sim", "gpu": gpu}
+    if max_model_len is not None:
+        entry["max_model_len"] = max_model_len
+    else:
+        catalog = Catalog.load(extra_catalogs)
+        entry["max_model_len"] = min(catalog.model(model).max_context, 8192)
+    name = model.lower().replace("/", "-")
+    doc = YamlDocument(data={"name": "sim", "models": {name: entry}}, filename="(--model)")
+    return parse_fleet(doc, extra_catalogs)
+
+
 def fleet_json_schema() -> dict[str, Any]:
     """JSON Schema of the fleet file, for editor completion."""
     schema = Fleet.model_json_schema(mode="validation")

@@ -198,6 +198,21 @@ class Engine:
             return []
         return self._start_step(time)
 
+    def abort(self, request: SimRequest) -> None:
+        """Drop a request wherever it is (its client went away), freeing its KV blocks."""
+        if request.state == WAITING:
+            try:
+                self.waiting.remove(request)
+            except ValueError:
+                return
+        elif request.state == PREFILL:
+            del self.prefilling[request.rid]
+            self._prefill_blocks -= request.blocks
+            request.blocks = 0
+        elif request.state == DECODE:
+            self._remove_decoder(request)
+        request.state = DONE
+
     def _preempt_one(self) -> bool:
         last_decoder = next(reversed(self.decoding.values()), None)
         last_prefill = next(reversed(self.prefilling.values()), None)
@@ -366,6 +381,8 @@ class Engine:
             self.listener.on_tokens(list(self.decoding.values()), time)
         next_step = span.start_step + span.steps
         for request, chunk in span.chunks:
+            if request.state != PREFILL:  # aborted while its chunk was in flight
+                continue
             request.computed += chunk
             if request.computed < request.target:
                 continue

@@ -1,0 +1,698 @@
+"""`sim serve`: OpenAI-compatible servers driven in real time by the engine simulation.
+
+One HTTP port per simulated engine; engines placed on one simulated GPU share it exactly as in
+`sim run`. Tokens leave when the simulated engine produces them (`--speed K` runs K times
+faster than real time). The API, health and metric names follow vLLM's OpenAI server, and
+faults can be injected per model (sim/faults.py).
+
+Prompt tokens are counted by a fixed rule (docs/simulator.md): one token per 4 UTF-8 bytes of
+text, at least 1, plus 4 per chat message; a list of token ids counts its length. The model
+never emits an end-of-sequence token, so every request generates exactly `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from modelyard.sim.engine import Engine, SimRequest
+from modelyard.sim.faults import CONTEXT_LENGTH_BODY, FaultState, parse_faults
+from modelyard.sim.loop import EventLoop
+
+WORDS = (
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+E2E_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
+DONE = None
+
+
+class Clock:
+    """Simulation seconds from a monotonic wall clock running `speed` times faster."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._start = time.monotonic()
+
+    def now(self) -> float:
+        return (time.monotonic() - self._start) * self.speed
+
+
+class RealtimeDriver:
+    """Runs the event loop in step with the clock; submissions wake it."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.loop = EventLoop()
+        self._wake = asyncio.Event()
+        self.lateness_s: list[float] = []
+
+    def submit(self, engine: Engine, request: SimRequest) -> None:
+        self.loop.schedule(engine.submit(self.clock.now(), request))
+        self._wake.set()
+
+    async def run(self) -> None:
+        clock = self.clock
+        while True:
+            self._wake.clear()
+            due = self.loop.next_time()
+            now = clock.now()
+            if due <= now:
+                self.lateness_s.append((now - due) / clock.speed)
+                self.loop.run(until=now)
+                continue
+            timeout = None if math.isinf(due) else (due - now) / clock.speed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+class _Listener:
+    """Hands tokens to the HTTP handlers' queues and keeps vLLM-style metrics."""
+
+    def __init__(self, model: SimModel) -> None:
+        self.model = model
+
+    def on_first_token(self, request: SimRequest, time_s: float) -> None:
+        request.payload.put_nowait(time_s)
+        self.model.ttft.observe(time_s - request.arrival)
+
+    def on_tokens(self, requests: Iterable[SimRequest], time_s: float) -> None:
+        for request in requests:
+            request.payload.put_nowait(time_s)
+
+    def on_finished(self, request: SimRequest, time_s: float) -> None:
+        request.payload.put_nowait(DONE)
+        model = self.model
+        model.prompt_tokens += request.prompt_tokens
+        model.generation_tokens += request.output_tokens
+        model.finished += 1
+        model.e2e.observe(time_s - request.arrival)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, model: SimModel) -> None:
+        self.model = model
+
+    def collect(self) -> Iterable[Any]:
+        model = self.model
+        engine = model.engine
+        labels = ["model_name", "engine"]
+        values = [model.served_name, "0"]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        yield gauge(
+            "vllm:num_requests_running", "Requests in model execution batches.", engine.running
+        )
+        yield gauge(
+            "vllm:num_requests_waiting", "Requests waiting to be processed.", len(engine.waiting)
+        )
+        yield gauge(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+            engine.used_blocks() / engine.kv_blocks,
+        )
+        yield counter(
+            "vllm:num_preemptions", "Cumulative number of preemptions.", engine.stats.preemptions
+        )
+        yield counter(
+            "vllm:prompt_tokens", "Number of prefill tokens processed.", model.prompt_tokens
+        )
+        yield counter(
+            "vllm:generation_tokens",
+            "Number of generation tokens processed.",
+            model.generation_tokens,
+        )
+        yield counter(
+            "vllm:request_success", "Count of successfully processed requests.", model.finished
+        )
+
+
+@dataclass(eq=False)
+class SimModel:
+    """One served engine: its HTTP identity, engine, faults and metrics."""
+
+    name: str
+    served_name: str
+    engine: Engine
+    max_model_len: int
+    cold_start_s: float
+    faults: FaultState
+    default_max_tokens: int
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    finished: int = 0
+    requests_seen: int = 0
+
+    def __post_init__(self) -> None:
+        labels = ["model_name", "engine"]
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            labels,
+            registry=self.registry,
+            buckets=TTFT_BUCKETS,
+        ).labels(self.served_name, "0")
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of end to end request latency in seconds.",
+            labels,
+            registry=self.registry,
+            buckets=E2E_BUCKETS,
+        ).labels(self.served_name, "0")
+        self.registry.register(_EngineCollector(self))
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(message: str, status: int, kind: str = "BadRequestError") -> web.Response:
+    return _json(
+        {"object": "error", "message": message, "type": kind, "param": None, "code": status}, status
+    )
+
+
+def _text_tokens(text: str) -> int:
+    return max(1, -(-len(text.encode("utf-8")) // 4))
+
+
+def count_prompt_tokens(body: dict[str, Any], chat: bool) -> int:
+    """The documented prompt-token rule (see the module docstring)."""
+    if chat:
+        total = 0
+        for message in body.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            total += 4 + _text_tokens(content if isinstance(content, str) else "")
+        return max(total, 1)
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return len(prompt)
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise ValueError("sim serve takes one prompt per request")
+        prompt = prompt[0]
+    if isinstance(prompt, list):
+        return max(len(prompt), 1)
+    return _text_tokens(str(prompt))
+
+
+class SimServer:
+    """All served models of one `sim serve` process."""
+
+    def __init__(self, models: list[SimModel], driver: RealtimeDriver) -> None:
+        self.models = models
+        self.driver = driver
+        self._ids = itertools.count()
+        self._sites: dict[str, web.TCPSite] = {}
+        self._runners: list[web.AppRunner] = []
+
+    def app_for(self, model: SimModel) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.add_routes(
+            [
+                web.post("/v1/completions", lambda r: self._generate(r, model, chat=False)),
+                web.post("/v1/chat/completions", lambda r: self._generate(r, model, chat=True)),
+                web.get("/v1/models", lambda r: self._models(model)),
+                web.get("/health", lambda r: self._health(model)),
+                web.get("/metrics", lambda r: self._metrics(model)),
+                web.get("/_sim/faults", lambda r: self._get_faults(model)),
+                web.post("/_sim/faults", lambda r: self._set_faults(r, model)),
+            ]
+        )
+        return app
+
+    async def start(self, host: str, ports: list[int]) -> None:
+        for model, port in zip(self.models, ports, strict=True):
+            runner = web.AppRunner(self.app_for(model), access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            self._runners.append(runner)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            self._sites[model.name] = site
+            if model.faults.faults.refuse_connections_s > 0:
+                asyncio.get_running_loop().create_task(
+                    self._refuse(model, model.faults.faults.refuse_connections_s, start=True)
+                )
+            else:
+                await site.start()
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+
+    async def _refuse(self, model: SimModel, seconds: float, start: bool = False) -> None:
+        site = self._sites[model.name]
+        if not start:
+            await site.stop()
+        await asyncio.sleep(seconds / self.driver.clock.speed)
+        runner, host, port = site._runner, site._host, site._port
+        fresh = web.TCPSite(runner, host, port, reuse_address=True)
+        self._sites[model.name] = fresh
+        await fresh.start()
+
+    async def _get_faults(self, model: SimModel) -> web.Response:
+        return _json(model.faults.faults.model_dump())
+
+    async def _set_faults(self, request: web.Request, model: SimModel) -> web.Response:
+        try:
+            faults = parse_faults(await request.json())
+        except Exception as exc:
+            return _error(str(exc), 400)
+        model.faults.set(faults)
+        if faults.refuse_connections_s > 0:
+            asyncio.get_running_loop().create_task(self._refuse(model, faults.refuse_connections_s))
+        return _json(faults.model_dump())
+
+    def _cold(self, model: SimModel) -> bool:
+        return self.driver.clock.now() < model.cold_start_s
+
+    async def _health(self, model: SimModel) -> web.Response:
+        if self._cold(model):
+            return web.Response(status=503, text="loading")
+        return web.Response(status=200)
+
+    async def _models(self, model: SimModel) -> web.Response:
+        return _json(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": model.served_name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "modelyard-sim",
+                        "root": model.served_name,
+                        "max_model_len": model.max_model_len,
+                    }
+                ],
+            }
+        )
+
+    async def _metrics(self, model: SimModel) -> web.Response:
+        return web.Response(
+            body=generate_latest(model.registry), content_type="text/plain", charset="utf-8"
+        )
+
+    async def _generate(self, http: web.Request, model: SimModel, chat: bool) -> web.StreamResponse:
+        if self._cold(model):
+            return _error("model is loading", 503, "ServiceUnavailableError")
+        faults = model.faults
+        faults.requests += 1
+        limit = faults.faults.crash_after_requests
+        if limit is not None and faults.requests > limit:
+            os._exit(1)  # an engine crash: no clean shutdown, connections reset
+        try:
+            body = orjson.loads(await http.read())
+            if not isinstance(body, dict):
+                raise ValueError("the request body must be a JSON object")
+            prompt_tokens = count_prompt_tokens(body, chat)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            return _error(f"invalid request: {exc}", 400)
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is None:
+            max_tokens = 16 if not chat else model.default_max_tokens
+        min_tokens = body.get("min_tokens", 0) or 0
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            return _error("max_tokens must be a positive integer", 400)
+        if not isinstance(min_tokens, int) or min_tokens > max_tokens:
+            return _error("min_tokens must be an integer no larger than max_tokens", 400)
+        if (body.get("n") or 1) != 1:
+            return _error("sim serve supports n=1 only", 400)
+        requested = prompt_tokens + max_tokens
+        if requested > model.max_model_len:
+            text = CONTEXT_LENGTH_BODY["message"]
+            assert isinstance(text, str)
+            return _json(
+                {
+                    **CONTEXT_LENGTH_BODY,
+                    "message": text.format(
+                        max_len=model.max_model_len,
+                        requested=requested,
+                        prompt=prompt_tokens,
+                        completion=max_tokens,
+                    ),
+                },
+                400,
+            )
+        if faults.draw_hang():
+            await asyncio.Event().wait()  # never answers; ends when the client goes away
+        if faults.draw_error():
+            payload = faults.faults.error_body
+            if payload == "context_length":
+                return _json(
+                    {**CONTEXT_LENGTH_BODY, "message": "injected context length error"}, 400
+                )
+            status = faults.faults.error_status
+            return _json(
+                payload
+                or {
+                    "object": "error",
+                    "message": "injected fault",
+                    "type": "InternalServerError",
+                    "param": None,
+                    "code": status,
+                },
+                status,
+            )
+        if faults.faults.slow_first_token_s > 0:
+            await asyncio.sleep(faults.faults.slow_first_token_s / self.driver.clock.speed)
+        rid = next(self._ids)
+        queue: asyncio.Queue[float | None] = asyncio.Queue()
+        sim_request = SimRequest(
+            rid=rid,
+            arrival=self.driver.clock.now(),
+            prompt_tokens=prompt_tokens,
+            output_tokens=max_tokens,
+            payload=queue,
+        )
+        self.driver.submit(model.engine, sim_request)
+        stream = bool(body.get("stream"))
+        options = body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+        try:
+            if stream:
+                return await self._stream(http, model, sim_request, queue, chat, include_usage)
+            return await self._complete(model, sim_request, queue, chat)
+        finally:
+            if sim_request.finished != sim_request.finished:  # NaN: not finished, client left
+                model.engine.abort(sim_request)
+
+    def _word(self, rid: int, index: int) -> str:
+        return " " + WORDS[(rid + index) % len(WORDS)]
+
+    async def _complete(
+        self, model: SimModel, request: SimRequest, queue: asyncio.Queue[float | None], chat: bool
+    ) -> web.Response:
+        produced = 0
+        while await queue.get() is not DONE:
+            produced += 1
+        text = "".join(self._word(request.rid, i) for i in range(produced))
+        usage = {
+            "prompt_tokens": request.prompt_tokens,
+            "completion_tokens": produced,
+            "total_tokens": request.prompt_tokens + produced,
+        }
+        created = int(time.time())
+        if chat:
+            return _json(
+                {
+                    "id": f"chatcmpl-{request.rid}",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model.served_name,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "logprobs": None,
+                            "finish_reason": "length",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        return _json(
+            {
+                "id": f"cmpl-{request.rid}",
+                "object": "text_completion",
+                "created": created,
+                "model": model.served_name,
+                "choices": [
+                    {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+                ],
+                "usage": usage,
+            }
+        )
+
+    async def _stream(
+        self,
+        http: web.Request,
+        model: SimModel,
+        request: SimRequest,
+        queue: asyncio.Queue[float | None],
+        chat: bool,
+        include_usage: bool,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(http)
+        faults = model.faults.faults
+        created = int(time.time())
+        prefix = "chatcmpl" if chat else "cmpl"
+        head = {
+            "id": f"{prefix}-{request.rid}",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created,
+            "model": model.served_name,
+        }
+        if chat:
+            await response.write(
+                _sse(
+                    {
+                        **head,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+            )
+        sent = 0
+        done = False
+        while not done:
+            item = await queue.get()
+            pieces: list[bytes] = []
+            while True:
+                if item is DONE:
+                    done = True
+                    break
+                if faults.close_after_tokens is not None and sent >= faults.close_after_tokens:
+                    if pieces:
+                        await response.write(b"".join(pieces))
+                    assert http.transport is not None
+                    http.transport.close()
+                    return response
+                if faults.stall_after_tokens is not None and sent >= faults.stall_after_tokens:
+                    if pieces:
+                        await response.write(b"".join(pieces))
+                    await asyncio.Event().wait()
+                last = sent + 1 == request.output_tokens
+                word = self._word(request.rid, sent)
+                choice: dict[str, Any] = (
+                    {"index": 0, "delta": {"content": word}} if chat else {"index": 0, "text": word}
+                )
+                choice["logprobs"] = None
+                choice["finish_reason"] = "length" if last else None
+                pieces.append(_sse({**head, "choices": [choice]}))
+                sent += 1
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+            if pieces:
+                await response.write(b"".join(pieces))
+        if include_usage:
+            await response.write(
+                _sse(
+                    {
+                        **head,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": request.prompt_tokens,
+                            "completion_tokens": sent,
+                            "total_tokens": request.prompt_tokens + sent,
+                        },
+                    }
+                )
+            )
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8100
+    speed: float = 1.0
+    faults: dict[str, Any] = field(default_factory=dict)
+    default_max_tokens: int = 256
+    cold_start_s: float | None = None
+    placement: str = "fleet"
+    gpu: str | None = None
+    calibrations: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    engine: str
+    model: str
+    url: str
+    gpu: str
+    cold_start_s: float
+
+
+def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, list[SimModel]]:
+    """Engines placed as `sim run` places them, each wrapped for serving."""
+    from modelyard.sim.faults import Faults, FaultState
+    from modelyard.sim.gpu import SharedDevice, start_engine
+    from modelyard.sim.run import SimOptions, plan_devices
+
+    driver = RealtimeDriver(Clock(options.speed))
+    plan = plan_devices(
+        loaded,
+        SimOptions(
+            placement=options.placement,  # type: ignore[arg-type]
+            gpu=options.gpu,
+            calibrations=options.calibrations,
+        ),
+    )
+    models: list[SimModel] = []
+    for device in plan:
+        shared = SharedDevice(device.gpu_name, device.engines[0].calibration.contention_slowdown)
+        for spec in device.engines:
+            listener = _Listener.__new__(_Listener)
+            started = start_engine(spec, listener, shared, per_token=True)
+            served = spec.name.split("/")[0]
+            faults = options.faults.get(served, Faults())
+            model = SimModel(
+                name=spec.name,
+                served_name=served,
+                engine=started.engine,
+                max_model_len=started.fit.max_model_len,
+                cold_start_s=started.cold_start_s
+                if options.cold_start_s is None
+                else options.cold_start_s,
+                faults=FaultState(faults),
+                default_max_tokens=options.default_max_tokens,
+            )
+            listener.model = model
+            models.append(model)
+    return driver, models
+
+
+async def serve(loaded: Any, options: ServeOptions, on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    import signal
+
+    driver, models = build_models(loaded, options)
+    server = SimServer(models, driver)
+    ports = [options.port + i for i in range(len(models))]
+    await server.start(options.host, ports)
+    runner_task = asyncio.get_running_loop().create_task(driver.run())
+    endpoints = [
+        Endpoint(
+            engine=m.name,
+            model=m.served_name,
+            url=f"http://{options.host}:{port}",
+            gpu=m.engine.contention.name if hasattr(m.engine.contention, "name") else "",
+            cold_start_s=m.cold_start_s,
+        )
+        for m, port in zip(models, ports, strict=True)
+    ]
+    if on_ready is not None:
+        on_ready(endpoints)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        runner_task.cancel()
+        await server.stop()

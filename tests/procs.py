@@ -1,0 +1,84 @@
+"""Real processes for integration tests: start, wait for readiness by polling, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def wait_http(url: str, deadline_s: float = 20.0, status: int = 200) -> None:
+    """Poll `url` until it answers `status`, or fail after the deadline."""
+    end = time.monotonic() + deadline_s
+    last: object = None
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == status:
+                    return
+                last = response.status
+        except urllib.error.HTTPError as exc:
+            last = exc.code
+            if exc.code == status:
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.02)
+    raise AssertionError(f"{url} did not answer {status} within {deadline_s}s (last: {last})")
+
+
+@dataclass
+class SimServe:
+    process: subprocess.Popen[str]
+    endpoints: list[dict[str, object]]
+
+    def url(self, model: str | None = None) -> str:
+        for endpoint in self.endpoints:
+            if model is None or endpoint["model"] == model:
+                return str(endpoint["url"])
+        raise KeyError(model)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_sim_serve(args: list[str], tmp_path: Path, ready_path: str = "/health") -> SimServe:
+    """`modelyard sim serve ARGS --state FILE`, waiting until every endpoint is healthy."""
+    stamp = time.monotonic_ns()
+    state = tmp_path / f"sim-state-{stamp}.json"
+    log = tmp_path / f"sim-serve-{stamp}.log"
+    with log.open("w") as sink:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelyard", "sim", "serve", *args, "--state", str(state)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    end = time.monotonic() + 20
+    while not state.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"sim serve exited: {log.read_text()}")
+        if time.monotonic() > end:
+            process.kill()
+            raise AssertionError("sim serve did not start within 20 s")
+        time.sleep(0.02)
+    endpoints = json.loads(state.read_text())
+    running = SimServe(process, endpoints)
+    for endpoint in endpoints:
+        wait_http(f"{endpoint['url']}{ready_path}")
+    return running
