@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import yaml
 from rich.console import Console
 
 from modelyard import __version__
@@ -19,6 +20,7 @@ from modelyard.fleet import fleet_json_schema, load_fleet, single_model_fleet
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
+from modelyard.sim.calibrate import fit_calibration, load_results
 from modelyard.sim.faults import load_fault_file
 from modelyard.sim.perf import load_calibration
 from modelyard.sim.run import SimOptions, simulate
@@ -325,6 +327,40 @@ def sim_run(
         return
     console.print(tables.sim_table(result))
     console.print(f"[dim]simulated in {result.wall_s:.2f} s wall time[/]")
+
+
+def _int_set(text: str, hint: str) -> set[int]:
+    try:
+        return {int(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        raise typer.BadParameter("must be comma-separated integers", param_hint=hint) from None
+
+
+@sim_app.command("calibrate")
+def sim_calibrate(
+    results: Annotated[Path, typer.Argument(help="JSON from benchmarks/gpu_calibrate.py.")],
+    gpu: Annotated[str, typer.Option(help="Catalog GPU the results were measured on.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Calibration YAML.")] = None,
+    hold_batches: Annotated[str, typer.Option(help="Decode batch sizes held out.")] = "2,8,32,128",
+    hold_prompts: Annotated[str, typer.Option(help="Prompt lengths held out.")] = "128,512,2048",
+    catalog: CatalogOption = None,
+) -> None:
+    """Fit efficiency factors to measured step times; report held-out prediction error."""
+    loaded = Catalog.load(catalog)
+    loaded.gpu(gpu)
+    fitted = fit_calibration(
+        load_results(results),
+        gpu,
+        loaded,
+        _int_set(hold_batches, "--hold-batches"),
+        _int_set(hold_prompts, "--hold-prompts"),
+        source=str(results),
+    )
+    console.print(tables.calibration_table(fitted))
+    if output is not None:
+        body = fitted.calibration.model_dump(mode="json")
+        output.write_text(yaml.safe_dump(body, sort_keys=False))
+        sys.stdout.write(f"wrote {output}\n")
 
 
 @sim_app.command("serve")

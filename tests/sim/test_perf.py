@@ -30,9 +30,11 @@ CAL = Calibration(
 )
 
 
-def _model(catalog: Catalog, name: str = "llama-3.1-8b", gpu: str = "h100-sxm") -> StepModel:
-    hardware = Hardware.for_gpu(gpu, catalog.gpu(gpu), "bf16", CAL)
-    return StepModel(catalog.model(name), catalog.quant("bf16"), hardware, CAL, 2.0)
+def _model(
+    catalog: Catalog, name: str = "llama-3.1-8b", gpu: str = "h100-sxm", cal: Calibration = CAL
+) -> StepModel:
+    hardware = Hardware.for_gpu(gpu, catalog.gpu(gpu), "bf16", cal)
+    return StepModel(catalog.model(name), catalog.quant("bf16"), hardware, cal, 2.0)
 
 
 def test_single_decode_step_is_memory_bound(catalog: Catalog) -> None:
@@ -84,11 +86,12 @@ def test_moe_reads_only_touched_experts(catalog: Catalog) -> None:
     context_per_seq=st.integers(min_value=1, max_value=32_000),
     steps=st.integers(min_value=1, max_value=300),
     name=st.sampled_from(["llama-3.1-8b", "gemma-3-270m", "qwen2.5-7b"]),
+    serial=st.sampled_from([0.0, 0.3, 1.0]),
 )
 def test_span_closed_form_equals_step_sum(
-    catalog: Catalog, sequences: int, context_per_seq: int, steps: int, name: str
+    catalog: Catalog, sequences: int, context_per_seq: int, steps: int, name: str, serial: float
 ) -> None:
-    model = _model(catalog, name, "a10g")
+    model = _model(catalog, name, "a10g", CAL.model_copy(update={"serial_fraction": serial}))
     context0 = float(sequences * context_per_seq)
     by_steps = sum(
         model.decode_step_time(sequences, context0 + sequences * j) for j in range(steps)

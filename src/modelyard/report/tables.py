@@ -8,6 +8,7 @@ from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
 from modelyard.memory import FitResult, FleetFit
 from modelyard.quant import ProfileOption
+from modelyard.sim.calibrate import Fit
 from modelyard.sim.run import SimResult
 
 
@@ -200,5 +201,40 @@ def sim_table(result: SimResult) -> Table:
             f"{m.kv_usage_max:.0%}",
             f"{m.preemptions:,}",
             f"{m.cold_start_s:.1f}",
+        )
+    return table
+
+
+def calibration_table(fit: Fit) -> Table:
+    c = fit.calibration
+    title = (
+        f"Calibration {c.name}: mfu {c.mfu:.2f}, bandwidth efficiency "
+        f"{c.bandwidth_efficiency:.2f}, serial fraction {c.serial_fraction:.2f}, step "
+        f"overhead {c.step_overhead_ms:.2f} ms, per sequence {c.per_seq_overhead_ms:.4f} ms, "
+        f"contention slowdown {c.contention_slowdown:.2f}"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "model",
+        "step",
+        "batch",
+        "tokens",
+        "set",
+        "measured ms",
+        "predicted ms",
+        "error",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "step", "set") else "right")
+    for p in fit.predictions:
+        point = p.point
+        table.add_row(
+            point.model,
+            point.kind,
+            str(point.batch),
+            str(point.context),
+            "held out" if point.held_out else "fit",
+            f"{point.seconds * 1000:.2f}",
+            f"{p.predicted_s * 1000:.2f}",
+            f"{p.error:+.1%}",
         )
     return table

@@ -4,7 +4,8 @@ For a batch of new tokens (prefill chunks plus one token per decoding sequence):
 
     compute_s = FLOPs / (peak_flops x mfu)
     memory_s  = (weight bytes read + KV bytes read) / (bandwidth x bandwidth_efficiency)
-    step_s    = max(compute_s, memory_s) + step_overhead_s + per_seq_overhead_s x sequences
+    step_s    = max(compute_s, memory_s) + serial_fraction x min(compute_s, memory_s)
+                + step_overhead_s + per_seq_overhead_s x sequences
 
 FLOPs = 2 x active linear params x tokens + 2 x hidden x vocab x sampled tokens
         + 4 x heads x head_dim x (query, key) pairs, per layer.
@@ -46,6 +47,13 @@ class Calibration(BaseModel):
     bandwidth_efficiency: float = Field(gt=0, le=1, description="achieved / peak bytes/s")
     step_overhead_ms: float = Field(ge=0, description="fixed cost of every step")
     per_seq_overhead_ms: float = Field(default=0.0, ge=0, description="per sequence per step")
+    serial_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="how much of the smaller roofline term adds to the larger one "
+        "(0 = perfect overlap, pure roofline; 1 = compute and memory time add up)",
+    )
     contention_slowdown: float = Field(
         default=1.0,
         ge=0,
@@ -154,6 +162,7 @@ class StepModel:
         self._memory_rate = hardware.bandwidth * cal.bandwidth_efficiency
         self._step_overhead = cal.step_overhead_ms / 1000.0
         self._per_seq = cal.per_seq_overhead_ms / 1000.0
+        self._serial = cal.serial_fraction
 
     @property
     def weights_bytes(self) -> float:
@@ -183,7 +192,10 @@ class StepModel:
         )
         compute_s = flops / self._compute_rate
         memory_s = read / self._memory_rate
-        busy = compute_s if compute_s > memory_s else memory_s
+        if compute_s > memory_s:
+            busy = compute_s + self._serial * memory_s
+        else:
+            busy = memory_s + self._serial * compute_s
         return busy + self._step_overhead + self._per_seq * batch.sequences
 
     def decode_step_time(self, sequences: int, context_tokens: float) -> float:
@@ -229,9 +241,11 @@ class StepModel:
         ) / self._memory_rate
         memory_b = self._kv_full_bytes * sequences / self._memory_rate
         overhead = self._step_overhead + self._per_seq * sequences
-        return _sum_of_max_lines(compute_a, compute_b, memory_a, memory_b, steps) + (
-            overhead * steps
-        )
+        # max + s*min = (1 - s) * max + s * (compute + memory)
+        largest = _sum_of_max_lines(compute_a, compute_b, memory_a, memory_b, steps)
+        both = _line_sum(compute_a + memory_a, compute_b + memory_b, 0, steps)
+        serial = self._serial
+        return (1.0 - serial) * largest + serial * both + overhead * steps
 
     def prefill_time(self, prompt_tokens: int) -> float:
         """One sequence's whole prompt in a single step (no other work)."""
