@@ -383,6 +383,9 @@ def sim_serve(
     ] = None,
     faults: Annotated[Path | None, typer.Option(help="YAML: model name -> faults.")] = None,
     state: Annotated[Path | None, typer.Option(help="Write the endpoints here as JSON.")] = None,
+    timing_debug: Annotated[
+        bool, typer.Option(help="Add each token's due time (time.monotonic) to stream chunks.")
+    ] = False,
     catalog: CatalogOption = None,
 ) -> None:
     """Serve simulated engines over an OpenAI-compatible API, with fault injection."""
@@ -406,6 +409,7 @@ def sim_serve(
         faults=load_fault_file(faults) if faults else {},
         default_max_tokens=default_max_tokens,
         cold_start_s=cold_start_s,
+        timing_debug=timing_debug,
     )
 
     def ready(endpoints: list[Endpoint]) -> None:

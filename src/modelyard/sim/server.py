@@ -18,7 +18,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from modelyard.sim.engine import Engine, SimRequest
-from modelyard.sim.faults import CONTEXT_LENGTH_BODY, FaultState, parse_faults
+from modelyard.sim.faults import CONTEXT_LENGTH_BODY, Faults, FaultState, parse_faults
 from modelyard.sim.loop import EventLoop
 
 WORDS = (
@@ -100,6 +100,7 @@ E2E_BUCKETS = (
     7680.0,
 )
 DONE = None
+WORD_BYTES = tuple((" " + word).encode() for word in WORDS)  # JSON-safe as they are
 
 
 class Clock:
@@ -111,6 +112,10 @@ class Clock:
 
     def now(self) -> float:
         return (time.monotonic() - self._start) * self.speed
+
+    def wall(self, sim_s: float) -> float:
+        """The time.monotonic() value at which simulation time `sim_s` is due."""
+        return self._start + sim_s / self.speed
 
 
 class RealtimeDriver:
@@ -142,26 +147,105 @@ class RealtimeDriver:
 
 
 class _Listener:
-    """Hands tokens to the HTTP handlers' queues and keeps vLLM-style metrics."""
+    """Hands tokens to the requests' sinks and keeps vLLM-style metrics."""
 
     def __init__(self, model: SimModel) -> None:
         self.model = model
 
     def on_first_token(self, request: SimRequest, time_s: float) -> None:
-        request.payload.put_nowait(time_s)
+        request.payload.token(time_s)
         self.model.ttft.observe(time_s - request.arrival)
 
     def on_tokens(self, requests: Iterable[SimRequest], time_s: float) -> None:
         for request in requests:
-            request.payload.put_nowait(time_s)
+            request.payload.token(time_s)
 
     def on_finished(self, request: SimRequest, time_s: float) -> None:
-        request.payload.put_nowait(DONE)
+        request.payload.finish()
         model = self.model
         model.prompt_tokens += request.prompt_tokens
         model.generation_tokens += request.output_tokens
         model.finished += 1
         model.e2e.observe(time_s - request.arrival)
+
+
+class _CountSink:
+    """A non-streaming request: count tokens, wake the handler when done."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def token(self, time_s: float) -> None:
+        self.tokens += 1
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _StreamSink:
+    """A streaming request: each token is written to the socket the moment the simulation
+    produces it, as one HTTP chunk, without waking the handler. At a few hundred streams a
+    coroutine switch and a dict encoded per token would cost more than the simulation."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        head: bytes,
+        chat: bool,
+        rid: int,
+        output_tokens: int,
+        faults: Faults,
+        due: Callable[[float], float] | None,
+    ) -> None:
+        self.transport = transport
+        self.head = (
+            head + b'"choices":[{"index":0,' + (b'"delta":{"content":"' if chat else b'"text":"')
+        )
+        close = b'"}' if chat else b'"'
+        self.end_more = close + b',"logprobs":null,"finish_reason":null}]'
+        self.end_last = close + b',"logprobs":null,"finish_reason":"length"}]'
+        self.rid = rid
+        self.output_tokens = output_tokens
+        self.faults = faults
+        self.due = due
+        self.sent = 0
+        self.stalled = False
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def _write(self, data: bytes) -> None:
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # one chunked-encoding frame
+
+    def token(self, time_s: float) -> None:
+        if self.stalled or self.done.done():
+            return
+        faults = self.faults
+        if faults.close_after_tokens is not None and self.sent >= faults.close_after_tokens:
+            self.transport.close()
+            self.done.set_result("closed")
+            return
+        if faults.stall_after_tokens is not None and self.sent >= faults.stall_after_tokens:
+            self.stalled = True  # send nothing more; the handler waits for the client to leave
+            return
+        last = self.sent + 1 == self.output_tokens
+        word = WORD_BYTES[(self.rid + self.sent) % len(WORD_BYTES)]
+        extra = b""
+        if self.due is not None:  # when this token was due, on time.monotonic()
+            extra = b',"modelyard_due_monotonic":' + repr(self.due(time_s)).encode()
+        self._write(
+            b"data: "
+            + self.head
+            + word
+            + (self.end_last if last else self.end_more)
+            + extra
+            + b"}\n\n"
+        )
+        self.sent += 1
+
+    def finish(self) -> None:
+        if not self.done.done() and not self.stalled:
+            self.done.set_result("finished")
 
 
 class _EngineCollector(Collector):
@@ -286,9 +370,12 @@ def count_prompt_tokens(body: dict[str, Any], chat: bool) -> int:
 class SimServer:
     """All served models of one `sim serve` process."""
 
-    def __init__(self, models: list[SimModel], driver: RealtimeDriver) -> None:
+    def __init__(
+        self, models: list[SimModel], driver: RealtimeDriver, timing_debug: bool = False
+    ) -> None:
         self.models = models
         self.driver = driver
+        self.timing_debug = timing_debug
         self._ids = itertools.count()
         self._sites: dict[str, web.TCPSite] = {}
         self._runners: list[web.AppRunner] = []
@@ -443,22 +530,28 @@ class SimServer:
         if faults.faults.slow_first_token_s > 0:
             await asyncio.sleep(faults.faults.slow_first_token_s / self.driver.clock.speed)
         rid = next(self._ids)
-        queue: asyncio.Queue[float | None] = asyncio.Queue()
+        stream = bool(body.get("stream"))
+        options = body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+        created = int(time.time())
+        head = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{rid}",
+            "object": ("chat.completion.chunk" if chat else "text_completion")
+            if stream
+            else ("chat.completion" if chat else "text_completion"),
+            "created": created,
+            "model": model.served_name,
+        }
         sim_request = SimRequest(
             rid=rid,
             arrival=self.driver.clock.now(),
             prompt_tokens=prompt_tokens,
             output_tokens=max_tokens,
-            payload=queue,
         )
-        self.driver.submit(model.engine, sim_request)
-        stream = bool(body.get("stream"))
-        options = body.get("stream_options") or {}
-        include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
         try:
             if stream:
-                return await self._stream(http, model, sim_request, queue, chat, include_usage)
-            return await self._complete(model, sim_request, queue, chat)
+                return await self._stream(http, model, sim_request, head, chat, include_usage)
+            return await self._complete(model, sim_request, head, chat)
         finally:
             if sim_request.finished != sim_request.finished:  # NaN: not finished, client left
                 model.engine.abort(sim_request)
@@ -467,71 +560,40 @@ class SimServer:
         return " " + WORDS[(rid + index) % len(WORDS)]
 
     async def _complete(
-        self, model: SimModel, request: SimRequest, queue: asyncio.Queue[float | None], chat: bool
+        self, model: SimModel, request: SimRequest, head: dict[str, Any], chat: bool
     ) -> web.Response:
-        produced = 0
-        while await queue.get() is not DONE:
-            produced += 1
+        sink = _CountSink()
+        request.payload = sink
+        self.driver.submit(model.engine, request)
+        await sink.done
+        produced = sink.tokens
         text = "".join(self._word(request.rid, i) for i in range(produced))
         usage = {
             "prompt_tokens": request.prompt_tokens,
             "completion_tokens": produced,
             "total_tokens": request.prompt_tokens + produced,
         }
-        created = int(time.time())
         if chat:
-            return _json(
-                {
-                    "id": f"chatcmpl-{request.rid}",
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model.served_name,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "logprobs": None,
-                            "finish_reason": "length",
-                        }
-                    ],
-                    "usage": usage,
-                }
-            )
-        return _json(
-            {
-                "id": f"cmpl-{request.rid}",
-                "object": "text_completion",
-                "created": created,
-                "model": model.served_name,
-                "choices": [
-                    {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
-                ],
-                "usage": usage,
-            }
-        )
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
+        else:
+            choice = {"index": 0, "text": text}
+        choice.update(logprobs=None, finish_reason="length")
+        return _json({**head, "choices": [choice], "usage": usage})
 
     async def _stream(
         self,
         http: web.Request,
         model: SimModel,
         request: SimRequest,
-        queue: asyncio.Queue[float | None],
+        head: dict[str, Any],
         chat: bool,
         include_usage: bool,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
+        response.enable_chunked_encoding()
         await response.prepare(http)
-        faults = model.faults.faults
-        created = int(time.time())
-        prefix = "chatcmpl" if chat else "cmpl"
-        head = {
-            "id": f"{prefix}-{request.rid}",
-            "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": created,
-            "model": model.served_name,
-        }
         if chat:
             await response.write(
                 _sse(
@@ -548,40 +610,25 @@ class SimServer:
                     }
                 )
             )
-        sent = 0
-        done = False
-        while not done:
-            item = await queue.get()
-            pieces: list[bytes] = []
-            while True:
-                if item is DONE:
-                    done = True
-                    break
-                if faults.close_after_tokens is not None and sent >= faults.close_after_tokens:
-                    if pieces:
-                        await response.write(b"".join(pieces))
-                    assert http.transport is not None
-                    http.transport.close()
-                    return response
-                if faults.stall_after_tokens is not None and sent >= faults.stall_after_tokens:
-                    if pieces:
-                        await response.write(b"".join(pieces))
-                    await asyncio.Event().wait()
-                last = sent + 1 == request.output_tokens
-                word = self._word(request.rid, sent)
-                choice: dict[str, Any] = (
-                    {"index": 0, "delta": {"content": word}} if chat else {"index": 0, "text": word}
-                )
-                choice["logprobs"] = None
-                choice["finish_reason"] = "length" if last else None
-                pieces.append(_sse({**head, "choices": [choice]}))
-                sent += 1
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-            if pieces:
-                await response.write(b"".join(pieces))
+        assert http.transport is not None
+        head_bytes = orjson.dumps(head)[:-1] + b","
+        due = self.driver.clock.wall if self.timing_debug else None
+        sink = _StreamSink(
+            http.transport,
+            head_bytes,
+            chat,
+            request.rid,
+            request.output_tokens,
+            model.faults.faults,
+            due,
+        )
+        request.payload = sink
+        self.driver.submit(model.engine, request)
+        if model.faults.faults.stall_after_tokens is not None:
+            await asyncio.Event().wait()  # a stalled stream ends only when the client leaves
+        outcome = await sink.done
+        if outcome == "closed":
+            return response
         if include_usage:
             await response.write(
                 _sse(
@@ -590,8 +637,8 @@ class SimServer:
                         "choices": [],
                         "usage": {
                             "prompt_tokens": request.prompt_tokens,
-                            "completion_tokens": sent,
-                            "total_tokens": request.prompt_tokens + sent,
+                            "completion_tokens": sink.sent,
+                            "total_tokens": request.prompt_tokens + sink.sent,
                         },
                     }
                 )
@@ -616,6 +663,7 @@ class ServeOptions:
     placement: str = "fleet"
     gpu: str | None = None
     calibrations: tuple[Any, ...] = ()
+    timing_debug: bool = False
 
 
 @dataclass(frozen=True)
@@ -671,7 +719,7 @@ async def serve(loaded: Any, options: ServeOptions, on_ready: Any = None) -> Non
     import signal
 
     driver, models = build_models(loaded, options)
-    server = SimServer(models, driver)
+    server = SimServer(models, driver, options.timing_debug)
     ports = [options.port + i for i in range(len(models))]
     await server.start(options.host, ports)
     runner_task = asyncio.get_running_loop().create_task(driver.run())
