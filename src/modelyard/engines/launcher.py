@@ -1,0 +1,353 @@
+"""Start, watch and stop local engine processes for a fleet (`modelyard up` / `status` / `down`).
+
+Placement: isolated engines each get their own CPU set (and GPU, through CUDA_VISIBLE_DEVICES);
+members of a shared group share one. Every engine runs in its own process group so `down` can
+stop it and everything it spawned; the state file lists exactly what `up` started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from modelyard.engines.adapters import adapter_for
+from modelyard.engines.base import EngineAdapter, LaunchSpec
+from modelyard.engines.errors import EngineError, EngineStartupError
+from modelyard.engines.models import default_weights
+from modelyard.fleet import LoadedFleet
+
+STATE_NAME = "state.json"
+LOG_TAIL_LINES = 15
+
+
+@dataclass
+class EngineProcess:
+    """One engine `up` started. Times are seconds; `started_at` is wall-clock epoch."""
+
+    name: str
+    model: str
+    engine: str
+    pid: int
+    port: int
+    url: str
+    log: str
+    command: list[str]
+    cpus: list[int]
+    gpu_devices: list[int]
+    started_at: float
+    cold_start_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PlannedEngine:
+    name: str
+    adapter: EngineAdapter
+    spec: LaunchSpec
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def plan(
+    loaded: LoadedFleet, host: str = "127.0.0.1", cores: list[int] | None = None
+) -> list[PlannedEngine]:
+    """Every engine replica with its port, CPU set, GPU and memory fraction."""
+    fleet = loaded.fleet
+    cores = cores if cores is not None else sorted(os.sched_getaffinity(0))
+    fractions: dict[str, float] = {}
+    for group in fleet.shared_groups():
+        fractions.update(loaded.memory_fractions(group))
+    # isolation units: a shared group is one unit, every other model replica is one unit
+    units: list[list[tuple[str, int]]] = []
+    for group in fleet.shared_groups():
+        replicas = max(fleet.models[m].replicas for m in group.models)
+        units += [
+            [(m, r) for m in group.models if r < fleet.models[m].replicas] for r in range(replicas)
+        ]
+    grouped = {m for g in fleet.shared_groups() for m in g.models}
+    units += [
+        [(name, r)]
+        for name, m in fleet.models.items()
+        if name not in grouped
+        for r in range(m.replicas)
+    ]
+    planned = []
+    gpu_index = 0
+    for index, unit in enumerate(units):
+        cpus = (cores[index % len(cores)],)
+        uses_gpu = any(loaded.gpu(m) is not None for m, _ in unit)
+        devices = (gpu_index,) if uses_gpu else ()
+        gpu_index += 1 if uses_gpu else 0
+        for name, replica in unit:
+            entry = fleet.models[name]
+            slug = loaded.catalog.resolve_model_name(entry.catalog)
+            spec_model = loaded.model_spec(name)
+            owner = fleet.group_of(name)
+            gpu = owner.gpu if owner and owner.gpu else entry.gpu
+            spec = LaunchSpec(
+                name=name,
+                catalog_model=slug,
+                model=spec_model,
+                quant_name=entry.quant_name,
+                quant=loaded.quant(name),
+                weights=entry.weights or default_weights(slug, entry.engine, spec_model.hf_id),
+                host=host,
+                port=free_port(host),
+                gpu=gpu,
+                max_model_len=entry.max_model_len,
+                gpu_memory_utilization=fractions.get(name, entry.gpu_memory_utilization or 0.9)
+                if gpu
+                else None,
+                max_num_seqs=entry.max_num_seqs,
+                max_num_batched_tokens=entry.max_num_batched_tokens,
+                kv_cache_dtype=entry.kv_cache_dtype,
+                cpus=cpus,
+                gpu_devices=devices,
+                extra_args=tuple(entry.engine_args),
+            )
+            planned.append(PlannedEngine(f"{name}/{replica}", adapter_for(entry.engine), spec))
+    return planned
+
+
+def _state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_NAME
+
+
+def read_state(state_dir: Path) -> list[EngineProcess]:
+    path = _state_path(state_dir)
+    if not path.exists():
+        return []
+    try:
+        return [EngineProcess(**row) for row in json.loads(path.read_text())["engines"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EngineError(f"{path}: unreadable state file ({exc}); remove it by hand") from exc
+
+
+def _write_state(state_dir: Path, fleet_name: str, engines: list[EngineProcess]) -> None:
+    path = _state_path(state_dir)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(
+        json.dumps({"fleet": fleet_name, "engines": [asdict(e) for e in engines]}, indent=2)
+    )
+    partial.replace(path)
+
+
+def is_running(process: EngineProcess) -> bool:
+    """True if the pid is alive and still the engine we started (pids are reused)."""
+    try:
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and cmdline[0].decode(errors="replace") == process.command[0]
+
+
+def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _http(url: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+def _start(item: PlannedEngine, state_dir: Path) -> EngineProcess:
+    spec = item.spec
+    command = item.adapter.command(spec)
+    log = state_dir / "logs" / f"{item.name.replace('/', '-')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **item.adapter.env(spec)}
+    cpus = set(spec.cpus)
+    # posix_spawn, not Popen: the engine outlives this process and no Popen object is left
+    # to warn about it; setsid gives it its own process group for `down`.
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        pid = os.posix_spawnp(
+            command[0],
+            command,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, out, 2),
+            ],
+            setsid=True,
+        )
+    except OSError as exc:
+        raise EngineStartupError(f"{item.name}: cannot start {command[0]}: {exc}") from exc
+    finally:
+        os.close(out)
+    if cpus:
+        with contextlib.suppress(OSError):  # before the engine starts its threads
+            os.sched_setaffinity(pid, cpus)
+    return EngineProcess(
+        name=item.name,
+        model=spec.name,
+        engine=item.adapter.name,
+        pid=pid,
+        port=spec.port,
+        url=f"http://{spec.host}:{spec.port}",
+        log=str(log),
+        command=command,
+        cpus=sorted(cpus),
+        gpu_devices=list(spec.gpu_devices),
+        started_at=time.time(),
+    )
+
+
+def _failure(process: EngineProcess, adapter: EngineAdapter, why: str) -> EngineStartupError:
+    tail = log_tail(process.log)
+    kind = "out of memory" if adapter.is_oom(tail) else why
+    return EngineStartupError(
+        f"{process.name} ({process.engine}) {kind} during start; last lines of {process.log}:\n"
+        + "\n".join(f"  {line}" for line in tail.splitlines())
+    )
+
+
+def wait_ready(
+    process: EngineProcess,
+    adapter: EngineAdapter,
+    started_monotonic: float,
+    deadline_s: float,
+    on_wait: Callable[[str], None] | None = None,
+) -> float:
+    """Poll health, then send one completion; return the cold start (start to first answer)."""
+    end = started_monotonic + deadline_s
+    ready = False
+    while time.monotonic() < end:
+        if not is_running(process) and _exited(process.pid):
+            raise _failure(process, adapter, "exited")
+        try:
+            if not ready:
+                status, body = _http(process.url + adapter.health_path)
+                ready = adapter.is_ready(status, body)
+            if ready:
+                payload = json.dumps(
+                    {"model": process.model, "prompt": "Hello", "max_tokens": 1}
+                ).encode()
+                status, _ = _http(process.url + "/v1/completions", payload, timeout=60)
+                if status == 200:
+                    return time.monotonic() - started_monotonic
+        except (OSError, urllib.error.URLError):
+            pass
+        if on_wait is not None:
+            on_wait(process.name)
+        time.sleep(0.2)
+    raise _failure(process, adapter, f"was not ready after {deadline_s:.0f} s")
+
+
+def _exited(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return finished != 0
+
+
+def up(
+    loaded: LoadedFleet,
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    timeout_s: float = 600.0,
+    on_event: Callable[[str, EngineProcess | None], None] | None = None,
+) -> list[EngineProcess]:
+    """Start every engine, wait until each answers a completion, record cold starts.
+
+    On any failure (or Ctrl-C) everything started so far is stopped before raising."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    running = [p for p in read_state(state_dir) if is_running(p)]
+    if running:
+        raise EngineError(
+            f"{len(running)} engines from an earlier `up` are still running in {state_dir}: "
+            "run `modelyard down` first"
+        )
+    planned = plan(loaded, host)
+    started: list[EngineProcess] = []
+    try:
+        clocks = []
+        for item in planned:
+            process = _start(item, state_dir)
+            clocks.append(time.monotonic())
+            started.append(process)
+            _write_state(state_dir, loaded.fleet.name, started)
+            if on_event:
+                on_event("started", process)
+        for item, process, clock in zip(planned, started, clocks, strict=True):
+            process.cold_start_s = wait_ready(process, item.adapter, clock, timeout_s)
+            _write_state(state_dir, loaded.fleet.name, started)
+            if on_event:
+                on_event("ready", process)
+    except BaseException:
+        stop(started)
+        with contextlib.suppress(OSError):
+            _state_path(state_dir).unlink()
+        raise
+    return started
+
+
+def stop(processes: list[EngineProcess], grace_s: float = 10.0) -> list[str]:
+    """SIGTERM each engine's process group, then SIGKILL what is left after `grace_s`."""
+    stopped = []
+    live = [p for p in processes if is_running(p)]
+    for process in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    for process in live:
+        while time.monotonic() < end:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(process.pid, os.WNOHANG)  # reap it if it is our child
+            if not is_running(process):
+                break
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+        stopped.append(process.name)
+    return stopped
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop everything the last `up` in `state_dir` started, and nothing else."""
+    processes = read_state(state_dir)
+    stopped = stop(processes)
+    with contextlib.suppress(OSError):
+        _state_path(state_dir).unlink()
+    return stopped
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    process: EngineProcess
+    alive: bool
+    health: int | None
+
+
+def status(state_dir: Path) -> list[EngineStatus]:
+    rows = []
+    for process in read_state(state_dir):
+        alive = is_running(process)
+        health = None
+        if alive:
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                health, _ = _http(process.url + adapter_for(process.engine).health_path)
+        rows.append(EngineStatus(process, alive, health))
+    return rows
