@@ -77,6 +77,8 @@ test-deps: install
 demo: install
 	$(VENV)/bin/modelyard validate examples/fleet.yaml
 	$(VENV)/bin/modelyard fit examples/fleet.yaml
+	$(VENV)/bin/modelyard sim run examples/fleet.yaml --placement isolated --requests 5000
+	$(VENV)/bin/modelyard sim run examples/fleet.yaml --placement shared --gpu a10g --requests 5000
 
 test: test-deps
 	MODELYARD_LLMCOMPRESSOR_PYTHON=$(LLMC_VENV)/bin/python $(PY) -m pytest
