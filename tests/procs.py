@@ -82,3 +82,60 @@ def start_sim_serve(args: list[str], tmp_path: Path, ready_path: str = "/health"
     for endpoint in endpoints:
         wait_http(f"{endpoint['url']}{ready_path}")
     return running
+
+
+@dataclass
+class GatewayProcess:
+    process: subprocess.Popen[str]
+    url: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_gateway(fleet: Path, tmp_path: Path) -> GatewayProcess:
+    port = free_port()
+    log = tmp_path / f"gateway-{port}.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelyard",
+                "gateway",
+                str(fleet),
+                "--port",
+                str(port),
+                "--grace",
+                "10",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=tmp_path,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", deadline_s=20)
+    except AssertionError:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"gateway did not start: {log.read_text()}") from None
+    return GatewayProcess(process, url, log)

@@ -21,6 +21,7 @@ from modelyard.engines import models as engine_models
 from modelyard.engines.launcher import EngineProcess
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
 from modelyard.fleet import fleet_json_schema, load_fleet, single_model_fleet
+from modelyard.gateway import server as gateway_server
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
@@ -517,8 +518,35 @@ def models_prepare(
         sys.stdout.write(f"{kind}: {path}\n")
 
 
+@app.command("gateway")
+def gateway_command(
+    fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8080,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Take endpoints from this `modelyard up` state dir.")
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(min=0, help="Seconds in-flight requests get on stop.")
+    ] = 30,
+    catalog: CatalogOption = None,
+) -> None:
+    """Run the OpenAI-compatible gateway: routing, fallback, breakers, health, warm-up."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    loaded = load_fleet(fleet, catalog)
+    if state_dir is None and DEFAULT_STATE_DIR.exists():
+        state_dir = DEFAULT_STATE_DIR
+
+    def ready(url: str) -> None:
+        sys.stdout.write(f"gateway for '{loaded.fleet.name}' on {url}\n")
+        sys.stdout.flush()
+
+    run_async(gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready))
+
+
 _LATER = {
-    "gateway": ("Run the OpenAI-compatible gateway", 5),
     "bench": ("Benchmark endpoints, a fleet or the gateway", 6),
     "compare": ("Compare shared vs isolated placements", 6),
     "report": ("Write the HTML report from results", 6),

@@ -417,6 +417,9 @@ class SimServer:
         site = self._sites[model.name]
         if not start:
             await site.stop()
+            server = site._runner.server
+            for handler in server.connections if server is not None else []:
+                handler.force_close()
         await asyncio.sleep(seconds / self.driver.clock.speed)
         runner, host, port = site._runner, site._host, site._port
         fresh = web.TCPSite(runner, host, port, reuse_address=True)

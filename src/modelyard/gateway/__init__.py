@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: routing, fallback, circuit breakers, health and warm-up."""

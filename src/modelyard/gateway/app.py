@@ -1,0 +1,514 @@
+"""The gateway's HTTP side: OpenAI-compatible endpoints, fallback across candidates, health
+checks and warm-up. One `Gateway` object per process, built by the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from modelyard.engines import adapter_for
+from modelyard.fleet import LoadedFleet
+from modelyard.gateway.breaker import Breaker, State
+from modelyard.gateway.errors import Outcome, policy
+from modelyard.gateway.metrics import GatewayMetrics
+from modelyard.gateway.routing import Resolution, RouteNotFoundError, Router, pick_replica
+from modelyard.gateway.upstream import Attempt, Deadlines, attempt
+
+TASK_HEADER = "X-Modelyard-Task"
+BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+log = logging.getLogger("modelyard.gateway")
+
+
+def error_response(
+    message: str,
+    status: int,
+    kind: str,
+    code: str | int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {
+        "error": {"message": message, "type": kind, "code": code if code is not None else status}
+    }
+    if extra:
+        body["error"].update(extra)
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _openai_error_body(status: int, body: bytes) -> bytes:
+    """An upstream error as OpenAI's shape; vLLM's {"object":"error",...} is flattened."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return body
+    message = data.get("message") if isinstance(data, dict) else body.decode(errors="replace")
+    kind = data.get("type") if isinstance(data, dict) else "upstream_error"
+    return orjson.dumps(
+        {"error": {"message": message or f"HTTP {status}", "type": kind, "code": status}}
+    )
+
+
+@dataclass
+class BackendState:
+    model: str
+    url: str
+    engine: str
+    breaker: Breaker
+    healthy: bool | None = None
+    outstanding: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class Gateway:
+    """Everything a gateway process holds: routes, backends, breakers, clients, metrics."""
+
+    loaded: LoadedFleet
+    backends: dict[str, list[BackendState]]
+    router: Router
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    session: aiohttp.ClientSession | None = None
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    @classmethod
+    def build(cls, loaded: LoadedFleet, endpoints: dict[str, list[str]]) -> Gateway:
+        breaker = loaded.fleet.policy.breaker
+        backends = {
+            model: [
+                BackendState(
+                    model,
+                    url.rstrip("/"),
+                    loaded.fleet.models[model].engine,
+                    Breaker(
+                        breaker.consecutive_failures, breaker.open_for, breaker.half_open_probes
+                    ),
+                )
+                for url in urls
+            ]
+            for model, urls in endpoints.items()
+        }
+        return cls(loaded=loaded, backends=backends, router=Router(loaded.fleet))
+
+    @property
+    def deadlines(self) -> Deadlines:
+        t = self.loaded.fleet.policy.timeouts
+        return Deadlines(connect=t.connect, first_token=t.first_token, idle=t.idle, total=t.total)
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def _update_gauge(self, backend: BackendState) -> None:
+        state = backend.breaker.current(self.now())
+        self.metrics.breaker_state.labels(backend.model, backend.url).set(BREAKER_GAUGE[state])
+
+    def record(self, backend: BackendState, result: Attempt) -> None:
+        now = self.now()
+        rule = policy(result.outcome)
+        if result.outcome is Outcome.OK:
+            backend.breaker.on_success(now)
+        elif rule.counts:
+            backend.breaker.on_failure(now)
+            backend.last_error = f"{result.outcome.value}: {result.detail}"
+        else:
+            backend.breaker.on_neutral(now)
+        self._update_gauge(backend)
+        self.metrics.attempts.labels(backend.model, backend.url, result.outcome.value).inc()
+        if result.ttft_s is not None:
+            self.metrics.ttft.labels(backend.model).observe(result.ttft_s)
+        self.metrics.latency.labels(backend.model).observe(result.elapsed_s)
+
+
+class _Assembler:
+    """Builds a non-streaming answer from the upstream's stream."""
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.text: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.head: dict[str, Any] = {}
+
+    async def commit(self) -> None:
+        return None
+
+    async def line(self, event: bytes) -> None:
+        data = event[5:].strip()
+        if data == b"[DONE]":
+            return
+        chunk = orjson.loads(data)
+        if not self.head:
+            self.head = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            piece = (choice.get("delta") or {}).get("content") if self.chat else choice.get("text")
+            if piece:
+                self.text.append(piece)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def body(self) -> dict[str, Any]:
+        text = "".join(self.text)
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
+            kind = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text}
+            kind = "text_completion"
+        choice.update(logprobs=None, finish_reason=self.finish_reason)
+        body = {**self.head, "object": kind, "choices": [choice]}
+        if self.usage is not None:
+            body["usage"] = self.usage
+        return body
+
+
+class _Relay:
+    """Streams a committed attempt's events to the client as they arrive."""
+
+    def __init__(self, http: web.Request, headers: dict[str, str]) -> None:
+        self.http = http
+        self.headers = headers
+        self.response: web.StreamResponse | None = None
+
+    async def commit(self) -> None:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **self.headers,
+            }
+        )
+        await response.prepare(self.http)
+        self.response = response
+
+    async def line(self, event: bytes) -> None:
+        assert self.response is not None
+        await self.response.write(event)
+
+
+async def _generate(http: web.Request, chat: bool) -> web.StreamResponse:
+    gateway: Gateway = http.app[GATEWAY]
+    raw = await http.read()
+    try:
+        body = orjson.loads(raw)
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        return error_response(f"invalid JSON body: {exc}", 400, "invalid_request_error")
+    metadata = body.get("metadata")
+    task = http.headers.get(TASK_HEADER) or (
+        metadata.get("task") if isinstance(metadata, dict) else None
+    )
+    requested = body.get("model")
+    try:
+        resolution = gateway.router.resolve(requested, task)
+    except RouteNotFoundError:
+        return error_response(
+            f"The model `{requested}` does not exist. Known: {', '.join(gateway.router.names())}",
+            404,
+            "invalid_request_error",
+            "model_not_found",
+        )
+    stream = bool(body.get("stream"))
+    gateway.metrics.in_flight.inc()
+    try:
+        return await _try_candidates(gateway, http, body, resolution, chat, stream)
+    finally:
+        gateway.metrics.in_flight.dec()
+
+
+async def _try_candidates(
+    gateway: Gateway,
+    http: web.Request,
+    body: dict[str, Any],
+    resolution: Resolution,
+    chat: bool,
+    stream: bool,
+) -> web.StreamResponse:
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    fleet = gateway.loaded.fleet
+    budget = 1 + fleet.policy.retry.attempts
+    tried: list[dict[str, str]] = []
+    failed: set[str] = set()
+    attempts = 0
+    assert gateway.session is not None
+    for round_index in range(budget):
+        for model in resolution.models:
+            if attempts >= budget:
+                break
+            replicas = gateway.backends.get(model, [])
+            open_now = {b.url for b in replicas if not b.breaker.allow(gateway.now())}
+            # allow() reserved half-open probe slots for the ones it let through; only the
+            # replica we pick uses its slot, the others give theirs back
+            usable = [b for b in replicas if b.url not in open_now and b.url not in failed]
+            choice_url = pick_replica(
+                [b.url for b in usable], {b.url: b.outstanding for b in usable}, gateway.rng, set()
+            )
+            for b in usable:
+                if b.url != choice_url:
+                    b.breaker.on_neutral(gateway.now())
+            if choice_url is None:
+                if round_index == 0:
+                    why = "breaker open" if open_now else "no backend"
+                    tried.append({"model": model, "backend": "", "error": why})
+                continue
+            backend = next(b for b in usable if b.url == choice_url)
+            if attempts > 0:
+                gateway.metrics.retries.labels(resolution.route).inc()
+                if round_index > 0:
+                    await asyncio.sleep(fleet.policy.retry.backoff)
+            attempts += 1
+            payload = orjson.dumps(
+                {**body, "model": model, "stream": True, "stream_options": {"include_usage": True}}
+            )
+            headers = {
+                "X-Modelyard-Model": model,
+                "X-Modelyard-Backend": backend.url,
+                "X-Modelyard-Attempts": str(attempts),
+            }
+            sink: _Relay | _Assembler = _Relay(http, headers) if stream else _Assembler(chat)
+            backend.outstanding += 1
+            try:
+                result = await attempt(
+                    gateway.session,
+                    backend.url,
+                    path,
+                    payload,
+                    gateway.deadlines,
+                    sink.commit,
+                    sink.line,
+                )
+            finally:
+                backend.outstanding -= 1
+            committed_to_client = stream and result.committed
+            if result.outcome is not Outcome.OK and committed_to_client:
+                result.outcome = Outcome.MID_STREAM
+            gateway.record(backend, result)
+            if result.outcome is Outcome.OK:
+                return _finish(gateway, resolution, model, sink, headers)
+            if committed_to_client:
+                assert isinstance(sink, _Relay) and sink.response is not None
+                message = f"upstream {model} failed mid-stream: {result.detail}"
+                error = {"error": {"message": message, "type": "upstream_error", "code": 502}}
+                with contextlib.suppress(ConnectionResetError):
+                    await sink.response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                gateway.metrics.requests.labels(resolution.route, model, "mid_stream").inc()
+                _log(http, resolution, model, backend.url, attempts, "mid_stream")
+                return sink.response  # closed without [DONE]: never a clean end
+            tried.append(
+                {
+                    "model": model,
+                    "backend": backend.url,
+                    "error": f"{result.outcome.value}: {result.detail}",
+                }
+            )
+            failed.add(backend.url)
+            if result.outcome is Outcome.CLIENT_ERROR:
+                gateway.metrics.requests.labels(resolution.route, model, "client_error").inc()
+                status = result.status or 400
+                return web.Response(
+                    body=_openai_error_body(status, result.body),
+                    status=status,
+                    content_type="application/json",
+                    headers=headers,
+                )
+    gateway.metrics.requests.labels(resolution.route, "", "unavailable").inc()
+    summary = "; ".join(
+        f"{t['model']} {t['backend']}: {t['error']}".replace("  ", " ") for t in tried
+    )
+    _log(http, resolution, "", "", attempts, "unavailable")
+    return error_response(
+        f"all candidates failed: {summary}", 503, "service_unavailable", extra={"tried": tried}
+    )
+
+
+def _finish(
+    gateway: Gateway,
+    resolution: Resolution,
+    model: str,
+    sink: _Relay | _Assembler,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    gateway.metrics.requests.labels(resolution.route, model, "ok").inc()
+    if model != resolution.models[0]:
+        gateway.metrics.fallbacks.labels(resolution.route, model).inc()
+    if isinstance(sink, _Relay):
+        assert sink.response is not None
+        return sink.response
+    return web.Response(
+        body=orjson.dumps(sink.body()), content_type="application/json", headers=headers
+    )
+
+
+def _log(
+    http: web.Request, resolution: Resolution, model: str, backend: str, attempts: int, outcome: str
+) -> None:
+    log.info(
+        json.dumps(
+            {
+                "event": "request",
+                "path": http.path,
+                "route": resolution.route,
+                "model": model,
+                "backend": backend,
+                "attempts": attempts,
+                "outcome": outcome,
+            }
+        )
+    )
+
+
+async def _models(http: web.Request) -> web.Response:
+    gateway: Gateway = http.app[GATEWAY]
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "modelyard"}
+        for name in gateway.router.names()
+    ]
+    return web.Response(
+        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
+
+
+async def _health(http: web.Request) -> web.Response:
+    gateway: Gateway = http.app[GATEWAY]
+    now = gateway.now()
+    backends = [
+        {
+            "model": b.model,
+            "url": b.url,
+            "breaker": b.breaker.current(now).value,
+            "healthy": b.healthy,
+            "outstanding": b.outstanding,
+            "last_error": b.last_error,
+        }
+        for replicas in gateway.backends.values()
+        for b in replicas
+    ]
+    serving = any(b["breaker"] != "open" and b["healthy"] is not False for b in backends)
+    return web.Response(
+        body=orjson.dumps({"status": "ok", "serving": serving, "backends": backends}),
+        content_type="application/json",
+    )
+
+
+async def _metrics(http: web.Request) -> web.Response:
+    from prometheus_client import generate_latest
+
+    gateway: Gateway = http.app[GATEWAY]
+    return web.Response(
+        body=generate_latest(gateway.metrics.registry), content_type="text/plain", charset="utf-8"
+    )
+
+
+async def _health_loop(gateway: Gateway) -> None:
+    """Active health checks: a failing check counts toward the backend's breaker."""
+    assert gateway.session is not None
+    interval = gateway.loaded.fleet.policy.health.interval
+    timeout = aiohttp.ClientTimeout(total=max(min(interval, 5.0), 0.5))
+    while True:
+        for replicas in gateway.backends.values():
+            for backend in replicas:
+                path = adapter_for(backend.engine).health_path
+                try:
+                    async with gateway.session.get(backend.url + path, timeout=timeout) as r:
+                        backend.healthy = r.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    backend.healthy = False
+                if not backend.healthy:
+                    backend.breaker.on_failure(gateway.now())
+                gateway.metrics.healthy.labels(backend.model, backend.url).set(
+                    1 if backend.healthy else 0
+                )
+                gateway._update_gauge(backend)
+        await asyncio.sleep(interval)
+
+
+def fallback_models(gateway: Gateway) -> list[str]:
+    """Models that are a fallback (not first) in some route: these get warmed up."""
+    fleet = gateway.loaded.fleet
+    seen: list[str] = []
+    for route in fleet.routes:
+        for model in route.targets[1:]:
+            if model not in seen:
+                seen.append(model)
+    return seen
+
+
+async def warm_up(gateway: Gateway) -> None:
+    """One tiny completion to every replica of every fallback model; outcomes feed breakers."""
+    assert gateway.session is not None
+    deadlines = gateway.deadlines
+    for model in fallback_models(gateway):
+        for backend in gateway.backends.get(model, []):
+            payload = orjson.dumps(
+                {
+                    "model": model,
+                    "prompt": "Hello",
+                    "max_tokens": 1,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+            )
+            sink = _Assembler(chat=False)
+            result = await attempt(
+                gateway.session,
+                backend.url,
+                "/v1/completions",
+                payload,
+                deadlines,
+                sink.commit,
+                sink.line,
+            )
+            gateway.record(backend, result)
+            gateway.metrics.warmups.labels(model, result.outcome.value).inc()
+
+
+async def _warmup_loop(gateway: Gateway) -> None:
+    every = gateway.loaded.fleet.policy.health.warmup_every
+    while True:
+        await warm_up(gateway)
+        await asyncio.sleep(every)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def create_app(gateway: Gateway, max_body_bytes: int = 8 * 1024 * 1024) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes)
+    app[GATEWAY] = gateway
+    app.router.add_post("/v1/chat/completions", lambda r: _generate(r, chat=True))
+    app.router.add_post("/v1/completions", lambda r: _generate(r, chat=False))
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+
+    async def lifecycle(app: web.Application) -> Any:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
+        gateway.session = aiohttp.ClientSession(connector=connector)
+        tasks = [
+            asyncio.create_task(_health_loop(gateway)),
+            asyncio.create_task(_warmup_loop(gateway)),
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await gateway.session.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,85 @@
+"""Prometheus metrics of one gateway process (its own registry, no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "modelyard_gateway_requests",
+            "Client requests by outcome.",
+            ["route", "model", "outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "modelyard_gateway_attempts",
+            "Upstream attempts by outcome.",
+            ["model", "backend", "outcome"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "modelyard_gateway_fallbacks",
+            "Requests answered by a model other than the route's first.",
+            ["route", "model"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "modelyard_gateway_retries", "Attempts after the first.", ["route"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "modelyard_gateway_breaker_state",
+            "Breaker per backend: 0 closed, 1 half-open, 2 open.",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.healthy = Gauge(
+            "modelyard_gateway_backend_healthy",
+            "Last active health check: 1 passed, 0 failed.",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.warmups = Counter(
+            "modelyard_gateway_warmups",
+            "Warm-up completions by outcome.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "modelyard_gateway_upstream_ttft_seconds",
+            "Upstream time to first token.",
+            ["model"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.latency = Histogram(
+            "modelyard_gateway_upstream_latency_seconds",
+            "Upstream attempt duration.",
+            ["model"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.in_flight = Gauge(
+            "modelyard_gateway_in_flight", "Client requests in flight.", registry=r
+        )

@@ -1,0 +1,394 @@
+"""The gateway over real HTTP, in front of `sim serve` backends with injected faults: every row
+of the failure-policy table, the breaker's cycle, warm-up, reload, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from tests.procs import GatewayProcess, SimServe, start_gateway, start_sim_serve, wait_http
+
+PRIMARY_PORT, FALLBACK_PORT = 18311, 18312
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SimServe]]:
+    folder = tmp_path_factory.mktemp("backends")
+    started = {}
+    for name, port in (("primary", PRIMARY_PORT), ("fallback", FALLBACK_PORT)):
+        started[name] = start_sim_serve(
+            [
+                "--model",
+                "qwen2.5-7b",
+                "--gpu",
+                "h100-sxm",
+                "--served-model-name",
+                name,
+                "--port",
+                str(port),
+                "--speed",
+                "20",
+                "--cold-start-s",
+                "0",
+                "--max-model-len",
+                "4096",
+            ],
+            folder,
+        )
+    yield started
+    for running in started.values():
+        running.stop()
+
+
+def _post(url: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    async def go() -> tuple[int, dict[str, str], bytes]:
+        async with aiohttp.ClientSession() as s, s.post(url + path, json=body) as r:
+            return r.status, dict(r.headers), await r.read()
+
+    return asyncio.run(go())
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    async def go() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            return r.status, await r.read()
+
+    return asyncio.run(go())
+
+
+def faults(backend: SimServe, **values: object) -> None:
+    wait_http(backend.url() + "/health", deadline_s=10)  # it may be refusing connections
+    status, _, body = _post(backend.url(), "/_sim/faults", values)
+    assert status == 200, body
+
+
+FLEET = """\
+name: gw-test
+models:
+  primary: {{catalog: qwen2.5-7b, engine: sim, gpu: h100-sxm, endpoints: ["http://127.0.0.1:{p}"]}}
+  fallback: {{catalog: qwen2.5-7b, engine: sim, gpu: h100-sxm, endpoints: ["http://127.0.0.1:{f}"]}}
+routes:
+  - {{match: {{task: summary}}, targets: [fallback, primary]}}
+  - {{name: chat, targets: [primary, fallback]}}
+policy:
+  breaker: {{consecutive_failures: 2, open_for: 1s, half_open_probes: 1}}
+  retry: {{attempts: 1, backoff: 10ms}}
+  timeouts: {{connect: 1s, first_token: 1s, idle: 1s, total: 30s}}
+  health: {{interval: {interval}, warmup_every: 1h}}
+"""
+
+
+def _write_fleet(tmp_path: Path, interval: str = "30s", extra: str = "") -> Path:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(FLEET.format(p=PRIMARY_PORT, f=FALLBACK_PORT, interval=interval) + extra)
+    return path
+
+
+@pytest.fixture
+def gateway(backends: dict[str, SimServe], tmp_path: Path) -> Iterator[GatewayProcess]:
+    for backend in backends.values():
+        faults(backend)
+    running = start_gateway(_write_fleet(tmp_path), tmp_path)
+    yield running
+    running.stop()
+    for backend in backends.values():
+        faults(backend)
+
+
+def _completion(url: str, **extra: Any) -> tuple[int, dict[str, str], dict[str, Any]]:
+    status, headers, body = _post(
+        url, "/v1/completions", {"prompt": "hello", "max_tokens": 5, **extra}
+    )
+    return status, headers, json.loads(body)
+
+
+def _stream(url: str, **extra: Any) -> tuple[int, dict[str, str], list[bytes]]:
+    async def go() -> tuple[int, dict[str, str], list[bytes]]:
+        body = {"prompt": "hello", "max_tokens": 6, "stream": True, **extra}
+        events = []
+        async with aiohttp.ClientSession() as s, s.post(url + "/v1/completions", json=body) as r:
+            try:
+                async for line in r.content:
+                    if line.strip():
+                        events.append(line.strip())
+            except aiohttp.ClientPayloadError:
+                events.append(b"<payload error>")
+            return r.status, dict(r.headers), events
+
+    return asyncio.run(go())
+
+
+def test_openai_clients_through_gateway(gateway: GatewayProcess) -> None:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as client:
+        reply = client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 4
+        assert reply.choices[0].message.content
+        text = client.completions.create(model="primary", prompt="x", max_tokens=3)
+        assert text.choices[0].text.split() and text.model == "primary"
+        pieces = [
+            c.choices[0].text
+            for c in client.completions.create(model="chat", prompt="x", max_tokens=5, stream=True)
+            if c.choices
+        ]
+        assert len([p for p in pieces if p]) == 5
+
+    async def run_async() -> int:
+        client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+        async with client:
+            stream = await client.chat.completions.create(
+                model="chat",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=7,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            count = 0
+            async for chunk in stream:
+                count += sum(1 for c in chunk.choices if c.delta.content)
+            return count
+
+    assert asyncio.run(run_async()) == 7
+
+
+def test_routing_headers_and_task(gateway: GatewayProcess) -> None:
+    status, headers, body = _completion(gateway.url, model="chat")
+    assert status == 200
+    assert headers["X-Modelyard-Model"] == "primary"
+    assert headers["X-Modelyard-Attempts"] == "1"
+    assert body["usage"]["completion_tokens"] == 5
+    status, headers, _ = _post(
+        gateway.url,
+        "/v1/completions",
+        {"prompt": "x", "max_tokens": 1, "metadata": {"task": "summary"}},
+    )
+    assert headers["X-Modelyard-Model"] == "fallback"
+    status, body404 = _post(gateway.url, "/v1/completions", {"model": "gpt-9", "prompt": "x"})[::2]
+    assert status == 404
+    assert json.loads(body404)["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"error_rate": 1.0, "error_status": 500},
+        {"error_rate": 1.0, "error_status": 503},
+        {"hang_rate": 1.0},
+        {"slow_first_token_s": 60.0},
+        {"error_rate": 1.0, "error_status": 429},
+    ],
+)
+def test_failures_before_first_token_fall_back(
+    gateway: GatewayProcess, backends: dict[str, SimServe], fault: dict[str, Any]
+) -> None:
+    faults(backends["primary"], **fault)
+    status, headers, body = _completion(gateway.url, model="chat")
+    assert status == 200, body
+    assert headers["X-Modelyard-Model"] == "fallback"
+    assert headers["X-Modelyard-Attempts"] == "2"
+    status, headers, events = _stream(gateway.url, model="chat")
+    assert status == 200 and headers["X-Modelyard-Model"] == "fallback"
+    assert events[-1] == b"data: [DONE]"
+
+
+def test_connection_refused_falls_back(
+    gateway: GatewayProcess, backends: dict[str, SimServe]
+) -> None:
+    faults(backends["primary"], refuse_connections_s=40)  # 2 s wall at speed 20
+    time.sleep(0.1)
+    status, headers, _ = _completion(gateway.url, model="chat")
+    assert status == 200 and headers["X-Modelyard-Model"] == "fallback"
+    wait_http(backends["primary"].url() + "/health", deadline_s=10)
+
+
+def test_429_does_not_trip_the_breaker(
+    gateway: GatewayProcess, backends: dict[str, SimServe]
+) -> None:
+    faults(backends["primary"], error_rate=1.0, error_status=429)
+    for _ in range(4):
+        assert _completion(gateway.url, model="chat")[1]["X-Modelyard-Model"] == "fallback"
+    health = json.loads(_get(gateway.url + "/health")[1])
+    primary = next(b for b in health["backends"] if b["model"] == "primary")
+    assert primary["breaker"] == "closed"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"error_rate": 1.0, "error_body": "context_length"},
+        {
+            "error_rate": 1.0,
+            "error_status": 500,
+            "error_body": {
+                "object": "error",
+                "message": "This model's maximum context length is 4096 tokens.",
+                "type": "BadRequestError",
+                "code": 500,
+            },
+        },
+    ],
+)
+def test_client_errors_are_returned_not_retried(
+    gateway: GatewayProcess, backends: dict[str, SimServe], fault: dict[str, Any]
+) -> None:
+    faults(backends["primary"], **fault)
+    for _ in range(3):  # more than consecutive_failures: the breaker must stay closed
+        status, headers, body = _completion(gateway.url, model="chat")
+        assert status in (400, 500)
+        assert headers["X-Modelyard-Model"] == "primary"
+        assert "context length" in body["error"]["message"]
+        assert set(body["error"]) >= {"message", "type", "code"}
+    health = json.loads(_get(gateway.url + "/health")[1])
+    assert all(b["breaker"] == "closed" for b in health["backends"])
+
+
+def test_mid_stream_failure_streaming_gets_error_event(
+    gateway: GatewayProcess, backends: dict[str, SimServe]
+) -> None:
+    faults(backends["primary"], close_after_tokens=2)
+    status, headers, events = _stream(gateway.url, model="chat")
+    assert status == 200 and headers["X-Modelyard-Model"] == "primary"
+    data = [e for e in events if e.startswith(b"data: {")]
+    assert len([e for e in data if b'"text"' in e]) == 2
+    assert b'"error"' in data[-1]
+    assert b"data: [DONE]" not in events  # never a clean end
+
+
+def test_mid_stream_failure_non_streaming_is_retried(
+    gateway: GatewayProcess, backends: dict[str, SimServe]
+) -> None:
+    faults(backends["primary"], stall_after_tokens=2)  # idle deadline 1 s
+    status, headers, body = _completion(gateway.url, model="chat")
+    assert status == 200
+    assert headers["X-Modelyard-Model"] == "fallback"
+    assert body["usage"]["completion_tokens"] == 5
+
+
+def test_all_candidates_fail_503(gateway: GatewayProcess, backends: dict[str, SimServe]) -> None:
+    for backend in backends.values():
+        faults(backend, error_rate=1.0, error_status=502)
+    status, _, body = _completion(gateway.url, model="chat")
+    assert status == 503
+    tried = body["error"]["tried"]
+    assert [t["model"] for t in tried] == ["primary", "fallback"]
+    assert all("server_error" in t["error"] for t in tried)
+
+
+def test_breaker_full_cycle(gateway: GatewayProcess, backends: dict[str, SimServe]) -> None:
+    faults(backends["primary"], error_rate=1.0, error_status=500)
+    for _ in range(2):
+        assert _completion(gateway.url, model="chat")[1]["X-Modelyard-Attempts"] == "2"
+    # open: the primary is skipped without an attempt
+    status, headers, _ = _completion(gateway.url, model="chat")
+    assert headers["X-Modelyard-Model"] == "fallback" and headers["X-Modelyard-Attempts"] == "1"
+    health = json.loads(_get(gateway.url + "/health")[1])
+    assert next(b for b in health["backends"] if b["model"] == "primary")["breaker"] == "open"
+    faults(backends["primary"])
+    time.sleep(1.1)  # open_for: 1s, then one half-open probe decides
+    status, headers, _ = _completion(gateway.url, model="chat")
+    assert headers["X-Modelyard-Model"] == "primary"
+    health = json.loads(_get(gateway.url + "/health")[1])
+    assert next(b for b in health["backends"] if b["model"] == "primary")["breaker"] == "closed"
+    _, metrics = _get(gateway.url + "/metrics")
+    assert b"modelyard_gateway_fallbacks_total" in metrics
+
+
+def test_warm_up_reaches_the_fallback(backends: dict[str, SimServe], tmp_path: Path) -> None:
+    def served(name: str) -> float:
+        text = _get(backends[name].url() + "/metrics")[1].decode()
+        line = next(x for x in text.splitlines() if x.startswith("vllm:request_success_total"))
+        return float(line.split()[-1])
+
+    before_primary, before_fallback = served("primary"), served("fallback")
+    running = start_gateway(_write_fleet(tmp_path), tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while served("fallback") <= before_fallback and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # both are fallbacks of some route (primary in 'summary'), and no client sent anything
+        assert served("fallback") > before_fallback
+        assert served("primary") > before_primary
+        assert (
+            b'modelyard_gateway_warmups_total{model="fallback",outcome="ok"}'
+            in _get(running.url + "/metrics")[1]
+        )
+    finally:
+        running.stop()
+
+
+def test_starts_with_backends_down_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "down.yaml"
+    path.write_text(FLEET.format(p=1, f=2, interval="200ms"))
+    running = start_gateway(path, tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            health = json.loads(_get(running.url + "/health")[1])
+            if all(b["healthy"] is False for b in health["backends"]):
+                break
+            time.sleep(0.05)
+        assert health["status"] == "ok" and health["serving"] is False
+        status, _, body = _completion(running.url, model="chat")
+        assert status == 503
+    finally:
+        running.stop()
+
+
+def test_graceful_shutdown_lets_a_stream_finish(
+    backends: dict[str, SimServe], tmp_path: Path
+) -> None:
+    running = start_gateway(_write_fleet(tmp_path), tmp_path)
+
+    async def long_stream() -> list[bytes]:
+        body = {"model": "chat", "prompt": "x", "max_tokens": 400, "stream": True}
+        events = []
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(running.url + "/v1/completions", json=body) as r,
+        ):
+            async for line in r.content:
+                if line.strip():
+                    events.append(line.strip())
+                if len(events) == 3:
+                    running.process.send_signal(signal.SIGTERM)
+        return events
+
+    events = asyncio.run(long_stream())
+    assert events[-1] == b"data: [DONE]"
+    assert running.process.wait(timeout=15) == 0
+
+
+def test_reload_on_sighup(backends: dict[str, SimServe], tmp_path: Path) -> None:
+    path = _write_fleet(tmp_path)
+    running = start_gateway(path, tmp_path)
+    try:
+        path.write_text("name: [broken\n")
+        running.process.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert _completion(running.url, model="chat")[0] == 200  # the old fleet serves on
+        path.write_text(
+            FLEET.format(p=PRIMARY_PORT, f=FALLBACK_PORT, interval="30s").replace(
+                "routes:\n",
+                "routes:\n  - {name: quick, match: {task: quick}, targets: [fallback]}\n",
+            )
+        )
+        running.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while _completion(running.url, model="quick")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, headers, _ = _completion(running.url, model="quick")
+        assert status == 200 and headers["X-Modelyard-Model"] == "fallback"
+        assert "rejected" in running.log.read_text()
+    finally:
+        running.stop()
