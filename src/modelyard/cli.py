@@ -546,6 +546,16 @@ def gateway_command(
     run_async(gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready))
 
 
+@app.command("hash-key")
+def hash_key_command(
+    key: Annotated[str, typer.Argument(help="An API key to store hashed.")],
+) -> None:
+    """Print the SHA-256 digest to put under gateway.api_key_hashes (never store the key)."""
+    from modelyard.gateway.auth import hash_key
+
+    sys.stdout.write(hash_key(key) + "\n")
+
+
 _LATER = {
     "bench": ("Benchmark endpoints, a fleet or the gateway", 6),
     "compare": ("Compare shared vs isolated placements", 6),

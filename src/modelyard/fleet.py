@@ -142,6 +142,22 @@ class Traffic(_Strict):
     output_tokens: int = Field(default=256, gt=0)
 
 
+class RateLimit(_Strict):
+    requests_per_second: float = Field(gt=0)
+    burst: int = Field(default=20, ge=1)
+
+
+class GatewayConfig(_Strict):
+    """Gateway operations. API keys are stored only as SHA-256 hex digests
+    (`modelyard hash-key KEY` prints one); more come from the environment variable
+    named by `api_key_hashes_env` (comma-separated)."""
+
+    api_key_hashes: list[str] = Field(default_factory=list)
+    api_key_hashes_env: str = "MODELYARD_API_KEY_HASHES"
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    rate_limit: RateLimit | None = Field(default=None, description="per API key (or client)")
+
+
 class Fleet(_Strict):
     """The whole fleet file."""
 
@@ -153,6 +169,7 @@ class Fleet(_Strict):
     policy: Policy = Policy()
     slo: Slo = Slo()
     traffic: Traffic = Traffic()
+    gateway: GatewayConfig = GatewayConfig()
 
     def shared_groups(self) -> list[SharedGroup]:
         return self.placement.shared if isinstance(self.placement, SharedPlacement) else []
@@ -343,6 +360,15 @@ def _check_routes(fleet: Fleet) -> list[Problem]:
 def _check_policy(fleet: Fleet) -> list[Problem]:
     timeouts = fleet.policy.timeouts
     out: list[Problem] = []
+    for index, digest in enumerate(fleet.gateway.api_key_hashes):
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            out.append(
+                (
+                    ("gateway", "api_key_hashes", index),
+                    "not a SHA-256 hex digest (64 lowercase hex characters); store hashes, "
+                    "never keys: `modelyard hash-key KEY`",
+                )
+            )
     for field_name in ("connect", "first_token", "idle"):
         value = getattr(timeouts, field_name)
         if value > timeouts.total:

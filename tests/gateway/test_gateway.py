@@ -296,7 +296,7 @@ def test_breaker_full_cycle(gateway: GatewayProcess, backends: dict[str, SimServ
     faults(backends["primary"])
     time.sleep(1.1)  # open_for: 1s, then one half-open probe decides
     status, headers, _ = _completion(gateway.url, model="chat")
-    assert headers["X-Modelyard-Model"] == "primary"
+    assert status == 200 and headers["X-Modelyard-Model"] == "primary"
     health = json.loads(_get(gateway.url + "/health")[1])
     assert next(b for b in health["backends"] if b["model"] == "primary")["breaker"] == "closed"
     _, metrics = _get(gateway.url + "/metrics")
@@ -340,7 +340,7 @@ def test_starts_with_backends_down_and_says_so(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert health["status"] == "ok" and health["serving"] is False
         status, _, body = _completion(running.url, model="chat")
-        assert status == 503
+        assert status == 503 and "all candidates failed" in body["error"]["message"]
     finally:
         running.stop()
 
@@ -390,5 +390,47 @@ def test_reload_on_sighup(backends: dict[str, SimServe], tmp_path: Path) -> None
         status, headers, _ = _completion(running.url, model="quick")
         assert status == 200 and headers["X-Modelyard-Model"] == "fallback"
         assert "rejected" in running.log.read_text()
+    finally:
+        running.stop()
+
+
+def test_api_keys_body_limit_and_rate_limit(backends: dict[str, SimServe], tmp_path: Path) -> None:
+    from modelyard.gateway.auth import hash_key
+
+    path = _write_fleet(
+        tmp_path,
+        extra=f"""\
+gateway:
+  api_key_hashes: ["{hash_key("sk-good")}"]
+  max_body_bytes: 2000
+  rate_limit: {{requests_per_second: 1, burst: 3}}
+""",
+    )
+    running = start_gateway(path, tmp_path)
+    try:
+
+        async def call(key: str | None, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(running.url + "/v1/completions", json=body, headers=headers) as r,
+            ):
+                return r.status, dict(r.headers), await r.json()
+
+        small = {"model": "chat", "prompt": "x", "max_tokens": 1}
+        status, _, body = asyncio.run(call(None, small))
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+        status, _, body = asyncio.run(call("sk-bad", small))
+        assert status == 401
+        status, _, body = asyncio.run(call("sk-good", {**small, "prompt": "x" * 5000}))
+        assert status == 413 and body["error"]["code"] == "request_too_large"
+        codes = [asyncio.run(call("sk-good", small))[0] for _ in range(4)]
+        assert codes[:2] == [200, 200] and codes[-1] == 429  # burst 3, one already used by 413
+        status, headers, body = asyncio.run(call("sk-good", small))
+        assert status == 429 and int(headers["Retry-After"]) >= 1
+        assert _get(running.url + "/health")[0] == 200  # probes need no key
+        log = running.log.read_text()
+        assert "sk-good" not in log and hash_key("sk-good")[:8] in log
+        assert '"request_id"' in log
     finally:
         running.stop()

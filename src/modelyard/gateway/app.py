@@ -8,8 +8,11 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import random
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,7 @@ from aiohttp import web
 
 from modelyard.engines import adapter_for
 from modelyard.fleet import LoadedFleet
+from modelyard.gateway.auth import KeyCheck, RateLimiter
 from modelyard.gateway.breaker import Breaker, State
 from modelyard.gateway.errors import Outcome, policy
 from modelyard.gateway.metrics import GatewayMetrics
@@ -26,6 +30,9 @@ from modelyard.gateway.routing import Resolution, RouteNotFoundError, Router, pi
 from modelyard.gateway.upstream import Attempt, Deadlines, attempt
 
 TASK_HEADER = "X-Modelyard-Task"
+REQUEST_ID = "modelyard_request_id"
+OUTCOME = "modelyard_outcome"
+CALLER = "modelyard_caller"
 BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 log = logging.getLogger("modelyard.gateway")
 
@@ -82,6 +89,8 @@ class Gateway:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     session: aiohttp.ClientSession | None = None
     ids: itertools.count[int] = field(default_factory=itertools.count)
+    keys: KeyCheck = field(default_factory=lambda: KeyCheck(()))
+    limiter: RateLimiter | None = None
 
     @classmethod
     def build(cls, loaded: LoadedFleet, endpoints: dict[str, list[str]]) -> Gateway:
@@ -100,7 +109,18 @@ class Gateway:
             ]
             for model, urls in endpoints.items()
         }
-        return cls(loaded=loaded, backends=backends, router=Router(loaded.fleet))
+        config = loaded.fleet.gateway
+        from_env = [h.strip() for h in os.environ.get(config.api_key_hashes_env, "").split(",")]
+        keys = KeyCheck(tuple(config.api_key_hashes) + tuple(h for h in from_env if h))
+        limit = config.rate_limit
+        limiter = RateLimiter(limit.requests_per_second, limit.burst) if limit else None
+        return cls(
+            loaded=loaded,
+            backends=backends,
+            router=Router(loaded.fleet),
+            keys=keys,
+            limiter=limiter,
+        )
 
     @property
     def deadlines(self) -> Deadlines:
@@ -356,19 +376,89 @@ def _finish(
 def _log(
     http: web.Request, resolution: Resolution, model: str, backend: str, attempts: int, outcome: str
 ) -> None:
+    http[OUTCOME] = {
+        "route": resolution.route,
+        "model": model,
+        "backend": backend,
+        "attempts": attempts,
+        "outcome": outcome,
+    }
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNGUARDED = frozenset({"/health", "/metrics"})
+
+
+@web.middleware
+async def outermost(http: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, OpenAI-shaped errors for everything, one JSON access-log line."""
+    request_id = http.headers.get("X-Request-Id") or uuid.uuid4().hex
+    http[REQUEST_ID] = request_id
+    started = time.monotonic()
+    try:
+        response: web.StreamResponse = await handler(http)
+    except web.HTTPRequestEntityTooLarge as exc:
+        response = error_response(
+            f"request body too large: {exc.text}", 413, "invalid_request_error", "request_too_large"
+        )
+    except web.HTTPException as exc:
+        response = error_response(exc.reason, exc.status, "invalid_request_error")
+    except Exception:
+        log.exception("unhandled error")  # the client gets JSON, the log the traceback
+        response = error_response("internal gateway error", 500, "internal_error")
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    gateway: Gateway = http.app[GATEWAY]
+    who = http.get(CALLER)
     log.info(
         json.dumps(
             {
-                "event": "request",
+                "event": "access",
+                "request_id": request_id,
+                "method": http.method,
                 "path": http.path,
-                "route": resolution.route,
-                "model": model,
-                "backend": backend,
-                "attempts": attempts,
-                "outcome": outcome,
+                "status": response.status,
+                "ms": round((time.monotonic() - started) * 1000, 2),
+                "key": who[:8] if who and gateway.keys.enabled else None,
+                **http.get(OUTCOME, {}),
             }
         )
     )
+    return response
+
+
+@web.middleware
+async def guard(http: web.Request, handler: Handler) -> web.StreamResponse:
+    """API keys (when configured) and per-caller rate limits."""
+    if http.path in UNGUARDED:
+        passed: web.StreamResponse = await handler(http)
+        return passed
+    gateway: Gateway = http.app[GATEWAY]
+    caller = http.remote or "unknown"
+    if gateway.keys.enabled:
+        key = gateway.keys.identify(http.headers.get("Authorization"))
+        if key is None:
+            return error_response(
+                "Incorrect or missing API key (Authorization: Bearer ...)",
+                401,
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        caller = key
+    http[CALLER] = caller
+    if gateway.limiter is not None:
+        allowed, wait = gateway.limiter.allow(caller, gateway.now())
+        if not allowed:
+            limited = error_response(
+                "rate limit exceeded for this API key",
+                429,
+                "rate_limit_exceeded",
+                "rate_limit_exceeded",
+            )
+            limited.headers["Retry-After"] = str(max(1, round(wait)))
+            return limited
+    result: web.StreamResponse = await handler(http)
+    return result
 
 
 async def _models(http: web.Request) -> web.Response:
@@ -486,8 +576,11 @@ async def _warmup_loop(gateway: Gateway) -> None:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def create_app(gateway: Gateway, max_body_bytes: int = 8 * 1024 * 1024) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes)
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application(
+        client_max_size=gateway.loaded.fleet.gateway.max_body_bytes,
+        middlewares=[outermost, guard],  # type: ignore[list-item]
+    )
     app[GATEWAY] = gateway
     app.router.add_post("/v1/chat/completions", lambda r: _generate(r, chat=True))
     app.router.add_post("/v1/completions", lambda r: _generate(r, chat=False))
