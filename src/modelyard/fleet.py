@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from modelyard.catalog import Catalog, GpuSpec, ModelSpec, QuantProfile
+from modelyard.catalog.entries import capability
 from modelyard.errors import ConfigError, FleetError, UnknownNameError
 from modelyard.names import unknown_name_message
 from modelyard.units import Duration
@@ -218,10 +219,6 @@ Problem = tuple[tuple[str | int, ...], str]
 At = tuple[str | int, ...]
 
 
-def _cc(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
-
-
 def _check_quant(at: At, model: FleetModel, catalog: Catalog, out: list[Problem]) -> None:
     name = model.quant_name
     if name not in catalog.quants:
@@ -236,7 +233,11 @@ def _check_quant(at: At, model: FleetModel, catalog: Catalog, out: list[Problem]
         out.append(((*at, "quant"), f"{message}{model.engine}: {served})"))
     gpu = catalog.gpus.get(model.gpu or "")
     needed = quant.min_compute_capability
-    if gpu is not None and needed is not None and _cc(gpu.compute_capability) < _cc(needed):
+    if (
+        gpu is not None
+        and needed is not None
+        and capability(gpu.compute_capability) < capability(needed)
+    ):
         message = f"'{name}' needs compute capability {needed}+, {model.gpu} has "
         out.append(((*at, "quant"), message + gpu.compute_capability))
 

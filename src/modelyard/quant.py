@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import yaml
 
 from modelyard.catalog import Catalog, QuantProfile
+from modelyard.catalog.entries import capability
 from modelyard.errors import UnsupportedError
 from modelyard.memory import Device, FitResult, FitSettings, fit
 
@@ -22,10 +23,6 @@ class ProfileOption:
     supported: bool
     why_not: str
     fit: FitResult
-
-
-def _cc(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
 
 
 def profile_options(
@@ -48,7 +45,7 @@ def profile_options(
         elif (
             compute_capability is not None
             and profile.min_compute_capability is not None
-            and _cc(compute_capability) < _cc(profile.min_compute_capability)
+            and capability(compute_capability) < capability(profile.min_compute_capability)
         ):
             why_not = f"needs compute capability {profile.min_compute_capability}+"
         result = fit(slug, model, name, profile, device, settings)

@@ -11,6 +11,11 @@ GIB = 1024**3
 MIB = 1024**2
 
 
+def capability(version: str) -> tuple[int, ...]:
+    """A compute capability such as "8.9" as a comparable tuple."""
+    return tuple(int(part) for part in version.split("."))
+
+
 def _is_url(value: str) -> str:
     if not value.startswith(("https://", "http://")):
         raise ValueError(f"source must be a URL (http:// or https://), got '{value}'")
