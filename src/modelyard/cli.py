@@ -11,10 +11,23 @@ from typing import Annotated, Any, NoReturn
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from modelyard import __version__
-from modelyard.bench.workload import LengthDist
+from modelyard.bench import results as bench_results
+from modelyard.bench import run as bench_run
+from modelyard.bench.loadgen import LoadOptions, Target
+from modelyard.bench.metrics import Slo
+from modelyard.bench.run import BenchOptions
+from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
 from modelyard.catalog import Catalog
 from modelyard.engines import launcher
 from modelyard.engines import models as engine_models
@@ -54,6 +67,13 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
     import uvloop
 
     uvloop.run(main)
+
+
+def run_async_value(main: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run on uvloop, returning the coroutine's value."""
+    import uvloop
+
+    return uvloop.run(main)
 
 
 def _print_json(value: Any) -> None:
@@ -556,8 +576,99 @@ def hash_key_command(
     sys.stdout.write(hash_key(key) + "\n")
 
 
+def _targets(specs: list[str], model: str | None) -> dict[str, Target]:
+    targets: dict[str, Target] = {}
+    for spec in specs:
+        name, _, url = spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
+        if not url.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"'{spec}' is not URL or NAME=URL", param_hint="--target")
+        key = name or model or f"target{len(targets)}"
+        targets[key] = Target(name=key, url=url.rstrip("/"), model=model or name or None)
+    return targets
+
+
+@app.command("bench")
+def bench_command(
+    target: Annotated[list[str], typer.Option(help="URL or NAME=URL (repeatable).")],
+    results: Annotated[Path, typer.Option(help="Write the results JSON here.")],
+    model: Annotated[str | None, typer.Option(help="`model` sent in requests.")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.001, help="Open loop: requests/s.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Closed loop: in flight.")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="Measured requests.")] = 100,
+    warmup: Annotated[int, typer.Option(min=0, help="Requests sent first and not measured.")] = 0,
+    input_tokens: Annotated[int, typer.Option(min=1, help="Prompt tokens (mean).")] = 128,
+    output_tokens: Annotated[int, typer.Option(min=1, help="Output tokens (mean).")] = 64,
+    length_dist: Annotated[str, typer.Option(help="fixed, normal, lognormal, uniform.")] = "fixed",
+    length_std: Annotated[float, typer.Option(help="Std as a fraction of the mean.")] = 0.0,
+    arrival: Annotated[str, typer.Option(help="constant, poisson or gamma.")] = "poisson",
+    burstiness: Annotated[float, typer.Option(help="Gamma shape (1 = Poisson).")] = 1.0,
+    mix: Annotated[str | None, typer.Option(help="Shares per target, e.g. a=95,b=5.")] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream responses.")] = True,
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="TTFT SLO for goodput.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="TPOT SLO for goodput.")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Per-request timeout, s.")] = 600,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Benchmark OpenAI-compatible endpoints: TTFT, TPOT, ITL, E2E, throughput, goodput."""
+    if (rate is None) == (concurrency is None):
+        raise typer.BadParameter("give exactly one of --rate or --concurrency", param_hint="--rate")
+    if arrival not in ("constant", "poisson", "gamma"):
+        raise typer.BadParameter("must be constant, poisson or gamma", param_hint="--arrival")
+    targets = _targets(target, model)
+    shares = _mix(mix) or dict.fromkeys(targets, 1.0)
+    unknown = set(shares) - set(targets)
+    if unknown:
+        raise typer.BadParameter(
+            f"no target named {', '.join(sorted(unknown))}", param_hint="--mix"
+        )
+    workload = Workload(
+        arrivals=ArrivalProcess(arrival, rate or 1.0, burstiness),  # type: ignore[arg-type]
+        input_tokens=_length(
+            length_dist,
+            input_tokens,
+            length_std * input_tokens,
+            2 * input_tokens if length_dist == "uniform" else None,
+        ),
+        output_tokens=_length(
+            length_dist,
+            output_tokens,
+            length_std * output_tokens,
+            2 * output_tokens if length_dist == "uniform" else None,
+        ),
+        mix=shares,
+    )
+    slo = Slo(
+        ttft_s=slo_ttft_ms / 1000 if slo_ttft_ms else None,
+        tpot_s=slo_tpot_ms / 1000 if slo_tpot_ms else None,
+    )
+    load = LoadOptions(stream=stream, timeout_s=timeout, concurrency=concurrency)
+    options = BenchOptions(requests=requests, warmup=warmup, seed=seed)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("requests", total=requests + warmup)
+        document = run_async_value(
+            bench_run.bench(
+                workload,
+                targets,
+                load,
+                options,
+                slo,
+                lambda done: progress.update(task, completed=done),
+            )
+        )
+    bench_results.write(results, document)
+    console.print(tables.bench_table(document))
+    sys.stdout.write(f"results: {results}\n")
+
+
 _LATER = {
-    "bench": ("Benchmark endpoints, a fleet or the gateway", 6),
     "compare": ("Compare shared vs isolated placements", 6),
     "report": ("Write the HTML report from results", 6),
     "plan": ("GPUs and monthly cost for the fleet's traffic", 7),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
 from modelyard.catalog import Catalog
@@ -273,5 +275,57 @@ def status_table(rows: list[EngineStatus]) -> Table:
             _yes_no(r.alive),
             str(r.health) if r.health is not None else "-",
             f"{p.cold_start_s:.1f}" if p.cold_start_s is not None else "-",
+        )
+    return table
+
+
+def bench_table(document: dict[str, Any]) -> Table:
+    config = document["config"]
+    load = config["load"]
+    mode = (
+        f"concurrency {load['concurrency']}"
+        if load["concurrency"]
+        else f"{config['workload']['arrivals']['rate']:g} req/s "
+        f"{config['workload']['arrivals']['kind']}"
+    )
+    table = Table(
+        title=f"bench: {config['requests']} requests, {mode}, {document['duration_s']:.1f} s",
+        title_justify="left",
+    )
+    for column in (
+        "target",
+        "ok",
+        "errors",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "ITL p99",
+        "E2E p99",
+        "req/s",
+        "tok/s",
+        "goodput",
+        "sched. delay p99",
+    ):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    rows = list(document["models"].items())
+    if len(rows) > 1:
+        rows.append(("all", document["all"]))
+    for name, m in rows:
+        errors = sum(m["errors"].values())
+        table.add_row(
+            name,
+            str(m["completed"]),
+            str(errors),
+            f"{m['ttft_ms']['p50']:.1f}",
+            f"{m['ttft_ms']['p99']:.1f}",
+            f"{m['tpot_ms']['p50']:.2f}",
+            f"{m['tpot_ms']['p99']:.2f}",
+            f"{m['itl_ms']['p99']:.2f}",
+            f"{m['e2e_ms']['p99']:.0f}",
+            f"{m['throughput_rps']:.2f}",
+            f"{m['output_tokens_per_s']:.0f}",
+            f"{m['goodput_rps']:.2f}",
+            f"{m['schedule_delay_ms']['p99']:.2f}",
         )
     return table

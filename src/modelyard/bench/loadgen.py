@@ -1,0 +1,192 @@
+"""The load generator: open loop (scheduled arrivals) or closed loop (fixed concurrency).
+
+In open loop every request has a scheduled send time from the arrival process; latencies are
+measured from it, so a client that falls behind shows up in the latencies and in the reported
+schedule delay, never hides them (the coordinated-omission trap). A failed request is a record
+with an error class, not an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from modelyard.bench.metrics import RequestRecord
+from modelyard.bench.workload import Requests
+
+OOM_MARKERS = (b"out of memory", b"outofmemory", b"no available memory for the cache")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests for one traffic share go."""
+
+    name: str
+    url: str
+    model: str | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    stream: bool = True
+    timeout_s: float = 600.0
+    concurrency: int | None = None  # closed loop when set
+    token_prompts: bool = True  # prompts as token-id lists (exact lengths) else text
+
+
+def _payload(
+    target: Target, prompt_tokens: int, output_tokens: int, options: LoadOptions, index: int
+) -> bytes:
+    if options.token_prompts:
+        prompt: object = [100 + ((index * 7 + i) % 20000) for i in range(prompt_tokens)]
+    else:
+        prompt = " ".join("hello" for _ in range(prompt_tokens))
+    body: dict[str, object] = {
+        "prompt": prompt,
+        "max_tokens": output_tokens,
+        "min_tokens": output_tokens,
+        "ignore_eos": True,
+        "stream": options.stream,
+        "temperature": 0.0,
+    }
+    if target.model is not None:
+        body["model"] = target.model
+    if options.stream:
+        body["stream_options"] = {"include_usage": True}
+    if target.task is not None:
+        body["metadata"] = {"task": target.task}
+    return orjson.dumps(body)
+
+
+async def send_one(
+    session: aiohttp.ClientSession,
+    target: Target,
+    payload: bytes,
+    record: RequestRecord,
+    options: LoadOptions,
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if target.task is not None:
+        headers["X-Modelyard-Task"] = target.task
+    record.sent = time.monotonic()
+    try:
+        async with session.post(
+            target.url + "/v1/completions", data=payload, headers=headers
+        ) as response:
+            if response.status != 200:
+                body = await response.read()
+                record.end = time.monotonic()
+                lowered = body.lower()
+                if any(marker in lowered for marker in OOM_MARKERS):
+                    record.error = "oom"
+                else:
+                    record.error = "http_4xx" if response.status < 500 else "http_5xx"
+                record.detail = f"HTTP {response.status}: {body[:200].decode(errors='replace')}"
+                return
+            if not options.stream:
+                data = orjson.loads(await response.read())
+                now = time.monotonic()
+                record.chunk_times.append(now)
+                record.end = now
+                usage = data.get("usage") or {}
+                record.output_tokens = usage.get("completion_tokens")
+                record.prompt_tokens = usage.get("prompt_tokens")
+                return
+            done = False
+            async for line in response.content:
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                now = time.monotonic()
+                chunk = orjson.loads(data)
+                if chunk.get("error"):
+                    record.error, record.detail = "mid_stream", str(chunk["error"])[:200]
+                    record.end = now
+                    return
+                for choice in chunk.get("choices") or ():
+                    if choice.get("text") or (choice.get("delta") or {}).get("content"):
+                        record.chunk_times.append(now)
+                        break
+                usage = chunk.get("usage")
+                if usage:
+                    record.output_tokens = usage.get("completion_tokens")
+                    record.prompt_tokens = usage.get("prompt_tokens")
+            record.end = time.monotonic()
+            if not done:
+                record.error, record.detail = "mid_stream", "stream ended without [DONE]"
+    except TimeoutError:
+        record.error, record.detail, record.end = "timeout", "client timeout", time.monotonic()
+    except aiohttp.ClientConnectorError as exc:
+        record.error, record.detail, record.end = "connect", str(exc), time.monotonic()
+    except (
+        aiohttp.ClientPayloadError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    ) as exc:
+        record.error = "mid_stream" if record.chunk_times else "connect"
+        record.detail, record.end = str(exc), time.monotonic()
+
+
+async def run_load(
+    requests: Requests,
+    targets: dict[str, Target],
+    options: LoadOptions,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[list[RequestRecord], float]:
+    """Send every request; returns the records (in request order) and the start time."""
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=options.timeout_s)
+    count = len(requests)
+    records: list[RequestRecord | None] = [None] * count
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        payloads = [
+            _payload(
+                targets[requests.targets[int(requests.target_index[i])]],
+                int(requests.input_tokens[i]),
+                int(requests.output_tokens[i]),
+                options,
+                i,
+            )
+            for i in range(count)
+        ]
+        start = time.monotonic() + 0.05
+        finished = 0
+
+        async def one(index: int, scheduled: float) -> None:
+            nonlocal finished
+            target = targets[requests.targets[int(requests.target_index[index])]]
+            record = RequestRecord(target=target.name, scheduled=scheduled, sent=scheduled)
+            records[index] = record
+            await send_one(session, target, payloads[index], record, options)
+            finished += 1
+            if on_progress is not None:
+                on_progress(finished)
+
+        if options.concurrency:
+            queue = iter(range(count))
+
+            async def worker() -> None:
+                for index in queue:
+                    await one(index, time.monotonic())
+
+            await asyncio.gather(*[worker() for _ in range(options.concurrency)])
+        else:
+            tasks = []
+            for index in range(count):
+                scheduled = start + float(requests.arrival_s[index])
+                delay = scheduled - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(loop.create_task(one(index, scheduled)))
+            await asyncio.gather(*tasks)
+    return [r for r in records if r is not None], start

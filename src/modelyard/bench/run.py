@@ -1,0 +1,61 @@
+"""`modelyard bench`: generate the workload, drive the load, summarise, write results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from modelyard.bench.loadgen import LoadOptions, Target, run_load
+from modelyard.bench.metrics import RequestRecord, Slo, summarise
+from modelyard.bench.results import build
+from modelyard.bench.workload import Workload, WorkloadError, generate
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    requests: int
+    warmup: int = 0
+    seed: int = 0
+
+
+async def bench(
+    workload: Workload,
+    targets: dict[str, Target],
+    load: LoadOptions,
+    options: BenchOptions,
+    slo: Slo,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and return the results document (not yet written)."""
+    if options.requests < 1:
+        raise WorkloadError("--requests must be at least 1")
+    total = options.requests + options.warmup
+    requests = generate(workload, total, options.seed)
+    wall_start = time.monotonic()
+    records, start = await run_load(requests, targets, load, on_progress)
+    measured = records[options.warmup :]
+    window_start = min((r.scheduled for r in measured), default=start)
+    window_end = max((r.end or r.sent for r in measured), default=start)
+    duration = max(window_end - window_start, 1e-9)
+    by_target: dict[str, list[RequestRecord]] = {}
+    for record in measured:
+        by_target.setdefault(record.target, []).append(record)
+    models = {name: summarise(rs, duration, slo) for name, rs in by_target.items()}
+    config = {
+        "targets": {name: asdict(t) for name, t in targets.items()},
+        "workload": {
+            "arrivals": asdict(workload.arrivals),
+            "input_tokens": asdict(workload.input_tokens),
+            "output_tokens": asdict(workload.output_tokens),
+            "mix": workload.mix,
+        },
+        "load": asdict(load),
+        "requests": options.requests,
+        "warmup": options.warmup,
+        "seed": options.seed,
+        "slo": asdict(slo),
+        "wall_s": time.monotonic() - wall_start,
+    }
+    return build(config, duration, models, summarise(measured, duration, slo))

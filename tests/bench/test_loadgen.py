@@ -1,0 +1,154 @@
+"""The load generator against `sim serve` over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import SimServe, start_sim_serve
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SimServe]]:
+    folder = tmp_path_factory.mktemp("bench")
+    started = {
+        name: start_sim_serve(
+            [
+                "--model",
+                "qwen2.5-7b",
+                "--gpu",
+                "h100-sxm",
+                "--port",
+                str(port),
+                "--served-model-name",
+                name,
+                "--speed",
+                "10",
+                "--cold-start-s",
+                "0",
+            ],
+            folder,
+        )
+        for name, port in (("a", 18421), ("b", 18422))
+    }
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+def _bench(tmp_path: Path, *args: str) -> dict[str, object]:
+    path = tmp_path / "r.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard", "bench", *args, "--results", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(path.read_text())
+
+
+def test_open_loop_mix_and_usage(servers: dict[str, SimServe], tmp_path: Path) -> None:
+    data = _bench(
+        tmp_path,
+        "--target",
+        f"a={servers['a'].url()}",
+        "--target",
+        f"b={servers['b'].url()}",
+        "--mix",
+        "a=3,b=1",
+        "--rate",
+        "40",
+        "--requests",
+        "200",
+        "--warmup",
+        "10",
+        "--output-tokens",
+        "8",
+    )
+    models = data["models"]
+    assert isinstance(models, dict)
+    assert models["a"]["completed"] + models["b"]["completed"] == 200
+    assert 120 <= models["a"]["completed"] <= 175  # 75% of 200, seeded
+    assert models["a"]["usage_chunk_mismatch"] == 0 and models["a"]["usage_missing"] == 0
+    assert models["a"]["tpot_ms"]["p50"] > 0
+
+
+def test_closed_loop_and_non_streaming(servers: dict[str, SimServe], tmp_path: Path) -> None:
+    data = _bench(
+        tmp_path,
+        "--target",
+        servers["a"].url(),
+        "--model",
+        "a",
+        "--concurrency",
+        "4",
+        "--requests",
+        "20",
+        "--no-stream",
+    )
+    overall = data["all"]
+    assert isinstance(overall, dict) and overall["completed"] == 20
+
+
+def test_errors_are_classified(servers: dict[str, SimServe], tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    async def set_faults(**faults: object) -> None:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(servers["b"].url() + "/_sim/faults", json=faults) as r,
+        ):
+            assert r.status == 200
+
+    asyncio.run(set_faults(error_rate=1.0, error_status=503))
+    try:
+        data = _bench(
+            tmp_path,
+            "--target",
+            servers["b"].url(),
+            "--model",
+            "b",
+            "--rate",
+            "50",
+            "--requests",
+            "10",
+        )
+        assert data["all"]["errors"]["http_5xx"] == 10  # type: ignore[index]
+        asyncio.run(set_faults(close_after_tokens=2))
+        data = _bench(
+            tmp_path,
+            "--target",
+            servers["b"].url(),
+            "--model",
+            "b",
+            "--rate",
+            "50",
+            "--requests",
+            "5",
+            "--output-tokens",
+            "10",
+        )
+        assert data["all"]["errors"]["mid_stream"] == 5  # type: ignore[index]
+    finally:
+        asyncio.run(set_faults())
+    data = _bench(
+        tmp_path,
+        "--target",
+        "http://127.0.0.1:9",
+        "--model",
+        "b",
+        "--rate",
+        "50",
+        "--requests",
+        "3",
+    )
+    assert data["all"]["errors"]["connect"] == 3  # type: ignore[index]
