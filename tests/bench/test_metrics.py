@@ -67,5 +67,5 @@ def test_results_round_trip_and_schema(tmp_path: Path) -> None:
         assert {"p50", "p99"} <= set(loaded["models"]["m"][key])
     assert loaded["models"]["m"]["throughput_rps"] == 1.0
     path.write_text('{"schema": "other"}')
-    with pytest.raises(results.ResultsError, match="not a modelyard.bench/1"):
+    with pytest.raises(results.ResultsError, match=r"not a modelyard\.bench/1"):
         results.read(path)
