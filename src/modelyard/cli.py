@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from modelyard import __version__
+from modelyard.bench import compare
 from modelyard.bench import results as bench_results
 from modelyard.bench import run as bench_run
 from modelyard.bench.loadgen import LoadOptions, Target
@@ -668,8 +669,60 @@ def bench_command(
     sys.stdout.write(f"results: {results}\n")
 
 
+@app.command("compare")
+def compare_command(
+    fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
+    placements: Annotated[
+        str, typer.Option(help="Comma-separated: shared,isolated.")
+    ] = "shared,isolated",
+    sim: Annotated[bool, typer.Option("--sim", help="Compare in the simulator.")] = False,
+    gpu: Annotated[str | None, typer.Option(help="With --sim: GPU to simulate.")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="Measured requests per placement.")] = 100,
+    rate: Annotated[float, typer.Option(min=0.001, help="Requests/s (Poisson).")] = 1.0,
+    input_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    output_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write JSON here.")] = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Run the same workload on the fleet placed shared and isolated; print the comparison."""
+    chosen = tuple(p.strip() for p in placements.split(",") if p.strip())
+    if not chosen or any(p not in compare.PLACEMENTS for p in chosen):
+        raise typer.BadParameter("use shared and/or isolated", param_hint="--placements")
+    loaded = load_fleet(fleet, catalog)
+    options = compare.CompareOptions(
+        placements=chosen,
+        requests=requests,
+        rate=rate,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        seed=seed,
+        sim=sim,
+        gpu=gpu,
+    )
+    if sim:
+        outcome = compare.compare_sim(loaded, options)
+        title = f"{loaded.fleet.name}: shared vs isolated (simulated{', ' + gpu if gpu else ''})"
+    else:
+        outcome = run_async_value(
+            compare.compare_real(loaded, options, lambda text: console.print(f"[dim]{text}[/]"))
+        )
+        title = f"{loaded.fleet.name}: shared vs isolated (measured on this machine)"
+    console.print(tables.compare_table(outcome, title))
+    if output is not None:
+        bench_results.write(
+            output,
+            {
+                "schema": "modelyard.compare/1",
+                "fleet": loaded.fleet.name,
+                "simulated": sim,
+                "options": options.__dict__,
+                "placements": [{"placement": r.placement, "models": r.models} for r in outcome],
+            },
+        )
+
+
 _LATER = {
-    "compare": ("Compare shared vs isolated placements", 6),
     "report": ("Write the HTML report from results", 6),
     "plan": ("GPUs and monthly cost for the fleet's traffic", 7),
     "deploy": ("Render Kubernetes manifests", 8),

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
+from modelyard.bench.compare import PlacementResult, difference
 from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
 from modelyard.engines.launcher import EngineProcess, EngineStatus
@@ -328,4 +329,62 @@ def bench_table(document: dict[str, Any]) -> Table:
             f"{m['goodput_rps']:.2f}",
             f"{m['schedule_delay_ms']['p99']:.2f}",
         )
+    return table
+
+
+def compare_table(results: list[PlacementResult], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    columns = (
+        "placement",
+        "model",
+        "cold start s",
+        "memory MiB",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "E2E p99 ms",
+        "TPOT p99 ms",
+        "req/s",
+        "goodput",
+        "errors /10k",
+        "OOMs /10k",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("placement", "model") else "right")
+
+    def per10k(m: dict[str, Any], kind: str | None) -> float:
+        requests = float(max(m.get("requests", 0), 1))
+        errors = m.get("errors", {})
+        count = sum(errors.values()) if kind is None else errors.get(kind, 0)
+        return float(count) / requests * 10_000
+
+    def values(m: dict[str, Any]) -> list[float | None]:
+        return [
+            m.get("cold_start_s"),
+            m.get("memory_mib"),
+            m["ttft_ms"]["p50"],
+            m["ttft_ms"]["p99"],
+            m["e2e_ms"]["p99"],
+            m["tpot_ms"]["p99"],
+            m["throughput_rps"],
+            m["goodput_rps"],
+            per10k(m, None),
+            per10k(m, "oom"),
+        ]
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    by_placement = {r.placement: r for r in results}
+    for result in results:
+        for model, m in result.models.items():
+            table.add_row(result.placement, model, *[cell(v) for v in values(m)])
+    if {"shared", "isolated"} <= set(by_placement):
+        for model in by_placement["isolated"].models:
+            shared = by_placement["shared"].models.get(model)
+            if shared is None:
+                continue
+            pairs = zip(values(shared), values(by_placement["isolated"].models[model]), strict=True)
+            table.add_row(
+                "shared vs isolated", model, *[difference(a, b) for a, b in pairs], style="bold"
+            )
     return table

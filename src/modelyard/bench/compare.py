@@ -1,0 +1,156 @@
+"""`modelyard compare`: the same workload against the same fleet placed shared and isolated.
+
+Real engines: each placement is brought up with the launcher, measured (cold start, resident
+memory of the engine processes), loaded with the identical workload through each model's
+endpoint, and torn down. `--sim` runs the same comparison in the simulator for GPUs you do not
+own. The table is the seed article's, with measured numbers and the % difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.bench.loadgen import LoadOptions, Target
+from modelyard.bench.metrics import Slo
+from modelyard.bench.run import BenchOptions, bench
+from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
+from modelyard.engines import launcher
+from modelyard.fleet import LoadedFleet, SharedGroup, SharedPlacement
+from modelyard.sim.run import SimOptions, default_mix, simulate
+
+PLACEMENTS = ("shared", "isolated")
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    placements: tuple[str, ...] = PLACEMENTS
+    requests: int = 100
+    warmup: int = 5
+    rate: float = 1.0
+    input_tokens: int = 128
+    output_tokens: int = 32
+    seed: int = 0
+    sim: bool = False
+    gpu: str | None = None
+
+
+@dataclass
+class PlacementResult:
+    placement: str
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def placed(loaded: LoadedFleet, placement: str) -> LoadedFleet:
+    """The fleet with every model isolated, or all of them in one shared group."""
+    fleet = loaded.fleet
+    if placement == "isolated":
+        variant = fleet.model_copy(update={"placement": "isolated"})
+    else:
+        gpus = {m.gpu for m in fleet.models.values()}
+        group = SharedGroup(gpu=gpus.pop() if len(gpus) == 1 else None, models=list(fleet.models))
+        variant = fleet.model_copy(update={"placement": SharedPlacement(shared=[group])})
+    return LoadedFleet(fleet=variant, catalog=loaded.catalog, path=loaded.path)
+
+
+def _workload(loaded: LoadedFleet, options: CompareOptions) -> Workload:
+    return Workload(
+        arrivals=ArrivalProcess("poisson", options.rate),
+        input_tokens=LengthDist(mean=options.input_tokens),
+        output_tokens=LengthDist(mean=options.output_tokens),
+        mix=default_mix(loaded),
+    )
+
+
+def _rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (vLLM runs an engine-core child)."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            pids.append(int(child))
+    for one in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+async def compare_real(
+    loaded: LoadedFleet, options: CompareOptions, say: Callable[[str], None]
+) -> list[PlacementResult]:
+    slo = Slo(ttft_s=loaded.fleet.slo.ttft_p99, tpot_s=loaded.fleet.slo.tpot_p99)
+    results = []
+    for placement in options.placements:
+        variant = placed(loaded, placement)
+        with tempfile.TemporaryDirectory() as state:
+            say(f"{placement}: starting engines")
+            started = launcher.up(variant, Path(state))
+            try:
+                memory = {p.model: _rss_mib(p.pid) for p in started}
+                targets = {p.model: Target(p.model, p.url, p.model) for p in started}
+                say(f"{placement}: {options.requests} requests at {options.rate:g}/s")
+                document = await bench(
+                    _workload(loaded, options),
+                    targets,
+                    LoadOptions(),
+                    BenchOptions(options.requests, options.warmup, options.seed),
+                    slo,
+                )
+            finally:
+                launcher.down(Path(state))
+        result = PlacementResult(placement)
+        for process in started:
+            summary = document["models"].get(process.model, {})
+            result.models[process.model] = {
+                **summary,
+                "cold_start_s": process.cold_start_s,
+                "memory_mib": memory[process.model],
+            }
+        results.append(result)
+    return results
+
+
+def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementResult]:
+    results = []
+    for placement in options.placements:
+        sim = simulate(
+            loaded,
+            SimOptions(
+                placement=placement,  # type: ignore[arg-type]
+                gpu=options.gpu,
+                requests=options.requests,
+                rate=options.rate,
+                input_tokens=LengthDist(mean=options.input_tokens),
+                output_tokens=LengthDist(mean=options.output_tokens),
+                seed=options.seed,
+            ),
+        )
+        result = PlacementResult(placement)
+        for model in sim.models:
+            result.models[model.name] = {
+                "requests": model.requests,
+                "completed": model.completed,
+                "errors": {"oom": 0, "http_4xx": model.rejected},
+                "ttft_ms": model.ttft_ms,
+                "tpot_ms": model.tpot_ms,
+                "e2e_ms": model.e2e_ms,
+                "throughput_rps": model.throughput_rps,
+                "goodput_rps": model.goodput_rps,
+                "cold_start_s": model.cold_start_s,
+                "memory_mib": None,
+                "preemptions": model.preemptions,
+            }
+        results.append(result)
+    return results
+
+
+def difference(shared: float | None, isolated: float | None) -> str:
+    if shared is None or isolated is None or isolated == 0:
+        return "-"
+    return f"{(shared / isolated - 1) * 100:+.0f}%"
