@@ -270,10 +270,10 @@ async def _try_candidates(
             if attempts >= budget:
                 break
             replicas = gateway.backends.get(model, [])
-            open_now = {b.url for b in replicas if not b.breaker.allow(gateway.now())}
-            # allow() reserved half-open probe slots for the ones it let through; only the
-            # replica we pick uses its slot, the others give theirs back
-            usable = [b for b in replicas if b.url not in open_now and b.url not in failed]
+            untried = [b for b in replicas if b.url not in failed]
+            # allow() reserves a half-open probe slot for each replica it lets through; only
+            # the replica we pick keeps its slot, the others give theirs back
+            usable = [b for b in untried if b.breaker.allow(gateway.now())]
             choice_url = pick_replica(
                 [b.url for b in usable], {b.url: b.outstanding for b in usable}, gateway.rng, set()
             )
@@ -282,7 +282,7 @@ async def _try_candidates(
                     b.breaker.on_neutral(gateway.now())
             if choice_url is None:
                 if round_index == 0:
-                    why = "breaker open" if open_now else "no backend"
+                    why = "breaker open" if untried else "no backend"
                     tried.append({"model": model, "backend": "", "error": why})
                 continue
             backend = next(b for b in usable if b.url == choice_url)
