@@ -722,8 +722,21 @@ def compare_command(
         )
 
 
+@app.command("report")
+def report_command(
+    results: Annotated[list[Path], typer.Argument(help="bench and compare result JSON files.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file.")] = Path(
+        "report.html"
+    ),
+) -> None:
+    """Write one self-contained HTML report (and PNGs beside it) from results files."""
+    from modelyard.report.html import write_report
+
+    for path in write_report(results, output):
+        sys.stdout.write(f"wrote {path}\n")
+
+
 _LATER = {
-    "report": ("Write the HTML report from results", 6),
     "plan": ("GPUs and monthly cost for the fleet's traffic", 7),
     "deploy": ("Render Kubernetes manifests", 8),
 }

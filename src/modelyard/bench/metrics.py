@@ -17,6 +17,7 @@ import numpy as np
 
 ERROR_CLASSES = ("connect", "timeout", "http_4xx", "http_5xx", "oom", "mid_stream")
 PERCENTILES = (50, 90, 95, 99)
+SAMPLE_LIMIT = 20_000
 
 
 @dataclass
@@ -109,4 +110,10 @@ def summarise(records: list[RequestRecord], duration_s: float, slo: Slo) -> dict
         "goodput_rps": sum(1 for r in ok if slo.met(r)) / duration,
         "usage_missing": sum(1 for r in ok if r.output_tokens is None),
         "usage_chunk_mismatch": mismatched,
+        # per-request values for CDFs in the report (the first SAMPLE_LIMIT requests)
+        "samples": {
+            "ttft_ms": [round(r.ttft * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.ttft is not None],
+            "e2e_ms": [round(r.e2e * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.e2e is not None],
+            "tpot_ms": [round(r.tpot * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.tpot is not None],
+        },
     }

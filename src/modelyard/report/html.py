@@ -1,0 +1,277 @@
+"""`modelyard report`: one self-contained HTML file (PNGs inlined, also written beside it)
+from bench and compare results: latency CDFs, TTFT/TPOT/throughput against load, errors, the
+comparison table and each run's configuration."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt
+import numpy as np
+
+from modelyard.bench.compare import difference
+from modelyard.errors import ModelyardError
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1f2328;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #d0d7de}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
+th,td{border:1px solid #d0d7de;padding:.3rem .55rem;text-align:right}
+th{background:#f6f8fa}td:first-child,th:first-child,td.l{text-align:left}
+tr.diff td{font-weight:600;background:#fff8c5}
+img{max-width:100%;border:1px solid #eee;margin:.4rem 0}
+pre{background:#f6f8fa;padding:.7rem;font-size:.78rem;overflow:auto;max-height:18rem}
+.note{color:#57606a;font-size:.85rem}
+"""
+
+
+class ReportError(ModelyardError):
+    """Inputs a report cannot be made from."""
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read: {exc}") from exc
+    if data.get("schema") not in ("modelyard.bench/1", "modelyard.compare/1"):
+        raise ReportError(f"{path}: not a modelyard bench or compare result")
+    data["_file"] = path.name
+    return data
+
+
+def _png(figure: Any, name: str, out_dir: Path) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    data = buffer.getvalue()
+    (out_dir / name).write_bytes(data)
+    encoded = base64.b64encode(data).decode()
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
+
+
+def _series(documents: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, summary) for every model of every run."""
+    out = []
+    for doc in documents:
+        if doc["schema"] == "modelyard.bench/1":
+            for model, summary in doc["models"].items():
+                out.append((f"{model} ({doc['_file']})", summary))
+        else:
+            for placement in doc["placements"]:
+                for model, summary in placement["models"].items():
+                    out.append((f"{model}, {placement['placement']}", summary))
+    return out
+
+
+def _cdf_figure(series: list[tuple[str, dict[str, Any]]], key: str, title: str) -> Any | None:
+    figure, axis = plt.subplots(figsize=(8, 3.6))
+    drawn = False
+    for label, summary in series:
+        values = np.sort(np.asarray(summary.get("samples", {}).get(key, []), dtype=float))
+        if values.size:
+            axis.plot(values, np.arange(1, values.size + 1) / values.size, label=label)
+            drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    axis.set_xlabel(f"{title} (ms)")
+    axis.set_ylabel("fraction of requests")
+    axis.set_title(f"{title}: cumulative distribution")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return figure
+
+
+def _load_figure(documents: list[dict[str, Any]]) -> Any | None:
+    """TTFT p99, TPOT p99 and throughput against offered load, per model, across bench runs."""
+    points: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    for doc in documents:
+        if doc["schema"] != "modelyard.bench/1":
+            continue
+        load = doc["config"]["load"]
+        x = float(load["concurrency"] or doc["config"]["workload"]["arrivals"]["rate"])
+        for model, summary in doc["models"].items():
+            points.setdefault(model, []).append((x, summary))
+    if not any(len(p) > 1 for p in points.values()):
+        return None
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for model, rows in points.items():
+        rows.sort(key=lambda r: r[0])
+        xs = [r[0] for r in rows]
+        axes[0].plot(xs, [r[1]["ttft_ms"]["p99"] for r in rows], marker="o", label=model)
+        axes[1].plot(xs, [r[1]["tpot_ms"]["p99"] for r in rows], marker="o", label=model)
+        axes[2].plot(xs, [r[1]["throughput_rps"] for r in rows], marker="o", label=model)
+    for axis, title in zip(
+        axes, ("TTFT p99 (ms)", "TPOT p99 (ms)", "throughput (req/s)"), strict=True
+    ):
+        axis.set_title(title)
+        axis.set_xlabel("offered load (req/s or concurrency)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return figure
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "-" if np.isnan(value) else f"{value:,.{digits}f}"
+    return html.escape(str(value))
+
+
+def _summary_table(series: list[tuple[str, dict[str, Any]]]) -> str:
+    head = (
+        "run / model",
+        "completed",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "ITL p99",
+        "E2E p99",
+        "req/s",
+        "goodput",
+        "errors",
+    )
+    rows = []
+    for label, s in series:
+        errors = ", ".join(f"{k} {v}" for k, v in s.get("errors", {}).items() if v) or "none"
+        itl = s.get("itl_ms", {}).get("p99")
+        rows.append(
+            [
+                html.escape(label),
+                _fmt(s.get("completed")),
+                _fmt(s["ttft_ms"]["p50"]),
+                _fmt(s["ttft_ms"]["p99"]),
+                _fmt(s["tpot_ms"]["p50"], 2),
+                _fmt(s["tpot_ms"]["p99"], 2),
+                _fmt(itl, 2),
+                _fmt(s["e2e_ms"]["p99"], 0),
+                _fmt(s["throughput_rps"], 2),
+                _fmt(s["goodput_rps"], 2),
+                errors,
+            ]
+        )
+    return _table(head, rows)
+
+
+def _table(head: tuple[str, ...], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for index, row in enumerate(rows):
+        css = f' class="{classes[index]}"' if classes and classes[index] else ""
+        out.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _compare_values(m: dict[str, Any]) -> list[Any]:
+    return [
+        m.get("cold_start_s"),
+        m.get("memory_mib"),
+        m["ttft_ms"]["p50"],
+        m["ttft_ms"]["p99"],
+        m["e2e_ms"]["p99"],
+        m["tpot_ms"]["p99"],
+        m["throughput_rps"],
+        m["goodput_rps"],
+    ]
+
+
+def _compare_table(doc: dict[str, Any]) -> str:
+    head = (
+        "placement",
+        "model",
+        "cold start s",
+        "memory MiB",
+        "TTFT p50",
+        "TTFT p99",
+        "E2E p99",
+        "TPOT p99",
+        "req/s",
+        "goodput",
+    )
+    rows, classes = [], []
+    by: dict[str, dict[str, dict[str, Any]]] = {
+        p["placement"]: p["models"] for p in doc["placements"]
+    }
+    for placement, models in by.items():
+        for model, m in models.items():
+            rows.append([placement, html.escape(model), *[_fmt(v) for v in _compare_values(m)]])
+            classes.append("")
+    if {"shared", "isolated"} <= set(by):
+        for model, iso in by["isolated"].items():
+            shared = by["shared"].get(model)
+            if shared is not None:
+                rows.append(
+                    [
+                        "shared vs isolated",
+                        html.escape(model),
+                        *[
+                            difference(a, b)
+                            for a, b in zip(
+                                _compare_values(shared), _compare_values(iso), strict=True
+                            )
+                        ],
+                    ]
+                )
+                classes.append("diff")
+    kind = "simulated" if doc.get("simulated") else "measured"
+    return f"<h3>{html.escape(doc['fleet'])} ({kind})</h3>" + _table(head, rows, classes)
+
+
+def write_report(inputs: list[Path], output: Path) -> list[Path]:
+    """Write the HTML report and its PNGs; returns the files written."""
+    if not inputs:
+        raise ReportError("give at least one results file")
+    documents = [_load(p) for p in inputs]
+    out_dir = output.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = output.stem
+    series = _series(documents)
+    written = [output]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>modelyard report</title>",
+        f"<style>{STYLE}</style></head><body><h1>modelyard report</h1>",
+        f"<p class='note'>{len(documents)} result files: "
+        f"{html.escape(', '.join(d['_file'] for d in documents))}</p>",
+    ]
+    compares = [d for d in documents if d["schema"] == "modelyard.compare/1"]
+    if compares:
+        parts.append("<h2>Shared vs isolated</h2>")
+        parts.extend(_compare_table(d) for d in compares)
+    parts.append("<h2>Latency summary (ms)</h2>" + _summary_table(series))
+    for key, title in (("ttft_ms", "TTFT"), ("e2e_ms", "End-to-end latency"), ("tpot_ms", "TPOT")):
+        figure = _cdf_figure(series, key, title)
+        if figure is not None:
+            name = f"{stem}-{key.removesuffix('_ms')}-cdf.png"
+            parts.append(f"<h2>{title}</h2>" + _png(figure, name, out_dir))
+            written.append(out_dir / name)
+    figure = _load_figure(documents)
+    if figure is not None:
+        name = f"{stem}-load.png"
+        parts.append("<h2>Against load</h2>" + _png(figure, name, out_dir))
+        written.append(out_dir / name)
+    else:
+        parts.append(
+            "<h2>Against load</h2><p class='note'>Give bench results at several rates "
+            "or concurrencies to plot TTFT, TPOT and throughput against load.</p>"
+        )
+    parts.append("<h2>Configuration</h2>")
+    for doc in documents:
+        config = doc.get("config") or doc.get("options")
+        parts.append(
+            f"<h3>{html.escape(doc['_file'])}</h3><pre>"
+            f"{html.escape(json.dumps(config, indent=2, default=str))}</pre>"
+        )
+    parts.append("</body></html>")
+    output.write_text("".join(parts), encoding="utf-8")
+    return written

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelyard.bench import results
+from modelyard.bench.compare import CompareOptions, compare_sim
+from modelyard.bench.metrics import RequestRecord, Slo, summarise
+from modelyard.fleet import load_fleet
+from modelyard.report.html import ReportError, write_report
+from tests.conftest import ROOT
+
+
+def _bench_file(tmp_path: Path, rate: float, latency: float) -> Path:
+    records = [
+        RequestRecord(
+            target="m",
+            scheduled=i,
+            sent=i,
+            chunk_times=[i + latency, i + 2 * latency],
+            end=i + 2 * latency,
+            output_tokens=2,
+        )
+        for i in range(20)
+    ]
+    summary = summarise(records, 20.0, Slo())
+    config = {"load": {"concurrency": None}, "workload": {"arrivals": {"rate": rate}}}
+    path = tmp_path / f"b{rate:g}.json"
+    results.write(path, results.build(config, 20.0, {"m": summary}, summary))
+    return path
+
+
+def test_report_has_tables_plots_and_config(tmp_path: Path) -> None:
+    outcome = compare_sim(
+        load_fleet(ROOT / "examples" / "fleet.yaml"), CompareOptions(requests=200, rate=1.0)
+    )
+    compare_path = tmp_path / "c.json"
+    results.write(
+        compare_path,
+        {
+            "schema": "modelyard.compare/1",
+            "fleet": "chat-prod",
+            "simulated": True,
+            "options": {"requests": 200},
+            "placements": [{"placement": r.placement, "models": r.models} for r in outcome],
+        },
+    )
+    inputs = [compare_path, _bench_file(tmp_path, 1, 0.1), _bench_file(tmp_path, 4, 0.3)]
+    written = write_report(inputs, tmp_path / "out" / "report.html")
+    names = {p.name for p in written}
+    assert {"report.html", "report-ttft-cdf.png", "report-load.png"} <= names
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "shared vs isolated" in page and "chat-prod (simulated)" in page
+    assert page.count("data:image/png;base64,") == len(written) - 1  # self-contained
+    assert "&quot;rate&quot;: 4" in page  # the runs' configuration, escaped
+
+
+def test_report_rejects_other_files(tmp_path: Path) -> None:
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps({"schema": "nope"}))
+    with pytest.raises(ReportError, match="not a modelyard bench or compare result"):
+        write_report([bad], tmp_path / "r.html")
