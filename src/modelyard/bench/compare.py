@@ -153,4 +153,5 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
 def difference(shared: float | None, isolated: float | None) -> str:
     if shared is None or isolated is None or isolated == 0:
         return "-"
-    return f"{(shared / isolated - 1) * 100:+.0f}%"
+    change = round((shared / isolated - 1) * 100)
+    return f"{change:+d}%" if change else "+0%"

@@ -75,15 +75,18 @@ def _series(documents: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
 
 def _cdf_figure(series: list[tuple[str, dict[str, Any]]], key: str, title: str) -> Any | None:
     figure, axis = plt.subplots(figsize=(8, 3.6))
-    drawn = False
+    low, high = np.inf, 0.0
     for label, summary in series:
         values = np.sort(np.asarray(summary.get("samples", {}).get(key, []), dtype=float))
+        values = values[values > 0]
         if values.size:
             axis.plot(values, np.arange(1, values.size + 1) / values.size, label=label)
-            drawn = True
-    if not drawn:
+            low, high = min(low, float(values[0])), max(high, float(values[-1]))
+    if high == 0.0:
         plt.close(figure)
         return None
+    if high / low > 50:  # runs of very different speeds: keep each one's shape visible
+        axis.set_xscale("log")
     axis.set_xlabel(f"{title} (ms)")
     axis.set_ylabel("fraction of requests")
     axis.set_title(f"{title}: cumulative distribution")
