@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -577,6 +579,24 @@ def hash_key_command(
     sys.stdout.write(hash_key(key) + "\n")
 
 
+def _advance(progress: Progress, task: TaskID, done: int) -> None:
+    progress.update(task, completed=done)
+
+
+def _levels(text: str | None, hint: str) -> list[float]:
+    try:
+        values = [float(v) for v in (text or "").split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            "must be a number or a comma-separated list", param_hint=hint
+        ) from None
+    if not values or any(v <= 0 for v in values):
+        raise typer.BadParameter("must be positive", param_hint=hint)
+    if hint == "--concurrency" and any(v != int(v) for v in values):
+        raise typer.BadParameter("must be whole numbers", param_hint=hint)
+    return values
+
+
 def _targets(specs: list[str], model: str | None) -> dict[str, Target]:
     targets: dict[str, Target] = {}
     for spec in specs:
@@ -593,8 +613,12 @@ def bench_command(
     target: Annotated[list[str], typer.Option(help="URL or NAME=URL (repeatable).")],
     results: Annotated[Path, typer.Option(help="Write the results JSON here.")],
     model: Annotated[str | None, typer.Option(help="`model` sent in requests.")] = None,
-    rate: Annotated[float | None, typer.Option(min=0.001, help="Open loop: requests/s.")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Closed loop: in flight.")] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="Open loop: requests/s; a list (1,2,4) sweeps.")
+    ] = None,
+    concurrency: Annotated[
+        str | None, typer.Option(help="Closed loop: requests in flight; a list sweeps.")
+    ] = None,
     requests: Annotated[int, typer.Option(min=1, help="Measured requests.")] = 100,
     warmup: Annotated[int, typer.Option(min=0, help="Requests sent first and not measured.")] = 0,
     input_tokens: Annotated[int, typer.Option(min=1, help="Prompt tokens (mean).")] = 128,
@@ -623,7 +647,7 @@ def bench_command(
             f"no target named {', '.join(sorted(unknown))}", param_hint="--mix"
         )
     workload = Workload(
-        arrivals=ArrivalProcess(arrival, rate or 1.0, burstiness),  # type: ignore[arg-type]
+        arrivals=ArrivalProcess(arrival, 1.0, burstiness),  # type: ignore[arg-type]
         input_tokens=_length(
             length_dist,
             input_tokens,
@@ -642,31 +666,48 @@ def bench_command(
         ttft_s=slo_ttft_ms / 1000 if slo_ttft_ms else None,
         tpot_s=slo_tpot_ms / 1000 if slo_tpot_ms else None,
     )
-    load = LoadOptions(stream=stream, timeout_s=timeout, concurrency=concurrency)
+    levels = _levels(
+        rate if rate is not None else concurrency, "--rate" if rate else "--concurrency"
+    )
     options = BenchOptions(requests=requests, warmup=warmup, seed=seed)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("requests", total=requests + warmup)
-        document = run_async_value(
-            bench_run.bench(
-                workload,
-                targets,
-                load,
-                options,
-                slo,
-                lambda done: progress.update(task, completed=done),
+    for level in levels:
+        if rate is not None:
+            workload = replace(workload, arrivals=replace(workload.arrivals, rate=level))
+        load = LoadOptions(
+            stream=stream,
+            timeout_s=timeout,
+            concurrency=int(level) if concurrency is not None else None,
+        )
+        path = (
+            results
+            if len(levels) == 1
+            else results.with_name(
+                f"{results.stem}-{'rate' if rate is not None else 'c'}{level:g}{results.suffix}"
             )
         )
-    bench_results.write(results, document)
-    console.print(tables.bench_table(document))
-    sys.stdout.write(f"results: {results}\n")
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"requests at {level:g}", total=requests + warmup)
+            document = run_async_value(
+                bench_run.bench(
+                    workload,
+                    targets,
+                    load,
+                    options,
+                    slo,
+                    functools.partial(_advance, progress, task),
+                )
+            )
+        bench_results.write(path, document)
+        console.print(tables.bench_table(document))
+        sys.stdout.write(f"results: {path}\n")
 
 
 @app.command("compare")

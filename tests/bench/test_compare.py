@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 from modelyard.bench.compare import CompareOptions, compare_sim, placed
@@ -54,3 +55,37 @@ def test_cli_compare_sim_prints_the_table() -> None:
     )
     assert "shared vs isolated" in out.stdout
     assert "llama-8b" in out.stdout and "mistral-7b" in out.stdout
+
+
+def test_compare_with_real_processes_of_the_sim_engine(tmp_path: Path) -> None:
+    """The demo's real-engine path (launcher + bench + down) with fast simulated engines."""
+    import asyncio
+
+    from modelyard.bench.compare import compare_real
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("""\
+name: demo-sim
+models:
+  primary: {catalog: qwen2.5-7b, engine: sim, gpu: l4, max_model_len: 2048,
+            engine_args: [--speed, "20", --cold-start-s, "0"]}
+  fallback: {catalog: gemma-3-270m, engine: sim, gpu: l4, max_model_len: 2048,
+             engine_args: [--speed, "20", --cold-start-s, "0"]}
+routes:
+  - {targets: [primary, fallback]}
+""")
+    messages: list[str] = []
+    outcome = asyncio.run(
+        compare_real(
+            load_fleet(fleet),
+            CompareOptions(requests=30, warmup=2, rate=20, input_tokens=32, output_tokens=8),
+            messages.append,
+        )
+    )
+    assert [r.placement for r in outcome] == ["shared", "isolated"]
+    for result in outcome:
+        assert set(result.models) == {"primary", "fallback"}
+        for summary in result.models.values():
+            assert summary["completed"] > 0 and summary["cold_start_s"] > 0
+            assert summary["memory_mib"] > 10  # resident memory of a real process
+    assert any("starting engines" in m for m in messages)

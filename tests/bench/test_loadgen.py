@@ -152,3 +152,41 @@ def test_errors_are_classified(servers: dict[str, SimServe], tmp_path: Path) -> 
         "3",
     )
     assert data["all"]["errors"]["connect"] == 3  # type: ignore[index]
+
+
+def test_rate_sweep_writes_one_result_per_level(
+    servers: dict[str, SimServe], tmp_path: Path
+) -> None:
+    path = tmp_path / "sweep.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "bench",
+            "--target",
+            servers["a"].url(),
+            "--model",
+            "a",
+            "--rate",
+            "10,40",
+            "--requests",
+            "20",
+            "--output-tokens",
+            "4",
+            "--results",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rates = [
+        json.loads((tmp_path / f"sweep-rate{r}.json").read_text())["config"]["workload"][
+            "arrivals"
+        ]["rate"]
+        for r in (10, 40)
+    ]
+    assert rates == [10.0, 40.0]
