@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 from modelyard.bench.compare import CompareOptions, compare_sim, placed
 from modelyard.fleet import SharedPlacement, load_fleet
