@@ -32,7 +32,7 @@ from modelyard.bench.metrics import Slo
 from modelyard.bench.run import BenchOptions
 from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
 from modelyard.catalog import Catalog
-from modelyard.engines import launcher
+from modelyard.engines import adapter_for, launcher
 from modelyard.engines import models as engine_models
 from modelyard.engines.launcher import EngineProcess
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
@@ -632,6 +632,9 @@ def bench_command(
     slo_ttft_ms: Annotated[float | None, typer.Option(help="TTFT SLO for goodput.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="TPOT SLO for goodput.")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Per-request timeout, s.")] = 600,
+    engine: Annotated[
+        str | None, typer.Option(help="Sample the targets' /metrics as this engine (vllm, ...).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Benchmark OpenAI-compatible endpoints: TTFT, TPOT, ITL, E2E, throughput, goodput."""
@@ -640,6 +643,8 @@ def bench_command(
     if arrival not in ("constant", "poisson", "gamma"):
         raise typer.BadParameter("must be constant, poisson or gamma", param_hint="--arrival")
     targets = _targets(target, model)
+    if engine is not None:
+        adapter_for(engine)
     shares = _mix(mix) or dict.fromkeys(targets, 1.0)
     unknown = set(shares) - set(targets)
     if unknown:
@@ -703,6 +708,7 @@ def bench_command(
                     options,
                     slo,
                     functools.partial(_advance, progress, task),
+                    dict.fromkeys(targets, engine) if engine else None,
                 )
             )
         bench_results.write(path, document)

@@ -88,4 +88,5 @@ routes:
         for summary in result.models.values():
             assert summary["completed"] > 0 and summary["cold_start_s"] > 0
             assert summary["memory_mib"] > 10  # resident memory of a real process
+            assert summary["server"]["engine"] == "sim"
     assert any("starting engines" in m for m in messages)

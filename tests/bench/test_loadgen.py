@@ -190,3 +190,29 @@ def test_rate_sweep_writes_one_result_per_level(
         for r in (10, 40)
     ]
     assert rates == [10.0, 40.0]
+
+
+def test_engine_metrics_sampled_during_the_run(
+    servers: dict[str, SimServe], tmp_path: Path
+) -> None:
+    data = _bench(
+        tmp_path,
+        "--target",
+        servers["a"].url(),
+        "--model",
+        "a",
+        "--rate",
+        "30",
+        "--requests",
+        "40",
+        "--output-tokens",
+        "6",
+        "--engine",
+        "sim",
+    )
+    model = data["models"]["a"]  # type: ignore[index]
+    server = model["server"]
+    assert server["samples"] >= 2 and server["scrape_failures"] == 0
+    # the engine's own counter agrees with the client's token count
+    assert server["server_generation_tokens"] == model["completed"] * 6
+    assert server["running_max"] >= 0 and server["kv_usage_max"] is not None

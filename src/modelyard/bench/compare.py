@@ -101,6 +101,7 @@ async def compare_real(
                     LoadOptions(),
                     BenchOptions(options.requests, options.warmup, options.seed),
                     slo,
+                    engines={p.model: p.engine for p in started},
                 )
             finally:
                 launcher.down(Path(state))

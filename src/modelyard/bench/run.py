@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -10,6 +11,7 @@ from typing import Any
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
 from modelyard.bench.results import build
+from modelyard.bench.server_metrics import sample
 from modelyard.bench.workload import Workload, WorkloadError, generate
 
 
@@ -27,14 +29,28 @@ async def bench(
     options: BenchOptions,
     slo: Slo,
     on_progress: Callable[[int], None] | None = None,
+    engines: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and return the results document (not yet written)."""
+    """Run the benchmark and return the results document (not yet written).
+
+    `engines` maps target names to engine kinds whose /metrics are sampled during the run."""
     if options.requests < 1:
         raise WorkloadError("--requests must be at least 1")
     total = options.requests + options.warmup
     requests = generate(workload, total, options.seed)
     wall_start = time.monotonic()
-    records, start = await run_load(requests, targets, load, on_progress)
+    stop = asyncio.Event()
+    scraper = None
+    if engines:
+        urls = {
+            name: (targets[name].url, engine) for name, engine in engines.items() if name in targets
+        }
+        scraper = asyncio.create_task(sample(urls, stop))
+    try:
+        records, start = await run_load(requests, targets, load, on_progress)
+    finally:
+        stop.set()
+    server = {name: s.summary() for name, s in (await scraper).items()} if scraper else {}
     measured = records[options.warmup :]
     window_start = min((r.scheduled for r in measured), default=start)
     window_end = max((r.end or r.sent for r in measured), default=start)
@@ -43,6 +59,9 @@ async def bench(
     for record in measured:
         by_target.setdefault(record.target, []).append(record)
     models = {name: summarise(rs, duration, slo) for name, rs in by_target.items()}
+    for name, view in server.items():
+        if name in models:
+            models[name]["server"] = view
     config = {
         "targets": {name: asdict(t) for name, t in targets.items()},
         "workload": {
