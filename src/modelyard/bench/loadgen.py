@@ -38,6 +38,7 @@ class LoadOptions:
     timeout_s: float = 600.0
     concurrency: int | None = None  # closed loop when set
     token_prompts: bool = True  # prompts as token-id lists (exact lengths) else text
+    capture_due: bool = False  # record sim serve's `modelyard_due_monotonic` (accuracy checks)
 
 
 def _payload(
@@ -115,6 +116,10 @@ async def send_one(
                 for choice in chunk.get("choices") or ():
                     if choice.get("text") or (choice.get("delta") or {}).get("content"):
                         record.chunk_times.append(now)
+                        if options.capture_due and "modelyard_due_monotonic" in chunk:
+                            if record.due_times is None:
+                                record.due_times = []
+                            record.due_times.append(chunk["modelyard_due_monotonic"])
                         break
                 usage = chunk.get("usage")
                 if usage:

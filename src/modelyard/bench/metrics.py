@@ -33,6 +33,7 @@ class RequestRecord:
     prompt_tokens: int | None = None
     error: str | None = None  # one of ERROR_CLASSES
     detail: str = ""
+    due_times: list[float] | None = None  # sim serve --timing-debug: when each chunk was due
 
     @property
     def ok(self) -> bool:
