@@ -20,6 +20,22 @@ from modelyard.bench.metrics import RequestRecord
 from modelyard.bench.workload import Requests
 
 OOM_MARKERS = (b"out of memory", b"outofmemory", b"no available memory for the cache")
+_TEXT_HINT = b'"text":"'
+_DELTA_HINT = b'"content":"'
+_EMPTY = (b'"text":""', b'"content":""')
+
+
+def _unclear(data: bytes) -> bool:
+    """Whether a chunk's bytes do not show plainly that it carries a token."""
+    plain = _TEXT_HINT in data or _DELTA_HINT in data
+    return not plain or _EMPTY[0] in data or _EMPTY[1] in data
+
+
+def _has_content(chunk: dict[str, object]) -> bool:
+    for choice in chunk.get("choices") or ():  # type: ignore[attr-defined]
+        if choice.get("text") or (choice.get("delta") or {}).get("content"):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -100,31 +116,42 @@ async def send_one(
                 record.prompt_tokens = usage.get("prompt_tokens")
                 return
             done = False
+            chunks = record.chunk_times
             async for line in response.content:
                 if not line.startswith(b"data:"):
                     continue
+                now = time.monotonic()
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     done = True
                     break
-                now = time.monotonic()
-                chunk = orjson.loads(data)
-                if chunk.get("error"):
-                    record.error, record.detail = "mid_stream", str(chunk["error"])[:200]
-                    record.end = now
-                    return
-                for choice in chunk.get("choices") or ():
-                    if choice.get("text") or (choice.get("delta") or {}).get("content"):
-                        record.chunk_times.append(now)
-                        if options.capture_due and "modelyard_due_monotonic" in chunk:
-                            if record.due_times is None:
-                                record.due_times = []
-                            record.due_times.append(chunk["modelyard_due_monotonic"])
-                        break
-                usage = chunk.get("usage")
-                if usage:
+                # Most chunks carry one token: decide from the bytes and parse JSON only for
+                # the rare ones (usage, errors, empty deltas), so the client stays cheap.
+                if (
+                    data.startswith(b'{"error"')
+                    or b'"usage":{' in data
+                    or b'"object":"error"' in data
+                ):
+                    chunk = orjson.loads(data)
+                    if chunk.get("error") or chunk.get("object") == "error":
+                        record.error = "mid_stream"
+                        record.detail = str(chunk.get("error") or chunk)[:200]
+                        record.end = now
+                        return
+                    usage = chunk.get("usage") or {}
                     record.output_tokens = usage.get("completion_tokens")
                     record.prompt_tokens = usage.get("prompt_tokens")
+                    if not _has_content(chunk):
+                        continue
+                elif _unclear(data) and not _has_content(orjson.loads(data)):
+                    continue
+                chunks.append(now)
+                if options.capture_due:
+                    due = orjson.loads(data).get("modelyard_due_monotonic")
+                    if due is not None:
+                        if record.due_times is None:
+                            record.due_times = []
+                        record.due_times.append(due)
             record.end = time.monotonic()
             if not done:
                 record.error, record.detail = "mid_stream", "stream ended without [DONE]"
