@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from modelyard import __version__
-from modelyard.bench import compare
+from modelyard.bench import compare, datasets
 from modelyard.bench import results as bench_results
 from modelyard.bench import run as bench_run
 from modelyard.bench.loadgen import LoadOptions, Target
@@ -44,7 +44,7 @@ from modelyard.report import tables
 from modelyard.sim.calibrate import fit_calibration, load_results
 from modelyard.sim.faults import load_fault_file
 from modelyard.sim.perf import load_calibration
-from modelyard.sim.run import SimOptions, simulate
+from modelyard.sim.run import SimOptions, default_mix, simulate
 from modelyard.sim.server import Endpoint, ServeOptions, serve
 
 app = typer.Typer(
@@ -610,8 +610,12 @@ def _targets(specs: list[str], model: str | None) -> dict[str, Target]:
 
 @app.command("bench")
 def bench_command(
-    target: Annotated[list[str], typer.Option(help="URL or NAME=URL (repeatable).")],
     results: Annotated[Path, typer.Option(help="Write the results JSON here.")],
+    target: Annotated[list[str] | None, typer.Option(help="URL or NAME=URL (repeatable).")] = None,
+    fleet: Annotated[
+        Path | None, typer.Option(help="Targets = the fleet's models (endpoints or `up` state).")
+    ] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="With --fleet: an `up` state dir.")] = None,
     model: Annotated[str | None, typer.Option(help="`model` sent in requests.")] = None,
     rate: Annotated[
         str | None, typer.Option(help="Open loop: requests/s; a list (1,2,4) sweeps.")
@@ -635,6 +639,10 @@ def bench_command(
     engine: Annotated[
         str | None, typer.Option(help="Sample the targets' /metrics as this engine (vllm, ...).")
     ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help='JSONL prompts: {"prompt": ..., "max_tokens": N} a line.')
+    ] = None,
+    sharegpt: Annotated[Path | None, typer.Option(help="ShareGPT-format JSON file.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Benchmark OpenAI-compatible endpoints: TTFT, TPOT, ITL, E2E, throughput, goodput."""
@@ -642,10 +650,34 @@ def bench_command(
         raise typer.BadParameter("give exactly one of --rate or --concurrency", param_hint="--rate")
     if arrival not in ("constant", "poisson", "gamma"):
         raise typer.BadParameter("must be constant, poisson or gamma", param_hint="--arrival")
-    targets = _targets(target, model)
+    fleet_mix: dict[str, float] | None = None
+    if fleet is not None:
+        if target:
+            raise typer.BadParameter("give --target or --fleet, not both", param_hint="--fleet")
+        loaded = load_fleet(fleet)
+        if state_dir is None and DEFAULT_STATE_DIR.exists():
+            state_dir = DEFAULT_STATE_DIR
+        endpoints = gateway_server.endpoints_for(loaded, state_dir)
+        targets = {
+            name: Target(name, urls[0].rstrip("/"), name) for name, urls in endpoints.items()
+        }
+        fleet_mix = default_mix(loaded)
+    elif target:
+        targets = _targets(target, model)
+    else:
+        raise typer.BadParameter("give --target URL or --fleet FLEET", param_hint="--target")
     if engine is not None:
         adapter_for(engine)
-    shares = _mix(mix) or dict.fromkeys(targets, 1.0)
+    if prompts is not None and sharegpt is not None:
+        raise typer.BadParameter("give --prompts or --sharegpt, not both", param_hint="--prompts")
+    dataset = (
+        datasets.load_jsonl(prompts)
+        if prompts
+        else datasets.load_sharegpt(sharegpt)
+        if sharegpt
+        else None
+    )
+    shares = _mix(mix) or fleet_mix or dict.fromkeys(targets, 1.0)
     unknown = set(shares) - set(targets)
     if unknown:
         raise typer.BadParameter(
@@ -709,6 +741,7 @@ def bench_command(
                     slo,
                     functools.partial(_advance, progress, task),
                     dict.fromkeys(targets, engine) if engine else None,
+                    dataset,
                 )
             )
         bench_results.write(path, document)

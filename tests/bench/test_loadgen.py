@@ -216,3 +216,49 @@ def test_engine_metrics_sampled_during_the_run(
     # the engine's own counter agrees with the client's token count
     assert server["server_generation_tokens"] == model["completed"] * 6
     assert server["running_max"] >= 0 and server["kv_usage_max"] is not None
+
+
+def test_prompts_from_a_jsonl_file(servers: dict[str, SimServe], tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "' + "x" * 400 + '", "max_tokens": 3}\n{"prompt": "y"}\n')
+    data = _bench(
+        tmp_path,
+        "--target",
+        servers["a"].url(),
+        "--model",
+        "a",
+        "--rate",
+        "20",
+        "--requests",
+        "10",
+        "--output-tokens",
+        "7",
+        "--prompts",
+        str(prompts),
+        "--engine",
+        "sim",
+    )
+    model = data["models"]["a"]  # type: ignore[index]
+    assert model["completed"] == 10
+    # five of each prompt: 3 and 7 output tokens; 100 + 1 prompt tokens by sim serve's rule
+    assert model["server"]["server_generation_tokens"] == 5 * 3 + 5 * 7
+    assert model["server"]["server_prompt_tokens"] == 5 * 100 + 5 * 1
+
+
+def test_targets_from_a_fleet(servers: dict[str, SimServe], tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"""\
+name: f
+models:
+  a: {{catalog: qwen2.5-7b, engine: sim, gpu: h100-sxm, endpoints: ["{servers["a"].url()}"]}}
+  b: {{catalog: qwen2.5-7b, engine: sim, gpu: h100-sxm, endpoints: ["{servers["b"].url()}"]}}
+routes:
+  - {{targets: [a, b]}}
+traffic: {{fallback_rate: 0.2}}
+""")
+    data = _bench(
+        tmp_path, "--fleet", str(fleet), "--rate", "40", "--requests", "100", "--output-tokens", "4"
+    )
+    models = data["models"]  # type: ignore[assignment]
+    assert set(models) == {"a", "b"}  # type: ignore[arg-type]
+    assert 65 <= models["a"]["completed"] <= 95  # type: ignore[index]  # 80% primary

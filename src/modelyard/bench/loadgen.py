@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
+from modelyard.bench.datasets import Prompt
 from modelyard.bench.metrics import RequestRecord
 from modelyard.bench.workload import Requests
 
@@ -58,10 +59,18 @@ class LoadOptions:
 
 
 def _payload(
-    target: Target, prompt_tokens: int, output_tokens: int, options: LoadOptions, index: int
+    target: Target,
+    prompt_tokens: int,
+    output_tokens: int,
+    options: LoadOptions,
+    index: int,
+    text: Prompt | None = None,
 ) -> bytes:
-    if options.token_prompts:
-        prompt: object = [100 + ((index * 7 + i) % 20000) for i in range(prompt_tokens)]
+    if text is not None:
+        prompt: object = text.text
+        output_tokens = text.max_tokens or output_tokens
+    elif options.token_prompts:
+        prompt = [100 + ((index * 7 + i) % 20000) for i in range(prompt_tokens)]
     else:
         prompt = " ".join("hello" for _ in range(prompt_tokens))
     body: dict[str, object] = {
@@ -173,8 +182,11 @@ async def run_load(
     targets: dict[str, Target],
     options: LoadOptions,
     on_progress: Callable[[int], None] | None = None,
+    prompts: list[Prompt] | None = None,
 ) -> tuple[list[RequestRecord], float]:
-    """Send every request; returns the records (in request order) and the start time."""
+    """Send every request; returns the records (in request order) and the start time.
+
+    With `prompts`, request i sends prompts[i % len] (its max_tokens, else the workload's)."""
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=options.timeout_s)
     count = len(requests)
@@ -188,6 +200,7 @@ async def run_load(
                 int(requests.output_tokens[i]),
                 options,
                 i,
+                prompts[i % len(prompts)] if prompts else None,
             )
             for i in range(count)
         ]

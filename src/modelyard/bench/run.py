@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from modelyard.bench.datasets import Prompt
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
 from modelyard.bench.results import build
@@ -30,6 +31,7 @@ async def bench(
     slo: Slo,
     on_progress: Callable[[int], None] | None = None,
     engines: dict[str, str] | None = None,
+    prompts: list[Prompt] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the results document (not yet written).
 
@@ -47,7 +49,7 @@ async def bench(
         }
         scraper = asyncio.create_task(sample(urls, stop))
     try:
-        records, start = await run_load(requests, targets, load, on_progress)
+        records, start = await run_load(requests, targets, load, on_progress, prompts)
     finally:
         stop.set()
     server = {name: s.summary() for name, s in (await scraper).items()} if scraper else {}
@@ -74,6 +76,7 @@ async def bench(
         "requests": options.requests,
         "warmup": options.warmup,
         "seed": options.seed,
+        "prompts_from_file": len(prompts) if prompts else 0,
         "slo": asdict(slo),
         "wall_s": time.monotonic() - wall_start,
     }
