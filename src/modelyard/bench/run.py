@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from modelyard.bench import gpu
 from modelyard.bench.datasets import Prompt
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
@@ -41,6 +42,7 @@ async def bench(
     total = options.requests + options.warmup
     requests = generate(workload, total, options.seed)
     wall_start = time.monotonic()
+    gpu_before = gpu.read()
     stop = asyncio.Event()
     scraper = None
     if engines:
@@ -78,6 +80,7 @@ async def bench(
         "seed": options.seed,
         "prompts_from_file": len(prompts) if prompts else 0,
         "slo": asdict(slo),
+        "gpu_memory": {"before": gpu_before, "after": gpu.read()},
         "wall_s": time.monotonic() - wall_start,
     }
     return build(config, duration, models, summarise(measured, duration, slo))
