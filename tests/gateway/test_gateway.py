@@ -434,3 +434,24 @@ gateway:
         assert '"request_id"' in log
     finally:
         running.stop()
+
+
+def test_access_log_names_route_model_and_outcome(gateway: GatewayProcess) -> None:
+    status, headers, _ = _completion(gateway.url, model="chat")
+    assert status == 200
+    deadline = time.monotonic() + 5
+    line = ""
+    while time.monotonic() < deadline:
+        lines = [
+            json.loads(x)
+            for x in gateway.log.read_text().splitlines()
+            if x.startswith('{"event": "access"')
+        ]
+        request_id = {k.lower(): v for k, v in headers.items()}["x-request-id"]
+        match = [x for x in lines if x["request_id"] == request_id]
+        if match:
+            line = match[0]
+            break
+        time.sleep(0.05)
+    assert line and line["route"] == "chat" and line["model"] == "primary"  # type: ignore[index]
+    assert line["outcome"] == "ok" and line["attempts"] == 1 and line["status"] == 200  # type: ignore[index]

@@ -298,6 +298,7 @@ async def _try_candidates(
                 "X-Modelyard-Model": model,
                 "X-Modelyard-Backend": backend.url,
                 "X-Modelyard-Attempts": str(attempts),
+                "X-Request-Id": http.get(REQUEST_ID, ""),
             }
             sink: _Relay | _Assembler = _Relay(http, headers) if stream else _Assembler(chat)
             backend.outstanding += 1
@@ -318,6 +319,7 @@ async def _try_candidates(
                 result.outcome = Outcome.MID_STREAM
             gateway.record(backend, result)
             if result.outcome is Outcome.OK:
+                _log(http, resolution, model, backend.url, attempts, "ok")
                 return _finish(gateway, resolution, model, sink, headers)
             if committed_to_client:
                 assert isinstance(sink, _Relay) and sink.response is not None
@@ -338,6 +340,7 @@ async def _try_candidates(
             failed.add(backend.url)
             if result.outcome is Outcome.CLIENT_ERROR:
                 gateway.metrics.requests.labels(resolution.route, model, "client_error").inc()
+                _log(http, resolution, model, backend.url, attempts, "client_error")
                 status = result.status or 400
                 return web.Response(
                     body=_openai_error_body(status, result.body),
