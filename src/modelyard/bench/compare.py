@@ -151,6 +151,44 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
     return results
 
 
+COMPARED = (
+    "cold start s",
+    "memory MiB",
+    "TTFT p50 ms",
+    "TTFT p99 ms",
+    "E2E p99 ms",
+    "TPOT p99 ms",
+    "req/s",
+    "goodput",
+    "errors /10k",
+    "OOMs /10k",
+)
+
+
+def per_10k(summary: dict[str, Any], kind: str | None) -> float:
+    """Errors (all, or of one class) per 10,000 requests."""
+    requests = float(max(summary.get("requests", 0), 1))
+    errors = summary.get("errors", {})
+    count = sum(errors.values()) if kind is None else errors.get(kind, 0)
+    return float(count) / requests * 10_000
+
+
+def compared_values(summary: dict[str, Any]) -> list[float | None]:
+    """The comparison table's columns (COMPARED) for one model in one placement."""
+    return [
+        summary.get("cold_start_s"),
+        summary.get("memory_mib"),
+        summary["ttft_ms"]["p50"],
+        summary["ttft_ms"]["p99"],
+        summary["e2e_ms"]["p99"],
+        summary["tpot_ms"]["p99"],
+        summary["throughput_rps"],
+        summary["goodput_rps"],
+        per_10k(summary, None),
+        per_10k(summary, "oom"),
+    ]
+
+
 def difference(shared: float | None, isolated: float | None) -> str:
     if shared is None or isolated is None or isolated == 0:
         return "-"

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 
-from modelyard.bench.compare import difference
+from modelyard.bench.compare import COMPARED, compared_values, difference
 from modelyard.errors import ModelyardError
 
 STYLE = """
@@ -176,39 +176,15 @@ def _table(head: tuple[str, ...], rows: list[list[str]], classes: list[str] | No
     return "".join(out) + "</table>"
 
 
-def _compare_values(m: dict[str, Any]) -> list[Any]:
-    return [
-        m.get("cold_start_s"),
-        m.get("memory_mib"),
-        m["ttft_ms"]["p50"],
-        m["ttft_ms"]["p99"],
-        m["e2e_ms"]["p99"],
-        m["tpot_ms"]["p99"],
-        m["throughput_rps"],
-        m["goodput_rps"],
-    ]
-
-
 def _compare_table(doc: dict[str, Any]) -> str:
-    head = (
-        "placement",
-        "model",
-        "cold start s",
-        "memory MiB",
-        "TTFT p50",
-        "TTFT p99",
-        "E2E p99",
-        "TPOT p99",
-        "req/s",
-        "goodput",
-    )
+    head = ("placement", "model", *COMPARED)
     rows, classes = [], []
     by: dict[str, dict[str, dict[str, Any]]] = {
         p["placement"]: p["models"] for p in doc["placements"]
     }
     for placement, models in by.items():
         for model, m in models.items():
-            rows.append([placement, html.escape(model), *[_fmt(v) for v in _compare_values(m)]])
+            rows.append([placement, html.escape(model), *[_fmt(v) for v in compared_values(m)]])
             classes.append("")
     if {"shared", "isolated"} <= set(by):
         for model, iso in by["isolated"].items():
@@ -221,7 +197,7 @@ def _compare_table(doc: dict[str, Any]) -> str:
                         *[
                             difference(a, b)
                             for a, b in zip(
-                                _compare_values(shared), _compare_values(iso), strict=True
+                                compared_values(shared), compared_values(iso), strict=True
                             )
                         ],
                     ]

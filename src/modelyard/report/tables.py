@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from modelyard.bench.compare import PlacementResult, difference
+from modelyard.bench.compare import COMPARED, PlacementResult, compared_values, difference
 from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
 from modelyard.engines.launcher import EngineProcess, EngineStatus
@@ -334,42 +334,9 @@ def bench_table(document: dict[str, Any]) -> Table:
 
 def compare_table(results: list[PlacementResult], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    columns = (
-        "placement",
-        "model",
-        "cold start s",
-        "memory MiB",
-        "TTFT p50 ms",
-        "TTFT p99 ms",
-        "E2E p99 ms",
-        "TPOT p99 ms",
-        "req/s",
-        "goodput",
-        "errors /10k",
-        "OOMs /10k",
-    )
-    for column in columns:
+    for column in ("placement", "model", *COMPARED):
         table.add_column(column, justify="left" if column in ("placement", "model") else "right")
-
-    def per10k(m: dict[str, Any], kind: str | None) -> float:
-        requests = float(max(m.get("requests", 0), 1))
-        errors = m.get("errors", {})
-        count = sum(errors.values()) if kind is None else errors.get(kind, 0)
-        return float(count) / requests * 10_000
-
-    def values(m: dict[str, Any]) -> list[float | None]:
-        return [
-            m.get("cold_start_s"),
-            m.get("memory_mib"),
-            m["ttft_ms"]["p50"],
-            m["ttft_ms"]["p99"],
-            m["e2e_ms"]["p99"],
-            m["tpot_ms"]["p99"],
-            m["throughput_rps"],
-            m["goodput_rps"],
-            per10k(m, None),
-            per10k(m, "oom"),
-        ]
+    values = compared_values
 
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:,.1f}"
