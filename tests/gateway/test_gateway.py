@@ -215,11 +215,19 @@ def test_429_does_not_trip_the_breaker(
     gateway: GatewayProcess, backends: dict[str, SimServe]
 ) -> None:
     faults(backends["primary"], error_rate=1.0, error_status=429)
+    attempts = []
     for _ in range(4):
-        assert _completion(gateway.url, model="chat")[1]["X-Modelyard-Model"] == "fallback"
+        _, headers, _ = _completion(gateway.url, model="chat")
+        assert headers["X-Modelyard-Model"] == "fallback"
+        attempts.append(headers["X-Modelyard-Attempts"])
+    # the first 429 backs the primary off (1 s without Retry-After): the rest skip it
+    assert attempts == ["2", "1", "1", "1"]
     health = json.loads(_get(gateway.url + "/health")[1])
     primary = next(b for b in health["backends"] if b["model"] == "primary")
-    assert primary["breaker"] == "closed"
+    assert primary["breaker"] == "closed" and primary["backing_off_s"] > 0
+    faults(backends["primary"])
+    time.sleep(1.1)
+    assert _completion(gateway.url, model="chat")[1]["X-Modelyard-Model"] == "primary"
 
 
 @pytest.mark.parametrize(

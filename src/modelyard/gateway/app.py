@@ -31,6 +31,8 @@ from modelyard.gateway.upstream import Attempt, Deadlines, attempt
 
 TASK_HEADER = "X-Modelyard-Task"
 REQUEST_ID = "modelyard_request_id"
+RATE_LIMIT_PAUSE_S = 1.0  # a 429 without Retry-After backs the replica off this long
+MAX_RATE_LIMIT_PAUSE_S = 60.0
 OUTCOME = "modelyard_outcome"
 CALLER = "modelyard_caller"
 BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
@@ -76,6 +78,7 @@ class BackendState:
     healthy: bool | None = None
     outstanding: int = 0
     last_error: str = ""
+    backoff_until: float = 0.0  # after a 429: skipped, without counting toward the breaker
 
 
 @dataclass
@@ -144,6 +147,9 @@ class Gateway:
             backend.last_error = f"{result.outcome.value}: {result.detail}"
         else:
             backend.breaker.on_neutral(now)
+        if result.outcome is Outcome.RATE_LIMITED:
+            pause = result.retry_after_s if result.retry_after_s is not None else RATE_LIMIT_PAUSE_S
+            backend.backoff_until = now + min(pause, MAX_RATE_LIMIT_PAUSE_S)
         self._update_gauge(backend)
         self.metrics.attempts.labels(backend.model, backend.url, result.outcome.value).inc()
         if result.ttft_s is not None:
@@ -270,7 +276,8 @@ async def _try_candidates(
             if attempts >= budget:
                 break
             replicas = gateway.backends.get(model, [])
-            untried = [b for b in replicas if b.url not in failed]
+            now = gateway.now()
+            untried = [b for b in replicas if b.url not in failed and b.backoff_until <= now]
             # allow() reserves a half-open probe slot for each replica it lets through; only
             # the replica we pick keeps its slot, the others give theirs back
             usable = [b for b in untried if b.breaker.allow(gateway.now())]
@@ -282,7 +289,14 @@ async def _try_candidates(
                     b.breaker.on_neutral(gateway.now())
             if choice_url is None:
                 if round_index == 0:
-                    why = "breaker open" if untried else "no backend"
+                    paused = any(b.backoff_until > now for b in replicas)
+                    why = (
+                        "breaker open"
+                        if untried
+                        else "rate limited, backing off"
+                        if paused
+                        else "no backend"
+                    )
                     tried.append({"model": model, "backend": "", "error": why})
                 continue
             backend = next(b for b in usable if b.url == choice_url)
@@ -485,6 +499,7 @@ async def _health(http: web.Request) -> web.Response:
             "breaker": b.breaker.current(now).value,
             "healthy": b.healthy,
             "outstanding": b.outstanding,
+            "backing_off_s": round(max(b.backoff_until - now, 0.0), 3),
             "last_error": b.last_error,
         }
         for replicas in gateway.backends.values()

@@ -40,6 +40,7 @@ class Attempt:
     committed: bool = False  # the first token was handed on (a streaming client has bytes)
     ttft_s: float | None = None
     elapsed_s: float = 0.0
+    retry_after_s: float | None = None  # from a 429's Retry-After header
 
 
 _RESET_ERRORS = (
@@ -109,6 +110,9 @@ async def attempt(
                 result.body = await response.read()
             result.outcome = classify_status(response.status, result.body)
             result.detail = f"HTTP {response.status}"
+            retry_after = response.headers.get("Retry-After", "")
+            if retry_after.replace(".", "", 1).isdigit():
+                result.retry_after_s = float(retry_after)
             return _done(result, loop, start)
         pending: list[bytes] = []
         finished = False
