@@ -157,6 +157,11 @@ class GatewayConfig(_Strict):
     api_key_hashes_env: str = "MODELYARD_API_KEY_HASHES"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     rate_limit: RateLimit | None = Field(default=None, description="per API key (or client)")
+    weight_by_engine_load: bool = Field(
+        default=False,
+        description="add each replica's queue (read from its /metrics at every health check) "
+        "to its in-flight count when choosing between replicas",
+    )
 
 
 class Fleet(_Strict):

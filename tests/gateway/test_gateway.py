@@ -463,3 +463,28 @@ def test_access_log_names_route_model_and_outcome(gateway: GatewayProcess) -> No
         time.sleep(0.05)
     assert line and line["route"] == "chat" and line["model"] == "primary"  # type: ignore[index]
     assert line["outcome"] == "ok" and line["attempts"] == 1 and line["status"] == 200  # type: ignore[index]
+
+
+def test_engine_queue_is_read_from_metrics(backends: dict[str, SimServe], tmp_path: Path) -> None:
+    """With weight_by_engine_load the gateway reads each replica's queue through its adapter."""
+    from modelyard.gateway.app import Gateway, _read_engine_load
+
+    path = _write_fleet(tmp_path, extra="gateway: {weight_by_engine_load: true}\n")
+    from modelyard.fleet import load_fleet
+
+    gateway = Gateway.build(load_fleet(path), {"primary": [backends["primary"].url()]})
+    backend = gateway.backends["primary"][0]
+    backend.engine_waiting = 5.0  # stale value: the read must replace it with the engine's 0
+
+    async def run() -> tuple[Any, float]:
+        async with aiohttp.ClientSession() as session:
+            gateway.session = session
+            metrics = await _read_engine_load(gateway, backend, aiohttp.ClientTimeout(total=5))
+        return metrics, backend.engine_waiting
+
+    metrics, waiting = asyncio.run(run())
+    assert metrics is not None and metrics.waiting == 0.0 and metrics.running is not None
+    assert waiting == 0.0
+    backend.url = "http://127.0.0.1:9"  # unreachable: the load falls back to 0, no exception
+    backend.engine_waiting = 5.0
+    assert asyncio.run(run()) == (None, 0.0)

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from modelyard.engines import adapter_for
+from modelyard.engines import EngineMetrics, adapter_for
 from modelyard.fleet import LoadedFleet
 from modelyard.gateway.auth import KeyCheck, RateLimiter
 from modelyard.gateway.breaker import Breaker, State
@@ -79,6 +79,7 @@ class BackendState:
     outstanding: int = 0
     last_error: str = ""
     backoff_until: float = 0.0  # after a 429: skipped, without counting toward the breaker
+    engine_waiting: float = 0.0  # from the engine's /metrics, when weight_by_engine_load
 
 
 @dataclass
@@ -281,9 +282,9 @@ async def _try_candidates(
             # allow() reserves a half-open probe slot for each replica it lets through; only
             # the replica we pick keeps its slot, the others give theirs back
             usable = [b for b in untried if b.breaker.allow(gateway.now())]
-            choice_url = pick_replica(
-                [b.url for b in usable], {b.url: b.outstanding for b in usable}, gateway.rng, set()
-            )
+            weigh = fleet.gateway.weight_by_engine_load
+            load = {b.url: b.outstanding + (b.engine_waiting if weigh else 0.0) for b in usable}
+            choice_url = pick_replica([b.url for b in usable], load, gateway.rng, set())
             for b in usable:
                 if b.url != choice_url:
                     b.breaker.on_neutral(gateway.now())
@@ -541,7 +542,26 @@ async def _health_loop(gateway: Gateway) -> None:
                     1 if backend.healthy else 0
                 )
                 gateway._update_gauge(backend)
+                if backend.healthy and gateway.loaded.fleet.gateway.weight_by_engine_load:
+                    await _read_engine_load(gateway, backend, timeout)
         await asyncio.sleep(interval)
+
+
+async def _read_engine_load(
+    gateway: Gateway, backend: BackendState, timeout: aiohttp.ClientTimeout
+) -> EngineMetrics | None:
+    """The engine's queue length from its /metrics, through its adapter (None: unread)."""
+    assert gateway.session is not None
+    adapter = adapter_for(backend.engine)
+    if adapter.metrics_path is None:
+        return None
+    try:
+        async with gateway.session.get(backend.url + adapter.metrics_path, timeout=timeout) as r:
+            metrics = adapter.parse_metrics(await r.text()) if r.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        metrics = None
+    backend.engine_waiting = float(metrics.waiting or 0.0) if metrics is not None else 0.0
+    return metrics
 
 
 def fallback_models(gateway: Gateway) -> list[str]:

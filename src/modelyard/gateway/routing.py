@@ -56,7 +56,7 @@ class Router:
 
 
 def pick_replica(
-    replicas: list[str], outstanding: dict[str, int], rng: random.Random, excluded: set[str]
+    replicas: list[str], outstanding: dict[str, float], rng: random.Random, excluded: set[str]
 ) -> str | None:
     """Least outstanding requests of two random replicas (power of two choices)."""
     usable = [r for r in replicas if r not in excluded]
