@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,11 +22,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from modelyard.engines.launcher import free_port
 
 
 def rss_kib(pid: int) -> int:
@@ -79,7 +74,7 @@ async def wait_up(url: str, deadline_s: float = 30) -> None:
 
 async def soak(minutes: float, rate: float, kill_every: float) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp())
-    ports = {"primary": free_port(), "fallback": free_port()}
+    ports = {"primary": free_port("127.0.0.1"), "fallback": free_port("127.0.0.1")}
     backends = {name: start_backend(name, port, folder) for name, port in ports.items()}
     fleet = folder / "fleet.yaml"
     fleet.write_text(f"""\
@@ -94,7 +89,7 @@ policy:
   timeouts: {{connect: 1s, first_token: 5s, idle: 5s, total: 60s}}
   health: {{interval: 1s, warmup_every: 1m}}
 """)
-    gateway_port = free_port()
+    gateway_port = free_port("127.0.0.1")
     gateway = subprocess.Popen(
         [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(gateway_port)],
         stdout=subprocess.DEVNULL,

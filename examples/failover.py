@@ -24,13 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.engines import launcher
+from modelyard.engines.launcher import free_port
 from modelyard.fleet import load_fleet
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def drive(
@@ -76,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         state = Path(folder) / "state"
         started = launcher.up(loaded, state)
-        port = free_port()
+        port = free_port("127.0.0.1")
         gateway = subprocess.Popen(
             [
                 sys.executable,

@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelyard.engines.launcher import free_port
+
 
 def wait_http(url: str, deadline_s: float = 20.0, status: int = 200) -> None:
     """Poll `url` until it answers `status`, or fail after the deadline."""
@@ -101,16 +103,8 @@ class GatewayProcess:
         return int(self.process.returncode)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_gateway(fleet: Path, tmp_path: Path) -> GatewayProcess:
-    port = free_port()
+    port = free_port("127.0.0.1")
     log = tmp_path / f"gateway-{port}.log"
     with log.open("w") as sink:
         process = subprocess.Popen(

@@ -269,12 +269,14 @@ sim_app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 
 
-def _length(kind: str, mean: int, std: float, high: int | None) -> LengthDist:
+def _length(kind: str, mean: int, std_fraction: float) -> LengthDist:
+    """Token lengths for --length-dist: std as a fraction of the mean; uniform spans 1..2x."""
     if kind not in ("fixed", "normal", "lognormal", "uniform"):
         raise typer.BadParameter(
             "must be fixed, normal, lognormal or uniform", param_hint="--length-dist"
         )
-    return LengthDist(kind=kind, mean=mean, std=std, high=high)  # type: ignore[arg-type]
+    high = 2 * mean if kind == "uniform" else None
+    return LengthDist(kind=kind, mean=mean, std=std_fraction * mean, high=high)  # type: ignore[arg-type]
 
 
 def _mix(text: str | None) -> dict[str, float] | None:
@@ -333,18 +335,8 @@ def sim_run(
         rate=rate,
         arrival=arrival,  # type: ignore[arg-type]
         burstiness=burstiness,
-        input_tokens=_length(
-            length_dist,
-            mean_in,
-            length_std * mean_in,
-            2 * mean_in if length_dist == "uniform" else None,
-        ),
-        output_tokens=_length(
-            length_dist,
-            mean_out,
-            length_std * mean_out,
-            2 * mean_out if length_dist == "uniform" else None,
-        ),
+        input_tokens=_length(length_dist, mean_in, length_std),
+        output_tokens=_length(length_dist, mean_out, length_std),
         mix=_mix(mix),
         seed=seed,
         calibrations=tuple(load_calibration(p) for p in calibration or []),
@@ -685,18 +677,8 @@ def bench_command(
         )
     workload = Workload(
         arrivals=ArrivalProcess(arrival, 1.0, burstiness),  # type: ignore[arg-type]
-        input_tokens=_length(
-            length_dist,
-            input_tokens,
-            length_std * input_tokens,
-            2 * input_tokens if length_dist == "uniform" else None,
-        ),
-        output_tokens=_length(
-            length_dist,
-            output_tokens,
-            length_std * output_tokens,
-            2 * output_tokens if length_dist == "uniform" else None,
-        ),
+        input_tokens=_length(length_dist, input_tokens, length_std),
+        output_tokens=_length(length_dist, output_tokens, length_std),
         mix=shares,
     )
     slo = Slo(

@@ -20,29 +20,45 @@ def _gib(value: float) -> str:
     return f"{value / GIB:.2f}"
 
 
+def _new_table(
+    title: str,
+    columns: tuple[str, ...],
+    left: tuple[str, ...] | None = None,
+    right: tuple[str, ...] = (),
+) -> Table:
+    """A table titled on the left. With `left`, the other columns are right-aligned (numbers);
+    `right` right-aligns just those."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        numeric = column in right or (left is not None and column not in left)
+        table.add_column(column, justify="right" if numeric else "left")
+    return table
+
+
 def _yes_no(value: bool) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
 
 
 def fit_table(results: list[FitResult], title: str = "Memory fit") -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in (
-        "model",
-        "quant",
-        "device",
-        "util",
-        "weights GiB",
-        "runtime GiB",
-        "activ. GiB",
-        "KV GiB",
-        "KV B/tok",
-        "KV tokens",
-        "max len",
-        "seqs",
-        "fits",
-    ):
-        numeric = column not in ("model", "quant", "device", "fits")
-        table.add_column(column, justify="right" if numeric else "left")
+    table = _new_table(
+        title,
+        (
+            "model",
+            "quant",
+            "device",
+            "util",
+            "weights GiB",
+            "runtime GiB",
+            "activ. GiB",
+            "KV GiB",
+            "KV B/tok",
+            "KV tokens",
+            "max len",
+            "seqs",
+            "fits",
+        ),
+        left=("model", "quant", "device", "fits"),
+    )
     for r in results:
         table.add_row(
             r.name or r.model,
@@ -65,9 +81,9 @@ def fit_table(results: list[FitResult], title: str = "Memory fit") -> Table:
 def fleet_fit_tables(result: FleetFit) -> list[Table]:
     tables = [fit_table(result.models, "Memory fit per model")]
     if result.groups:
-        groups = Table(title="Shared groups", title_justify="left")
-        for column in ("device", "members", "fractions", "limit", "fits", "why"):
-            groups.add_column(column)
+        groups = _new_table(
+            "Shared groups", ("device", "members", "fractions", "limit", "fits", "why")
+        )
         for g in result.groups:
             fractions = ", ".join(f"{k} {v:.2f}" for k, v in g.memory_fractions.items())
             groups.add_row(
@@ -83,11 +99,11 @@ def fleet_fit_tables(result: FleetFit) -> list[Table]:
 
 
 def quant_table(options: list[ProfileOption], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("profile", "weights GiB", "KV tokens", "engine args", "usable", "why not"):
-        table.add_column(
-            column, justify="right" if column in ("weights GiB", "KV tokens") else "left"
-        )
+    table = _new_table(
+        title,
+        ("profile", "weights GiB", "KV tokens", "engine args", "usable", "why not"),
+        right=("weights GiB", "KV tokens"),
+    )
     for o in options:
         args = (
             " ".join(o.engine_args) if o.engine_args else ("(none)" if o.engine_args == [] else "-")
@@ -104,21 +120,22 @@ def quant_table(options: list[ProfileOption], title: str) -> Table:
 
 
 def catalog_tables(catalog: Catalog) -> list[Table]:
-    models = Table(title="Models", title_justify="left")
-    for column in (
-        "name",
-        "params",
-        "layers",
-        "hidden",
-        "heads/kv",
-        "head_dim",
-        "ffn",
-        "vocab",
-        "context",
-        "KV B/token (bf16)",
-        "source",
-    ):
-        models.add_column(column)
+    models = _new_table(
+        "Models",
+        (
+            "name",
+            "params",
+            "layers",
+            "hidden",
+            "heads/kv",
+            "head_dim",
+            "ffn",
+            "vocab",
+            "context",
+            "KV B/token (bf16)",
+            "source",
+        ),
+    )
     for name, m in catalog.models.items():
         params = f"{m.params / 1e9:.2f}B"
         if m.active_params:
@@ -136,9 +153,9 @@ def catalog_tables(catalog: Catalog) -> list[Table]:
             f"{m.kv_bytes_per_token(2):,.0f}",
             m.source,
         )
-    gpus = Table(title="GPUs", title_justify="left")
-    for column in ("name", "memory", "bandwidth GB/s", "BF16 TFLOPs", "FP8 TFLOPs", "$/GPU-hour"):
-        gpus.add_column(column)
+    gpus = _new_table(
+        "GPUs", ("name", "memory", "bandwidth GB/s", "BF16 TFLOPs", "FP8 TFLOPs", "$/GPU-hour")
+    )
     for name, g in catalog.gpus.items():
         price = g.price()
         gpus.add_row(
@@ -149,15 +166,10 @@ def catalog_tables(catalog: Catalog) -> list[Table]:
             f"{g.fp8_tflops:g}" if g.fp8_tflops else "-",
             f"{price.usd_per_gpu_hour:.3f} ({price.cloud})" if price else "-",
         )
-    quants = Table(title="Quantization profiles", title_justify="left")
-    for column in ("name", "bits/weight", "engines"):
-        quants.add_column(column)
+    quants = _new_table("Quantization profiles", ("name", "bits/weight", "engines"))
     for name, q in catalog.quants.items():
         quants.add_row(name, f"{q.bits_per_weight:g}", ", ".join(q.engines))
-    aliases = Table(title="Aliases", title_justify="left")
-    aliases.add_column("name")
-    aliases.add_column("model")
-    aliases.add_column("why")
+    aliases = _new_table("Aliases", ("name", "model", "why"))
     for name, a in catalog.aliases.items():
         aliases.add_row(name, a.model, a.note)
     return [models, gpus, quants, aliases]
@@ -169,25 +181,27 @@ def sim_table(result: SimResult) -> Table:
         f"Simulated {result.fleet} ({result.placement} placement, {gpus}), "
         f"{result.requests:,} requests over {result.duration_s:,.1f} s"
     )
-    table = Table(title=title, title_justify="left")
-    for column in (
-        "model",
-        "done",
-        "rejected",
-        "TTFT p50 ms",
-        "TTFT p99 ms",
-        "TPOT p50 ms",
-        "TPOT p99 ms",
-        "E2E p99 ms",
-        "req/s",
-        "tok/s",
-        "goodput req/s",
-        "KV mean",
-        "KV max",
-        "preempt",
-        "cold start s",
-    ):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = _new_table(
+        title,
+        (
+            "model",
+            "done",
+            "rejected",
+            "TTFT p50 ms",
+            "TTFT p99 ms",
+            "TPOT p50 ms",
+            "TPOT p99 ms",
+            "E2E p99 ms",
+            "req/s",
+            "tok/s",
+            "goodput req/s",
+            "KV mean",
+            "KV max",
+            "preempt",
+            "cold start s",
+        ),
+        left=("model",),
+    )
     for m in result.models:
         table.add_row(
             m.name,
@@ -217,18 +231,20 @@ def calibration_table(fit: Fit) -> Table:
         f"overhead {c.step_overhead_ms:.2f} ms, per sequence {c.per_seq_overhead_ms:.4f} ms, "
         f"contention slowdown {c.contention_slowdown:.2f}"
     )
-    table = Table(title=title, title_justify="left")
-    for column in (
-        "model",
-        "step",
-        "batch",
-        "tokens",
-        "set",
-        "measured ms",
-        "predicted ms",
-        "error",
-    ):
-        table.add_column(column, justify="left" if column in ("model", "step", "set") else "right")
+    table = _new_table(
+        title,
+        (
+            "model",
+            "step",
+            "batch",
+            "tokens",
+            "set",
+            "measured ms",
+            "predicted ms",
+            "error",
+        ),
+        left=("model", "step", "set"),
+    )
     for p in fit.predictions:
         point = p.point
         table.add_row(
@@ -245,9 +261,9 @@ def calibration_table(fit: Fit) -> Table:
 
 
 def engines_table(processes: list[EngineProcess]) -> Table:
-    table = Table(title="Engines started", title_justify="left")
-    for column in ("engine", "kind", "url", "pid", "cpus", "gpus", "cold start s", "log"):
-        table.add_column(column)
+    table = _new_table(
+        "Engines started", ("engine", "kind", "url", "pid", "cpus", "gpus", "cold start s", "log")
+    )
     for p in processes:
         table.add_row(
             p.name,
@@ -263,9 +279,9 @@ def engines_table(processes: list[EngineProcess]) -> Table:
 
 
 def status_table(rows: list[EngineStatus]) -> Table:
-    table = Table(title="Engines", title_justify="left")
-    for column in ("engine", "kind", "url", "pid", "alive", "health", "cold start s"):
-        table.add_column(column)
+    table = _new_table(
+        "Engines", ("engine", "kind", "url", "pid", "alive", "health", "cold start s")
+    )
     for r in rows:
         p = r.process
         table.add_row(
@@ -289,26 +305,26 @@ def bench_table(document: dict[str, Any]) -> Table:
         else f"{config['workload']['arrivals']['rate']:g} req/s "
         f"{config['workload']['arrivals']['kind']}"
     )
-    table = Table(
-        title=f"bench: {config['requests']} requests, {mode}, {document['duration_s']:.1f} s",
-        title_justify="left",
+    title = f"bench: {config['requests']} requests, {mode}, {document['duration_s']:.1f} s"
+    table = _new_table(
+        title,
+        (
+            "target",
+            "ok",
+            "errors",
+            "TTFT p50",
+            "TTFT p99",
+            "TPOT p50",
+            "TPOT p99",
+            "ITL p99",
+            "E2E p99",
+            "req/s",
+            "tok/s",
+            "goodput",
+            "sched. delay p99",
+        ),
+        left=("target",),
     )
-    for column in (
-        "target",
-        "ok",
-        "errors",
-        "TTFT p50",
-        "TTFT p99",
-        "TPOT p50",
-        "TPOT p99",
-        "ITL p99",
-        "E2E p99",
-        "req/s",
-        "tok/s",
-        "goodput",
-        "sched. delay p99",
-    ):
-        table.add_column(column, justify="left" if column == "target" else "right")
     rows = list(document["models"].items())
     if len(rows) > 1:
         rows.append(("all", document["all"]))
@@ -333,9 +349,7 @@ def bench_table(document: dict[str, Any]) -> Table:
 
 
 def compare_table(results: list[PlacementResult], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("placement", "model", *COMPARED):
-        table.add_column(column, justify="left" if column in ("placement", "model") else "right")
+    table = _new_table(title, ("placement", "model", *COMPARED), left=("placement", "model"))
     values = compared_values
 
     def cell(value: float | None) -> str:
