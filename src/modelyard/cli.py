@@ -798,9 +798,119 @@ def report_command(
         sys.stdout.write(f"wrote {path}\n")
 
 
+deploy_app = typer.Typer(
+    help="Kubernetes manifests for the fleet, validated offline.", no_args_is_help=True
+)
+app.add_typer(deploy_app, name="deploy")
+K8sVersionOption = Annotated[
+    str, typer.Option("--k8s-version", help="Kubernetes version to validate against (1.29-1.33).")
+]
+
+
+def _print_findings(findings: list[Any]) -> None:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for finding in findings:
+        err.print(f"[red]invalid:[/] {finding}", markup=True)
+
+
+@deploy_app.command("k8s")
+def deploy_k8s_command(
+    fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Directory to write the manifests to.")
+    ] = None,
+    stdout: Annotated[bool, typer.Option("--stdout", help="Print the manifests instead.")] = False,
+    namespace: Annotated[str | None, typer.Option(help="Namespace (kustomization.yaml).")] = None,
+    k8s_version: K8sVersionOption = "1.30",
+    node_label: Annotated[
+        str, typer.Option(help="GPU node label scheme: nvidia (gpu.product) or gke.")
+    ] = "nvidia",
+    workload: Annotated[
+        str,
+        typer.Option(help="auto (StatefulSet for replicas), deployment or statefulset."),
+    ] = "auto",
+    cache_access_mode: Annotated[
+        str, typer.Option(help="Model cache volume: ReadWriteOnce or ReadWriteMany.")
+    ] = "ReadWriteOnce",
+    storage_class: Annotated[str | None, typer.Option(help="StorageClass of the cache.")] = None,
+    load_bandwidth: Annotated[
+        float, typer.Option(min=1, help="MB/s assumed for the first weights download.")
+    ] = 100.0,
+    gateway_image: Annotated[
+        str, typer.Option(help="Gateway container image (build it from the Dockerfile).")
+    ] = f"modelyard:{__version__}",
+    gateway_replicas: Annotated[int, typer.Option(min=1, help="Gateway replicas.")] = 2,
+    hpa: Annotated[bool, typer.Option("--hpa", help="Add a HorizontalPodAutoscaler.")] = False,
+    catalog: CatalogOption = None,
+) -> None:
+    """Render one isolated runtime per model (MIG or time-sliced for shared groups), the gateway
+    and a kustomization.yaml; every document is validated before anything is written."""
+    from modelyard.deploy import k8s
+    from modelyard.deploy.errors import DeployError
+    from modelyard.deploy.validate import check_documents
+
+    if (output is None) == (not stdout):
+        raise ModelyardError("give exactly one of -o DIR or --stdout")
+    choices = {
+        "--node-label": (node_label, tuple(k8s.NODE_LABEL_KEYS)),
+        "--workload": (workload, ("auto", "deployment", "statefulset")),
+        "--cache-access-mode": (cache_access_mode, ("ReadWriteOnce", "ReadWriteMany")),
+    }
+    for flag, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ModelyardError(f"{flag} {value}: choose one of {', '.join(allowed)}")
+    loaded = load_fleet(fleet, catalog)
+    options = k8s.RenderOptions(
+        namespace=namespace,
+        node_label=node_label,  # type: ignore[arg-type]
+        workload=workload,  # type: ignore[arg-type]
+        cache_access_mode=cache_access_mode,  # type: ignore[arg-type]
+        storage_class=storage_class,
+        load_bandwidth_bytes_s=load_bandwidth * 1e6,
+        gateway_image=gateway_image,
+        gateway_replicas=gateway_replicas,
+        gateway_hpa=hpa,
+    )
+    rendered = k8s.render(loaded, options)
+    docs = [(f, d) for f, ds in rendered.all_files().items() for d in ds]
+    findings = check_documents(docs, k8s_version)
+    if findings:
+        _print_findings(findings)
+        raise DeployError(f"{len(findings)} rendered documents failed validation (a modelyard bug)")
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for warning in rendered.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", markup=True)
+    if stdout:
+        sys.stdout.write("---\n".join(k8s.dump(ds) for ds in rendered.files.values()))
+        return
+    assert output is not None
+    for path in k8s.write(rendered, output):
+        sys.stdout.write(f"wrote {path}\n")
+    sys.stdout.write(
+        f"{len(docs)} documents valid for Kubernetes {k8s_version} (strict); "
+        f"apply with: kubectl apply -k {output}\n"
+    )
+
+
+@deploy_app.command("validate")
+def deploy_validate_command(
+    directory: Annotated[Path, typer.Argument(help="Directory of manifests (recursively).")],
+    k8s_version: K8sVersionOption = "1.30",
+) -> None:
+    """Validate manifests offline: official schemas (strict) plus LLM-serving checks."""
+    from modelyard.deploy.errors import DeployError
+    from modelyard.deploy.validate import check_directory, load_directory
+
+    findings = check_directory(directory, k8s_version)
+    if findings:
+        _print_findings(findings)
+        raise DeployError(f"{len(findings)} problems in {directory}")
+    count = len(load_directory(directory))
+    sys.stdout.write(f"{count} documents valid for Kubernetes {k8s_version} (strict)\n")
+
+
 _LATER = {
     "plan": ("GPUs and monthly cost for the fleet's traffic", 7),
-    "deploy": ("Render Kubernetes manifests", 8),
 }
 
 

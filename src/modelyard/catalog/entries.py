@@ -148,6 +148,9 @@ class GpuSpec(_Entry):
     fp8_tflops: float | None = Field(default=None, gt=0, description="dense")
     compute_capability: str
     mig_profiles: list[str] = Field(default_factory=list)
+    node_labels: dict[str, str | None] = Field(
+        default_factory=dict, description="Kubernetes node label values by scheme (nvidia, gke)"
+    )
     source: SourceUrl
     memory_source: str
     as_of: datetime.date

@@ -73,6 +73,9 @@ class VllmAdapter(EngineAdapter):
             *self.server_args(spec),
         ]
 
+    def container_command(self, spec: LaunchSpec) -> list[str]:
+        return ["vllm", "serve", spec.weights, *self.server_args(spec)]
+
     def env(self, spec: LaunchSpec) -> dict[str, str]:
         env = super().env(spec)
         if spec.gpu is None:  # the CPU build: KV space in GiB and OpenMP thread binding
@@ -97,10 +100,13 @@ class SglangAdapter(EngineAdapter):
     }
 
     def command(self, spec: LaunchSpec) -> list[str]:
+        return [sys.executable, "-m", "sglang.launch_server", *self.server_args(spec)]
+
+    def container_command(self, spec: LaunchSpec) -> list[str]:
+        return ["python3", "-m", "sglang.launch_server", *self.server_args(spec)]
+
+    def server_args(self, spec: LaunchSpec) -> list[str]:
         args = [
-            sys.executable,
-            "-m",
-            "sglang.launch_server",
             "--model-path",
             spec.weights,
             "--served-model-name",
@@ -135,17 +141,25 @@ class LlamaCppAdapter(EngineAdapter):
     }
     oom_patterns = (*EngineAdapter.oom_patterns, r"failed to allocate", r"unable to allocate")
 
+    gpu_image = "ghcr.io/ggml-org/llama.cpp:server-cuda-b6700"
+
     def command(self, spec: LaunchSpec) -> list[str]:
         if not LLAMA_SERVER.exists():
             raise EngineNotInstalledError(
                 f"llama-server not found at {LLAMA_SERVER}: run `make llamacpp`"
             )
+        # locally the weights are always a file: modelyard never downloads
+        return [str(LLAMA_SERVER), "-m", spec.weights, *self.server_args(spec)]
+
+    def container_command(self, spec: LaunchSpec) -> list[str]:
+        # in a pod, a hub id is fetched by llama-server itself into LLAMA_CACHE (the volume)
+        source = ["-m"] if spec.weights.startswith("/") else ["--hf-repo"]
+        return ["/app/llama-server", *source, spec.weights, *self.server_args(spec)]
+
+    def server_args(self, spec: LaunchSpec) -> list[str]:
         context = (spec.max_model_len or 4096) * spec.parallel  # -c is shared by the slots
         threads = max(len(spec.cpus), 1)
         args = [
-            str(LLAMA_SERVER),
-            "-m",
-            spec.weights,
             "--alias",
             spec.name,
             "--host",
@@ -185,8 +199,13 @@ class TgiAdapter(EngineAdapter):
     }
 
     def command(self, spec: LaunchSpec) -> list[str]:
+        return ["text-generation-launcher", *self.server_args(spec)]
+
+    def container_command(self, spec: LaunchSpec) -> list[str]:
+        return self.command(spec)
+
+    def server_args(self, spec: LaunchSpec) -> list[str]:
         args = [
-            "text-generation-launcher",
             "--model-id",
             spec.weights,
             "--hostname",

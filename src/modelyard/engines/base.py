@@ -9,6 +9,7 @@ from typing import ClassVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.catalog import ModelSpec, QuantProfile
+from modelyard.errors import UnsupportedError
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class EngineAdapter:
     health_path: str = "/health"
     metrics_path: str | None = "/metrics"
     image: str = ""  # pinned container image for Kubernetes
+    gpu_image: str | None = None  # the image's GPU build, where it is a different tag
     container_port: int = 8000
     cache_path: str = "/root/.cache/huggingface"
     metric_names: ClassVar[MetricNames] = {}
@@ -78,6 +80,13 @@ class EngineAdapter:
 
     def command(self, spec: LaunchSpec) -> list[str]:
         raise NotImplementedError
+
+    def container_command(self, spec: LaunchSpec) -> list[str]:
+        """The full command line inside this engine's container image (Kubernetes)."""
+        raise UnsupportedError(
+            f"engine '{self.name}' has no container command modelyard can render "
+            "(deployable engines: vllm, sglang, tgi, llamacpp)"
+        )
 
     def env(self, spec: LaunchSpec) -> dict[str, str]:
         """Environment variables the engine needs (device visibility, thread binding)."""

@@ -1,0 +1,1 @@
+"""Deploy: Kubernetes manifests for a fleet (render) and their offline validation."""
