@@ -86,8 +86,10 @@ demo: install llamacpp
 	$(VENV)/bin/python examples/failover.py examples/local-llamacpp.yaml
 	$(VENV)/bin/modelyard compare examples/fleet.yaml --sim --requests 2000 --rate 2 \
 		--input-tokens 512 --output-tokens 256 -o compare-a10g-sim.json
+	$(VENV)/bin/modelyard plan examples/fleet.yaml --optimize \
+		--sweep daily_active_users=1e3..1e6 -o plan.json
 	$(VENV)/bin/modelyard deploy k8s examples/k8s/isolated.yaml -o out/k8s
-	$(VENV)/bin/modelyard report compare-local.json compare-a10g-sim.json -o report.html
+	$(VENV)/bin/modelyard report compare-local.json compare-a10g-sim.json plan.json -o report.html
 
 test: test-deps
 	MODELYARD_LLMCOMPRESSOR_PYTHON=$(LLMC_VENV)/bin/python $(PY) -m pytest

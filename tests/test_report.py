@@ -60,5 +60,30 @@ def test_report_has_tables_plots_and_config(tmp_path: Path) -> None:
 def test_report_rejects_other_files(tmp_path: Path) -> None:
     bad = tmp_path / "x.json"
     bad.write_text(json.dumps({"schema": "nope"}))
-    with pytest.raises(ReportError, match="not a modelyard bench or compare result"):
+    with pytest.raises(ReportError, match="not a modelyard bench, compare or plan result"):
         write_report([bad], tmp_path / "r.html")
+
+
+def test_report_shows_a_plan_with_its_sweep(tmp_path: Path) -> None:
+    from modelyard.fleet import load_fleet
+    from modelyard.plan.capacity import demand_from_fleet
+    from modelyard.plan.cost import Pricing
+    from modelyard.plan.planner import PlanRequest, plan
+
+    loaded = load_fleet(Path(__file__).resolve().parents[1] / "examples" / "fleet.yaml")
+    request = PlanRequest(
+        demand=demand_from_fleet(loaded.fleet),
+        slo=loaded.fleet.slo,
+        pricing=Pricing(),
+        min_replicas={},
+        capacity={"llama-8b": 2.0, "mistral-7b": 2.0},
+        sweep=("daily_active_users", [1e3, 1e4, 1e5]),
+    )
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan(loaded, request).to_json()))
+    written = write_report([path], tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "Capacity and cost plan" in page and 'tr class="better"' in page
+    assert "isolated (fleet&#x27;s GPUs)" in page and "$2,203" in page
+    assert tmp_path / "r-plan-sweep.png" in written
+    assert "Latency summary" not in page  # a plan alone has no latencies

@@ -909,26 +909,158 @@ def deploy_validate_command(
     sys.stdout.write(f"{count} documents valid for Kubernetes {k8s_version} (strict)\n")
 
 
-_LATER = {
-    "plan": ("GPUs and monthly cost for the fleet's traffic", 7),
-}
+def _key_values(flag: str, items: list[str] | None, kind: type = float) -> dict[str, Any]:
+    """`--flag NAME=VALUE` (repeatable) as a dict, one clear line for a bad item."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name.strip()] = kind(value)
+        except ValueError:
+            raise ModelyardError(f"{flag} {item}: expected NAME=NUMBER") from None
+    return out
 
 
-def _not_yet(name: str, issue: int) -> Any:
-    def command(
-        args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
-    ) -> None:
-        raise ModelyardError(f"'modelyard {name}' is not yet available (issue #{issue})")
+@app.command("plan")
+def plan_command(
+    fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
+    optimize: Annotated[
+        bool, typer.Option("--optimize", help="Search every GPU type x placement.")
+    ] = False,
+    daily_active_users: Annotated[float | None, typer.Option(help="Override traffic.")] = None,
+    requests_per_user: Annotated[float | None, typer.Option(help="Per user per day.")] = None,
+    peak_factor: Annotated[float | None, typer.Option(help="Peak rate / average rate.")] = None,
+    fallback_rate: Annotated[float | None, typer.Option(help="Share the fallback serves.")] = None,
+    input_tokens: Annotated[int | None, typer.Option(help="Mean prompt tokens.")] = None,
+    output_tokens: Annotated[int | None, typer.Option(help="Mean output tokens.")] = None,
+    failover: Annotated[
+        bool, typer.Option("--failover", help="Size the fallback to absorb all traffic.")
+    ] = False,
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="Override the TTFT p99 SLO.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="Override the TPOT p99 SLO.")] = None,
+    gpu: Annotated[list[str] | None, typer.Option("--gpu", help="GPU types to consider.")] = None,
+    cloud: Annotated[
+        str | None, typer.Option(help="Price on this cloud (default: cheapest).")
+    ] = None,
+    price: Annotated[
+        list[str] | None, typer.Option("--price", help="GPU=USD per GPU-hour (repeatable).")
+    ] = None,
+    discount: Annotated[
+        float, typer.Option(help="Reserved/spot discount off on-demand, e.g. 0.4.")
+    ] = 0.0,
+    min_replicas: Annotated[
+        list[str] | None,
+        typer.Option("--min-replicas", help="MODEL=N (default 2 for the primary, 1 else)."),
+    ] = None,
+    capacity: Annotated[
+        list[str] | None,
+        typer.Option("--capacity", help="MODEL[@GPU]=req/s per GPU at the SLO (explicit)."),
+    ] = None,
+    measured: Annotated[
+        list[Path] | None, typer.Option("--measured", help="bench results file(s) (a sweep).")
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Option(help="e.g. daily_active_users=1e3..1e6: cost vs traffic.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the plan JSON (report reads it).")
+    ] = None,
+    as_json: JsonOption = False,
+    catalog: CatalogOption = None,
+) -> None:
+    """GPUs and $/month for the fleet's traffic, shared vs isolated (vs MIG), at the SLO; the
+    cheapest option that meets it, and why."""
+    from modelyard.fleet import Slo as FleetSlo
+    from modelyard.plan.capacity import demand_from_fleet
+    from modelyard.plan.cost import Pricing
+    from modelyard.plan.planner import PlanRequest, parse_sweep, plan, sweep_png
 
-    return command
+    loaded = load_fleet(fleet, catalog)
+    demand = demand_from_fleet(
+        loaded.fleet,
+        daily_active_users=daily_active_users,
+        requests_per_user=requests_per_user,
+        peak_factor=peak_factor,
+        fallback_rate=fallback_rate,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        failover=failover,
+    )
+    slo = loaded.fleet.slo
+    for flag, value in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
+        if value is not None and value <= 0:
+            raise ModelyardError(f"{flag} must be > 0, got {value:g}")
+    slo = FleetSlo(
+        ttft_p99=slo_ttft_ms / 1000 if slo_ttft_ms else slo.ttft_p99,
+        tpot_p99=slo_tpot_ms / 1000 if slo_tpot_ms else slo.tpot_p99,
+        e2e_p99=slo.e2e_p99,
+    )
+    request = PlanRequest(
+        demand=demand,
+        slo=slo,
+        pricing=Pricing(cloud, _key_values("--price", price), discount),
+        min_replicas=_key_values("--min-replicas", min_replicas, int),
+        optimize=optimize,
+        gpus=tuple(gpu or ()),
+        capacity=_key_values("--capacity", capacity),
+        measured=tuple(measured or ()),
+        sweep=parse_sweep(sweep) if sweep else None,
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=as_json or not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task("planning", total=None)
+        result = plan(
+            loaded, request, lambda text: progress.update(task, description=f"planning: {text}")
+        )
+    data = result.to_json()
+    if output is not None:
+        bench_results.write(output, data)
+        if result.sweep is not None:
+            png = sweep_png(data, output.with_suffix(".png"))
+            sys.stderr.write(f"wrote {png}\n")
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    for table in tables.plan_tables(data):
+        console.print(table)
+    if result.sweep is not None:
+        sweep_table = tables._new_table(
+            f"cheapest $/month vs {result.sweep['parameter']}",
+            (result.sweep["parameter"], "isolated", "shared", "mig", "recommended"),
+            left=("recommended",),
+        )
+        from modelyard.plan.planner import fmt_money
 
-
-for _name, (_help, _issue) in _LATER.items():
-    app.command(
-        _name,
-        help=f"{_help}. [dim](not yet available)[/dim]",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(_not_yet(_name, _issue))
+        for point in result.sweep["points"]:
+            cheapest = point["cheapest_usd_by_placement"]
+            value = point["value"]
+            sweep_table.add_row(
+                f"{value:,.0f}" if value >= 100 else f"{value:.3g}",
+                fmt_money(cheapest["isolated"]),
+                fmt_money(cheapest["shared"]),
+                fmt_money(cheapest["mig"]),
+                f"{point['recommended']} ({point['gpus']} GPUs)" if point["recommended"] else "—",
+            )
+        console.print(sweep_table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(
+        f"capacity: {result.simulations} simulations (simulated capacity = the highest Poisson "
+        "rate whose p99s meet the SLO); $/month at 730 h",
+        highlight=False,
+        style="dim",
+    )
+    if result.recommended is None:
+        raise ModelyardError(result.why)
+    console.print(f"why: {result.why}", highlight=False)
 
 
 def _fail(message: str) -> NoReturn:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modelyard.catalog.mig import mig_slices
 from modelyard.deploy import k8s
 from modelyard.deploy.errors import DeployError
 from modelyard.deploy.validate import SUPPORTED_VERSIONS, check_directory, check_documents
@@ -137,10 +138,10 @@ def test_shared_group_on_a_mig_gpu_renders_mig_slices() -> None:
 def test_mig_slice_arithmetic() -> None:
     loaded = load_fleet(ROOT / "examples/k8s/shared-mig.yaml")
     h100 = loaded.catalog.gpu("h100-sxm")
-    assert k8s.mig_slices(h100, "1g.10gb") == (1, 1)
-    assert k8s.mig_slices(h100, "1g.20gb") == (1, 2)
-    assert k8s.mig_slices(h100, "3g.40gb") == (3, 4)
-    assert k8s.mig_slices(h100, "7g.80gb") == (7, 8)
+    assert mig_slices(h100, "1g.10gb") == (1, 1)
+    assert mig_slices(h100, "1g.20gb") == (1, 2)
+    assert mig_slices(h100, "3g.40gb") == (3, 4)
+    assert mig_slices(h100, "7g.80gb") == (7, 8)
 
 
 def test_shared_group_without_mig_is_time_sliced_with_memory_caps() -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from modelyard import __version__
 from modelyard.catalog import GpuSpec
+from modelyard.catalog.mig import fits_on_one_gpu, mig_memory_gb, mig_slices
 from modelyard.deploy.errors import DeployError
 from modelyard.engines import adapter_for
 from modelyard.engines.base import EngineAdapter, LaunchSpec
@@ -35,8 +36,6 @@ NODE_LABEL_KEYS = {
 }
 GATEWAY_PORT = 8080
 CONFIG_DIR = "/etc/modelyard"
-MIG_COMPUTE_SLICES = 7
-MIG_MEMORY_SLICES = 8
 
 
 @dataclass(frozen=True)
@@ -100,18 +99,6 @@ def quantity_gib(value: float) -> str:
     return f"{max(math.ceil(value), 1)}Gi"
 
 
-def mig_memory_gb(profile: str) -> float:
-    return float(profile.split(".")[1].removesuffix("gb"))
-
-
-def mig_slices(gpu: GpuSpec, profile: str) -> tuple[int, int]:
-    """(compute slices, memory slices) of a MIG profile: compute from its `Ng`, memory as its
-    share of the whole GPU's in eighths."""
-    compute = int(profile.split("g.")[0])
-    full = max(mig_memory_gb(p) for p in gpu.mig_profiles)
-    return compute, max(round(MIG_MEMORY_SLICES * mig_memory_gb(profile) / full), 1)
-
-
 def _model_fits(loaded: LoadedFleet, name: str, memory_bytes: float, utilization: float) -> bool:
     entry = loaded.fleet.models[name]
     result = fit(
@@ -145,11 +132,7 @@ def mig_layout(loaded: LoadedFleet, group: SharedGroup, gpu: GpuSpec) -> dict[st
         if chosen is None:
             return None
         layout[name] = chosen
-    compute = sum(mig_slices(gpu, p)[0] for p in layout.values())
-    memory = sum(mig_slices(gpu, p)[1] for p in layout.values())
-    if compute > MIG_COMPUTE_SLICES or memory > MIG_MEMORY_SLICES:
-        return None
-    return layout
+    return layout if fits_on_one_gpu(gpu, list(layout.values())) else None
 
 
 def _slots(loaded: LoadedFleet, rendered: Rendered) -> dict[str, Slot]:

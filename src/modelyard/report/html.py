@@ -28,6 +28,7 @@ table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
 th,td{border:1px solid #d0d7de;padding:.3rem .55rem;text-align:right}
 th{background:#f6f8fa}td:first-child,th:first-child,td.l{text-align:left}
 tr.diff td{font-weight:600;background:#fff8c5}
+tr.better td{font-weight:600;background:#dafbe1}
 img{max-width:100%;border:1px solid #eee;margin:.4rem 0}
 pre{background:#f6f8fa;padding:.7rem;font-size:.78rem;overflow:auto;max-height:18rem}
 .note{color:#57606a;font-size:.85rem}
@@ -43,8 +44,8 @@ def _load(path: Path) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: cannot read: {exc}") from exc
-    if data.get("schema") not in ("modelyard.bench/1", "modelyard.compare/1"):
-        raise ReportError(f"{path}: not a modelyard bench or compare result")
+    if data.get("schema") not in ("modelyard.bench/1", "modelyard.compare/1", "modelyard.plan/1"):
+        raise ReportError(f"{path}: not a modelyard bench, compare or plan result")
     data["_file"] = path.name
     return data
 
@@ -63,6 +64,8 @@ def _series(documents: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
     """(label, summary) for every model of every run."""
     out = []
     for doc in documents:
+        if doc["schema"] == "modelyard.plan/1":
+            continue
         if doc["schema"] == "modelyard.bench/1":
             for model, summary in doc["models"].items():
                 out.append((f"{model} ({doc['_file']})", summary))
@@ -207,6 +210,46 @@ def _compare_table(doc: dict[str, Any]) -> str:
     return f"<h3>{html.escape(doc['fleet'])} ({kind})</h3>" + _table(head, rows, classes)
 
 
+def _plan_section(doc: dict[str, Any], stem: str, out_dir: Path) -> tuple[str, list[Path]]:
+    """A plan's options (cheapest first), its recommendation and why, and its sweep plot."""
+    from modelyard.plan.planner import fmt_money, sweep_png
+
+    demand = doc["demand"]
+    parts = [
+        f"<h3>{html.escape(doc['fleet'])} ({html.escape(doc['_file'])})</h3><p class='note'>"
+        f"{demand['daily_active_users']:,.0f} users x {demand['requests_per_user']:g} req/day: "
+        f"{demand['average_rps']:.2f} req/s average, {demand['peak_rps']:.2f} at peak; fallback "
+        f"{demand['fallback_rate']:.0%}</p>"
+    ]
+    rows, classes = [], []
+    ranked = sorted(doc["options"], key=lambda o: (not o["feasible"], o["monthly_usd"] or 1e18))
+    for option in ranked:
+        ok = option["feasible"]
+        rows.append(
+            [
+                html.escape(option["name"]),
+                str(option["gpus"]) if ok else "—",
+                fmt_money(option["monthly_usd"]) if ok else "—",
+                _fmt(option["usd_per_million_output_tokens"], 2) if ok else "—",
+                f"{option['utilization']:.0%}" if ok else "—",
+                html.escape(option["binding"]),
+                "ok" if ok else html.escape(option["reason"]),
+            ]
+        )
+        classes.append("better" if option["name"] == doc["recommended"] else "")
+    head = ("option", "GPUs", "$/month", "$/1M out tok", "util", "binding", "status")
+    parts.append(_table(head, rows, classes))
+    parts.append(f"<p>{html.escape(doc['why'])}</p>")
+    written = []
+    if doc.get("sweep"):
+        name = f"{stem}-plan-sweep.png"
+        sweep_png(doc, out_dir / name)
+        encoded = base64.b64encode((out_dir / name).read_bytes()).decode()
+        parts.append(f'<img alt="{name}" src="data:image/png;base64,{encoded}">')
+        written.append(out_dir / name)
+    return "".join(parts), written
+
+
 def write_report(inputs: list[Path], output: Path) -> list[Path]:
     """Write the HTML report and its PNGs; returns the files written."""
     if not inputs:
@@ -227,26 +270,40 @@ def write_report(inputs: list[Path], output: Path) -> list[Path]:
     if compares:
         parts.append("<h2>Shared vs isolated</h2>")
         parts.extend(_compare_table(d) for d in compares)
-    parts.append("<h2>Latency summary (ms)</h2>" + _summary_table(series))
-    for key, title in (("ttft_ms", "TTFT"), ("e2e_ms", "End-to-end latency"), ("tpot_ms", "TPOT")):
-        figure = _cdf_figure(series, key, title)
+    plans = [d for d in documents if d["schema"] == "modelyard.plan/1"]
+    if plans:
+        parts.append("<h2>Capacity and cost plan</h2>")
+        for doc in plans:
+            section, files = _plan_section(doc, stem, out_dir)
+            parts.append(section)
+            written.extend(files)
+    if series:
+        parts.append("<h2>Latency summary (ms)</h2>" + _summary_table(series))
+        for key, title in (
+            ("ttft_ms", "TTFT"),
+            ("e2e_ms", "End-to-end latency"),
+            ("tpot_ms", "TPOT"),
+        ):
+            figure = _cdf_figure(series, key, title)
+            if figure is not None:
+                name = f"{stem}-{key.removesuffix('_ms')}-cdf.png"
+                parts.append(f"<h2>{title}</h2>" + _png(figure, name, out_dir))
+                written.append(out_dir / name)
+        figure = _load_figure(documents)
         if figure is not None:
-            name = f"{stem}-{key.removesuffix('_ms')}-cdf.png"
-            parts.append(f"<h2>{title}</h2>" + _png(figure, name, out_dir))
+            name = f"{stem}-load.png"
+            parts.append("<h2>Against load</h2>" + _png(figure, name, out_dir))
             written.append(out_dir / name)
-    figure = _load_figure(documents)
-    if figure is not None:
-        name = f"{stem}-load.png"
-        parts.append("<h2>Against load</h2>" + _png(figure, name, out_dir))
-        written.append(out_dir / name)
-    else:
-        parts.append(
-            "<h2>Against load</h2><p class='note'>Give bench results at several rates "
-            "or concurrencies to plot TTFT, TPOT and throughput against load.</p>"
-        )
+        else:
+            parts.append(
+                "<h2>Against load</h2><p class='note'>Give bench results at several rates "
+                "or concurrencies to plot TTFT, TPOT and throughput against load.</p>"
+            )
     parts.append("<h2>Configuration</h2>")
     for doc in documents:
         config = doc.get("config") or doc.get("options")
+        if doc["schema"] == "modelyard.plan/1":
+            config = {k: doc[k] for k in ("demand", "slo", "roles", "notes")}
         parts.append(
             f"<h3>{html.escape(doc['_file'])}</h3><pre>"
             f"{html.escape(json.dumps(config, indent=2, default=str))}</pre>"

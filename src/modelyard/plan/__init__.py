@@ -1,0 +1,1 @@
+"""Plan: demand, capacity at the SLO, placements and their cost."""
