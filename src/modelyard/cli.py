@@ -771,6 +771,11 @@ def compare_command(
         )
         title = f"{loaded.fleet.name}: shared vs isolated (measured on this machine)"
     console.print(tables.compare_table(outcome, title))
+    for result in outcome:
+        cost = result.monthly_usd(loaded.catalog)
+        used = ", ".join(f"{n}x {g}" for g, n in result.gpus.items()) or "no GPUs (CPU engines)"
+        money = f", ${cost:,.0f}/month at the catalog's cheapest prices" if cost else ""
+        console.print(f"{result.placement}: {used}{money}", highlight=False)
     if output is not None:
         bench_results.write(
             output,
@@ -779,7 +784,15 @@ def compare_command(
                 "fleet": loaded.fleet.name,
                 "simulated": sim,
                 "options": options.__dict__,
-                "placements": [{"placement": r.placement, "models": r.models} for r in outcome],
+                "placements": [
+                    {
+                        "placement": r.placement,
+                        "models": r.models,
+                        "gpus": r.gpus,
+                        "monthly_usd": r.monthly_usd(loaded.catalog),
+                    }
+                    for r in outcome
+                ],
             },
         )
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from modelyard.bench.compare import CompareOptions, compare_sim, placed
 from modelyard.fleet import SharedPlacement, load_fleet
 from tests.conftest import ROOT
@@ -32,6 +34,11 @@ def test_compare_in_the_simulator() -> None:
         assert shared["completed"] == isolated["completed"]  # the identical workload
         # two engines time-sharing one A10G with half its memory each are slower
         assert shared["tpot_ms"]["p99"] > isolated["tpot_ms"]["p99"]
+    # monthly GPU cost at the catalog's cheapest A10G price (g5.xlarge $1.006/h), 730 h
+    catalog = load_fleet(EXAMPLE).catalog
+    assert by["isolated"].gpus == {"a10g": 2} and by["shared"].gpus == {"a10g": 1}
+    assert by["isolated"].monthly_usd(catalog) == pytest.approx(2 * 1.006 * 730)
+    assert by["shared"].monthly_usd(catalog) == pytest.approx(1.006 * 730)
 
 
 def test_cli_compare_sim_prints_the_table() -> None:
@@ -55,6 +62,7 @@ def test_cli_compare_sim_prints_the_table() -> None:
     )
     assert "shared vs isolated" in out.stdout
     assert "llama-8b" in out.stdout and "mistral-7b" in out.stdout
+    assert "isolated: 2x a10g, $1,469/month" in out.stdout
 
 
 def test_compare_with_real_processes_of_the_sim_engine(tmp_path: Path) -> None:

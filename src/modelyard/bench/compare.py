@@ -43,6 +43,22 @@ class CompareOptions:
 class PlacementResult:
     placement: str
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gpus: dict[str, int] = field(default_factory=dict)  # GPU type -> count this placement used
+
+    def monthly_usd(self, catalog: Any) -> float | None:
+        """GPU cost of the placement at the catalog's cheapest listed prices, 730 h a month
+        (the planner's rule); None without GPUs or prices."""
+        from modelyard.plan.cost import HOURS_PER_MONTH
+
+        if not self.gpus:
+            return None
+        total = 0.0
+        for gpu, count in self.gpus.items():
+            price = catalog.gpu(gpu).price(None)
+            if price is None:
+                return None
+            total += count * price.usd_per_gpu_hour * HOURS_PER_MONTH
+        return total
 
 
 def placed(loaded: LoadedFleet, placement: str) -> LoadedFleet:
@@ -105,7 +121,16 @@ async def compare_real(
                 )
             finally:
                 launcher.down(Path(state))
-        result = PlacementResult(placement)
+        gpus: dict[str, int] = {}
+        for name in {p.model for p in started}:
+            group = variant.fleet.group_of(name)
+            gpu = (group.gpu if group else None) or variant.fleet.models[name].gpu
+            if gpu is not None:
+                units = 1 if group else variant.fleet.models[name].replicas
+                gpus[gpu] = gpus.get(gpu, 0) + units
+        if placement == "shared":
+            gpus = dict.fromkeys(gpus, 1)
+        result = PlacementResult(placement, gpus=gpus)
         for process in started:
             summary = document["models"].get(process.model, {})
             result.models[process.model] = {
@@ -132,7 +157,7 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
                 seed=options.seed,
             ),
         )
-        result = PlacementResult(placement)
+        result = PlacementResult(placement, gpus=dict(sim.gpus))
         for model in sim.models:
             result.models[model.name] = {
                 "requests": model.requests,

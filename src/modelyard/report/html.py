@@ -207,7 +207,15 @@ def _compare_table(doc: dict[str, Any]) -> str:
                 )
                 classes.append("diff")
     kind = "simulated" if doc.get("simulated") else "measured"
-    return f"<h3>{html.escape(doc['fleet'])} ({kind})</h3>" + _table(head, rows, classes)
+    costs = []
+    for placement in doc["placements"]:
+        used = ", ".join(f"{n}x {g}" for g, n in (placement.get("gpus") or {}).items())
+        cost = placement.get("monthly_usd")
+        if used:
+            money = f", ${cost:,.0f}/month" if cost else ""
+            costs.append(f"{html.escape(placement['placement'])}: {html.escape(used)}{money}")
+    note = f"<p class='note'>GPUs: {'; '.join(costs)} (catalog prices, 730 h)</p>" if costs else ""
+    return f"<h3>{html.escape(doc['fleet'])} ({kind})</h3>" + _table(head, rows, classes) + note
 
 
 def _plan_section(doc: dict[str, Any], stem: str, out_dir: Path) -> tuple[str, list[Path]]:
