@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import random
+import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +79,34 @@ class BackendState:
     last_error: str = ""
     backoff_until: float = 0.0  # after a 429: skipped, without counting toward the breaker
     engine_waiting: float = 0.0  # from the engine's /metrics, when weight_by_engine_load
+    gauge: float | None = None  # the breaker state last exported
+
+
+class AccessLog:
+    """One JSON line per answered request on stderr, written in batches (one write per 50 ms)
+    rather than a formatted log record and a flush per request."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.lines: list[bytes] = []
+        self.handle: asyncio.TimerHandle | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        self.lines.append(orjson.dumps(record))
+        if self.handle is None:
+            self.handle = asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.lines:
+            lines, self.lines = self.lines, []
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.buffer.write(b"\n".join(lines) + b"\n")
+                sys.stderr.buffer.flush()
 
 
 @dataclass
@@ -95,6 +122,9 @@ class Gateway:
     ids: itertools.count[int] = field(default_factory=itertools.count)
     keys: KeyCheck = field(default_factory=lambda: KeyCheck(()))
     limiter: RateLimiter | None = None
+    access: AccessLog = field(default_factory=AccessLog)
+    # request ids: unique per process (random prefix) without a uuid4 per request
+    id_prefix: str = field(default_factory=lambda: os.urandom(6).hex())
 
     @classmethod
     def build(cls, loaded: LoadedFleet, endpoints: dict[str, list[str]]) -> Gateway:
@@ -135,8 +165,10 @@ class Gateway:
         return time.monotonic()
 
     def _update_gauge(self, backend: BackendState) -> None:
-        state = backend.breaker.current(self.now())
-        self.metrics.breaker_state.labels(backend.model, backend.url).set(BREAKER_GAUGE[state])
+        value = BREAKER_GAUGE[backend.breaker.current(self.now())]
+        if value != backend.gauge:
+            backend.gauge = value
+            self.metrics.of(self.metrics.breaker_state, backend.model, backend.url).set(value)
 
     def record(self, backend: BackendState, result: Attempt) -> None:
         now = self.now()
@@ -152,10 +184,12 @@ class Gateway:
             pause = result.retry_after_s if result.retry_after_s is not None else RATE_LIMIT_PAUSE_S
             backend.backoff_until = now + min(pause, MAX_RATE_LIMIT_PAUSE_S)
         self._update_gauge(backend)
-        self.metrics.attempts.labels(backend.model, backend.url, result.outcome.value).inc()
+        self.metrics.of(
+            self.metrics.attempts, backend.model, backend.url, result.outcome.value
+        ).inc()
         if result.ttft_s is not None:
-            self.metrics.ttft.labels(backend.model).observe(result.ttft_s)
-        self.metrics.latency.labels(backend.model).observe(result.elapsed_s)
+            self.metrics.of(self.metrics.ttft, backend.model).observe(result.ttft_s)
+        self.metrics.of(self.metrics.latency, backend.model).observe(result.elapsed_s)
 
 
 class _Assembler:
@@ -302,7 +336,7 @@ async def _try_candidates(
                 continue
             backend = next(b for b in usable if b.url == choice_url)
             if attempts > 0:
-                gateway.metrics.retries.labels(resolution.route).inc()
+                gateway.metrics.of(gateway.metrics.retries, resolution.route).inc()
                 if round_index > 0:
                     await asyncio.sleep(fleet.policy.retry.backoff)
             attempts += 1
@@ -342,7 +376,9 @@ async def _try_candidates(
                 error = {"error": {"message": message, "type": "upstream_error", "code": 502}}
                 with contextlib.suppress(ConnectionResetError):
                     await sink.response.write(b"data: " + orjson.dumps(error) + b"\n\n")
-                gateway.metrics.requests.labels(resolution.route, model, "mid_stream").inc()
+                gateway.metrics.of(
+                    gateway.metrics.requests, resolution.route, model, "mid_stream"
+                ).inc()
                 _log(http, resolution, model, backend.url, attempts, "mid_stream")
                 return sink.response  # closed without [DONE]: never a clean end
             tried.append(
@@ -354,7 +390,9 @@ async def _try_candidates(
             )
             failed.add(backend.url)
             if result.outcome is Outcome.CLIENT_ERROR:
-                gateway.metrics.requests.labels(resolution.route, model, "client_error").inc()
+                gateway.metrics.of(
+                    gateway.metrics.requests, resolution.route, model, "client_error"
+                ).inc()
                 _log(http, resolution, model, backend.url, attempts, "client_error")
                 status = result.status or 400
                 return web.Response(
@@ -363,7 +401,7 @@ async def _try_candidates(
                     content_type="application/json",
                     headers=headers,
                 )
-    gateway.metrics.requests.labels(resolution.route, "", "unavailable").inc()
+    gateway.metrics.of(gateway.metrics.requests, resolution.route, "", "unavailable").inc()
     summary = "; ".join(
         f"{t['model']} {t['backend']}: {t['error']}".replace("  ", " ") for t in tried
     )
@@ -380,9 +418,9 @@ def _finish(
     sink: _Relay | _Assembler,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    gateway.metrics.requests.labels(resolution.route, model, "ok").inc()
+    gateway.metrics.of(gateway.metrics.requests, resolution.route, model, "ok").inc()
     if model != resolution.models[0]:
-        gateway.metrics.fallbacks.labels(resolution.route, model).inc()
+        gateway.metrics.of(gateway.metrics.fallbacks, resolution.route, model).inc()
     if isinstance(sink, _Relay):
         assert sink.response is not None
         return sink.response
@@ -410,7 +448,8 @@ UNGUARDED = frozenset({"/health", "/metrics"})
 @web.middleware
 async def outermost(http: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, OpenAI-shaped errors for everything, one JSON access-log line."""
-    request_id = http.headers.get("X-Request-Id") or uuid.uuid4().hex
+    gateway: Gateway = http.app[GATEWAY]
+    request_id = http.headers.get("X-Request-Id") or f"{gateway.id_prefix}{next(gateway.ids):08x}"
     http[REQUEST_ID] = request_id
     started = time.monotonic()
     try:
@@ -426,21 +465,18 @@ async def outermost(http: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response("internal gateway error", 500, "internal_error")
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
-    gateway: Gateway = http.app[GATEWAY]
     who = http.get(CALLER)
-    log.info(
-        json.dumps(
-            {
-                "event": "access",
-                "request_id": request_id,
-                "method": http.method,
-                "path": http.path,
-                "status": response.status,
-                "ms": round((time.monotonic() - started) * 1000, 2),
-                "key": who[:8] if who and gateway.keys.enabled else None,
-                **http.get(OUTCOME, {}),
-            }
-        )
+    gateway.access.write(
+        {
+            "event": "access",
+            "request_id": request_id,
+            "method": http.method,
+            "path": http.path,
+            "status": response.status,
+            "ms": round((time.monotonic() - started) * 1000, 2),
+            "key": who[:8] if who and gateway.keys.enabled else None,
+            **http.get(OUTCOME, {}),
+        }
     )
     return response
 
@@ -538,7 +574,7 @@ async def _health_loop(gateway: Gateway) -> None:
                     backend.healthy = False
                 if not backend.healthy:
                     backend.breaker.on_failure(gateway.now())
-                gateway.metrics.healthy.labels(backend.model, backend.url).set(
+                gateway.metrics.of(gateway.metrics.healthy, backend.model, backend.url).set(
                     1 if backend.healthy else 0
                 )
                 gateway._update_gauge(backend)
@@ -601,7 +637,7 @@ async def warm_up(gateway: Gateway) -> None:
                 sink.line,
             )
             gateway.record(backend, result)
-            gateway.metrics.warmups.labels(model, result.outcome.value).inc()
+            gateway.metrics.of(gateway.metrics.warmups, model, result.outcome.value).inc()
 
 
 async def _warmup_loop(gateway: Gateway) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -25,6 +27,7 @@ LATENCY_BUCKETS = (
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -83,3 +86,12 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "modelyard_gateway_in_flight", "Client requests in flight.", registry=r
         )
+
+    def of(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: the request path asks for the same few
+        children every time, and prometheus_client looks each up under a lock."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

@@ -94,3 +94,4 @@ async def serve(
     await stop.wait()
     await site.stop()  # stop accepting; in-flight requests finish within the grace period
     await runner.cleanup()
+    gateway.access.flush()

@@ -68,6 +68,30 @@ def _is_error_event(data: bytes) -> bool:
     return data.startswith(b'{"error"') or (b'"error"' in data[:40] and b'"choices"' not in data)
 
 
+class _Watchdog:
+    """The attempt's one deadline timer. Moving the deadline is a float store; when the timer
+    fires before a deadline that has since moved, it re-arms itself there. (An
+    `asyncio.timeout_at` per received line costs a timer handle each.)"""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.loop = loop
+        self.task = asyncio.current_task()
+        self.deadline = deadline
+        self.expired = False
+        self.handle = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        if self.loop.time() >= self.deadline:
+            self.expired = True
+            if self.task is not None:
+                self.task.cancel()
+        else:
+            self.handle = self.loop.call_at(self.deadline, self._fire)
+
+    def close(self) -> None:
+        self.handle.cancel()
+
+
 async def attempt(
     session: aiohttp.ClientSession,
     backend: str,
@@ -83,95 +107,128 @@ async def attempt(
     result = Attempt(backend=backend)
     first_deadline = start + min(deadlines.first_token, deadlines.total)
     total_deadline = start + deadlines.total
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=deadlines.connect, sock_connect=deadlines.connect
-    )
+    watchdog = _Watchdog(loop, first_deadline)
+    response: aiohttp.ClientResponse | None = None
     try:
-        async with asyncio.timeout_at(first_deadline):
-            response = await session.post(
-                backend + path,
-                data=payload,
-                timeout=timeout,
-                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
-            )
-    except TimeoutError:
-        result.outcome, result.detail = Outcome.FIRST_TOKEN_TIMEOUT, "no response headers in time"
-        return _done(result, loop, start)
-    except aiohttp.ClientConnectorError as exc:
-        result.outcome, result.detail = Outcome.CONNECT, f"cannot connect: {exc.os_error}"
-        return _done(result, loop, start)
-    except _RESET_ERRORS as exc:
-        result.outcome, result.detail = Outcome.RESET, f"connection lost before headers: {exc}"
-        return _done(result, loop, start)
-    try:
+        response = await session.post(
+            backend + path, data=payload, timeout=_timeout(deadlines.connect), headers=_HEADERS
+        )
         result.status = response.status
         if response.status != 200:
-            async with asyncio.timeout_at(total_deadline):
-                result.body = await response.read()
+            watchdog.deadline = total_deadline
+            result.body = await response.read()
             result.outcome = classify_status(response.status, result.body)
             result.detail = f"HTTP {response.status}"
             retry_after = response.headers.get("Retry-After", "")
             if retry_after.replace(".", "", 1).isdigit():
                 result.retry_after_s = float(retry_after)
             return _done(result, loop, start)
-        pending: list[bytes] = []
-        finished = False
-        while True:
-            deadline = (
-                first_deadline
-                if not result.committed
-                else min(loop.time() + deadlines.idle, total_deadline)
+        await _relay(response, result, watchdog, deadlines, start, total_deadline, commit, sink)
+        return _done(result, loop, start)
+    except asyncio.CancelledError:
+        if not watchdog.expired:
+            raise  # the client went away: not ours to handle
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        if response is None:
+            result.outcome, result.detail = (
+                Outcome.FIRST_TOKEN_TIMEOUT,
+                "no response headers in time",
             )
-            try:
-                async with asyncio.timeout_at(deadline):
-                    line = await response.content.readline()
-            except TimeoutError:
-                if not result.committed:
-                    result.outcome, result.detail = (
-                        Outcome.FIRST_TOKEN_TIMEOUT,
-                        (f"no first token within {deadlines.first_token:g} s"),
-                    )
-                elif loop.time() >= total_deadline:
-                    result.outcome = Outcome.TOTAL_TIMEOUT
-                    result.detail = f"not finished within {deadlines.total:g} s"
-                else:
-                    result.outcome = Outcome.IDLE_TIMEOUT
-                    result.detail = f"no event for {deadlines.idle:g} s"
-                return _done(result, loop, start)
-            if not line:
+        elif not result.committed:
+            result.outcome = Outcome.FIRST_TOKEN_TIMEOUT
+            result.detail = f"no first token within {deadlines.first_token:g} s"
+        elif loop.time() >= total_deadline:
+            result.outcome = Outcome.TOTAL_TIMEOUT
+            result.detail = f"not finished within {deadlines.total:g} s"
+        else:
+            result.outcome = Outcome.IDLE_TIMEOUT
+            result.detail = f"no event for {deadlines.idle:g} s"
+        return _done(result, loop, start)
+    except aiohttp.ClientConnectorError as exc:
+        result.outcome, result.detail = Outcome.CONNECT, f"cannot connect: {exc.os_error}"
+        return _done(result, loop, start)
+    except _RESET_ERRORS as exc:
+        result.outcome = Outcome.RESET
+        result.detail = (
+            f"connection lost before headers: {exc}"
+            if response is None
+            else f"connection lost: {exc}"
+        )
+        return _done(result, loop, start)
+    finally:
+        watchdog.close()
+        if response is not None:
+            response.close()  # never leave an upstream generating for nobody
+
+
+_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+_TIMEOUTS: dict[float, aiohttp.ClientTimeout] = {}
+
+
+def _timeout(connect: float) -> aiohttp.ClientTimeout:
+    timeout = _TIMEOUTS.get(connect)
+    if timeout is None:
+        timeout = _TIMEOUTS[connect] = aiohttp.ClientTimeout(
+            total=None, connect=connect, sock_connect=connect
+        )
+    return timeout
+
+
+async def _relay(
+    response: aiohttp.ClientResponse,
+    result: Attempt,
+    watchdog: _Watchdog,
+    deadlines: Deadlines,
+    start: float,
+    total_deadline: float,
+    commit: Commit,
+    sink: LineSink,
+) -> None:
+    """Read the SSE body as it arrives (whole reads, not line by line) and hand on events."""
+    loop = watchdog.loop
+    pending: list[bytes] = []
+    buffer = b""
+    content = response.content
+    ended = False
+    while not ended:
+        data = await content.readany()
+        if not data:
+            if not buffer:
                 break
+            ended, data = True, b"\n"  # a last line without its newline
+        if result.committed:
+            watchdog.deadline = min(loop.time() + deadlines.idle, total_deadline)
+        buffer = buffer + data if buffer else data
+        lines = buffer.split(b"\n")
+        buffer = lines.pop()  # an incomplete last line waits for more
+        for line in lines:
             if not line.startswith(b"data:"):
                 continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                finished = True
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
                 await sink(b"data: [DONE]\n\n")
-                break
-            if _is_error_event(data):
-                result.outcome, result.body = Outcome.SERVER_ERROR, data
+                return
+            if _is_error_event(payload):
+                result.outcome, result.body = Outcome.SERVER_ERROR, payload
                 result.detail = "error event in the stream"
-                return _done(result, loop, start)
-            event = b"data: " + data + b"\n\n"
+                return
+            event = b"data: " + payload + b"\n\n"
             if result.committed:
                 await sink(event)
-            elif _starts_output(data):
+            elif _starts_output(payload):
                 result.committed = True
                 result.ttft_s = loop.time() - start
+                watchdog.deadline = min(loop.time() + deadlines.idle, total_deadline)
                 await commit()
                 for earlier in pending:
                     await sink(earlier)
                 await sink(event)
             else:
                 pending.append(event)
-        if not finished:
-            result.outcome = Outcome.RESET
-            result.detail = "stream ended without [DONE]"
-        return _done(result, loop, start)
-    except _RESET_ERRORS as exc:
-        result.outcome, result.detail = Outcome.RESET, f"connection lost: {exc}"
-        return _done(result, loop, start)
-    finally:
-        response.close()  # never leave an upstream generating for nobody
+    result.outcome = Outcome.RESET
+    result.detail = "stream ended without [DONE]"
 
 
 def _done(result: Attempt, loop: asyncio.AbstractEventLoop, start: float) -> Attempt:
