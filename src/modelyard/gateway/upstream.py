@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 
 from modelyard.gateway.errors import Outcome, classify_status
+from modelyard.gateway.http1 import Pool, Response, UpstreamConnectError, UpstreamResetError
 
 LineSink = Callable[[bytes], Awaitable[None]]
 Commit = Callable[[], Awaitable[None]]
@@ -41,14 +41,6 @@ class Attempt:
     ttft_s: float | None = None
     elapsed_s: float = 0.0
     retry_after_s: float | None = None  # from a 429's Retry-After header
-
-
-_RESET_ERRORS = (
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientPayloadError,
-    aiohttp.ClientOSError,
-    ConnectionResetError,
-)
 
 
 def _starts_output(data: bytes) -> bool:
@@ -93,7 +85,7 @@ class _Watchdog:
 
 
 async def attempt(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     backend: str,
     path: str,
     payload: bytes,
@@ -108,18 +100,18 @@ async def attempt(
     first_deadline = start + min(deadlines.first_token, deadlines.total)
     total_deadline = start + deadlines.total
     watchdog = _Watchdog(loop, first_deadline)
-    response: aiohttp.ClientResponse | None = None
+    response: Response | None = None
     try:
-        response = await session.post(
-            backend + path, data=payload, timeout=_timeout(deadlines.connect), headers=_HEADERS
+        response = await pool.post(
+            backend, path, payload, deadlines.connect, accept="text/event-stream"
         )
         result.status = response.status
         if response.status != 200:
             watchdog.deadline = total_deadline
-            result.body = await response.read()
+            result.body = await response.read_all()
             result.outcome = classify_status(response.status, result.body)
             result.detail = f"HTTP {response.status}"
-            retry_after = response.headers.get("Retry-After", "")
+            retry_after = response.headers.get("retry-after", "")
             if retry_after.replace(".", "", 1).isdigit():
                 result.retry_after_s = float(retry_after)
             return _done(result, loop, start)
@@ -146,14 +138,14 @@ async def attempt(
             result.outcome = Outcome.IDLE_TIMEOUT
             result.detail = f"no event for {deadlines.idle:g} s"
         return _done(result, loop, start)
-    except aiohttp.ClientConnectorError as exc:
-        result.outcome, result.detail = Outcome.CONNECT, f"cannot connect: {exc.os_error}"
+    except UpstreamConnectError as exc:
+        result.outcome, result.detail = Outcome.CONNECT, f"cannot connect: {exc}"
         return _done(result, loop, start)
-    except _RESET_ERRORS as exc:
+    except UpstreamResetError as exc:
         result.outcome = Outcome.RESET
         result.detail = (
             f"connection lost before headers: {exc}"
-            if response is None
+            if exc.before_headers
             else f"connection lost: {exc}"
         )
         return _done(result, loop, start)
@@ -163,21 +155,8 @@ async def attempt(
             response.close()  # never leave an upstream generating for nobody
 
 
-_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-_TIMEOUTS: dict[float, aiohttp.ClientTimeout] = {}
-
-
-def _timeout(connect: float) -> aiohttp.ClientTimeout:
-    timeout = _TIMEOUTS.get(connect)
-    if timeout is None:
-        timeout = _TIMEOUTS[connect] = aiohttp.ClientTimeout(
-            total=None, connect=connect, sock_connect=connect
-        )
-    return timeout
-
-
 async def _relay(
-    response: aiohttp.ClientResponse,
+    response: Response,
     result: Attempt,
     watchdog: _Watchdog,
     deadlines: Deadlines,
@@ -190,10 +169,9 @@ async def _relay(
     loop = watchdog.loop
     pending: list[bytes] = []
     buffer = b""
-    content = response.content
     ended = False
     while not ended:
-        data = await content.readany()
+        data = await response.read_any()
         if not data:
             if not buffer:
                 break
