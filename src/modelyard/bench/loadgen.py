@@ -9,17 +9,19 @@ with an error class, not an exception.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 
 from modelyard.bench.datasets import Prompt
 from modelyard.bench.metrics import RequestRecord
 from modelyard.bench.workload import Requests
+from modelyard.gateway.http1 import Pool, UpstreamConnectError, UpstreamResetError
 
+CONNECT_S = 10.0
 OOM_MARKERS = (b"out of memory", b"outofmemory", b"no available memory for the cache")
 _TEXT_HINT = b'"text":"'
 _DELTA_HINT = b'"content":"'
@@ -91,45 +93,65 @@ def _payload(
 
 
 async def send_one(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     target: Target,
     payload: bytes,
     record: RequestRecord,
     options: LoadOptions,
 ) -> None:
-    headers = {"Content-Type": "application/json"}
-    if target.task is not None:
-        headers["X-Modelyard-Task"] = target.task
     record.sent = time.monotonic()
     try:
-        async with session.post(
-            target.url + "/v1/completions", data=payload, headers=headers
-        ) as response:
-            if response.status != 200:
-                body = await response.read()
-                record.end = time.monotonic()
-                lowered = body.lower()
-                if any(marker in lowered for marker in OOM_MARKERS):
-                    record.error = "oom"
-                else:
-                    record.error = "http_4xx" if response.status < 500 else "http_5xx"
-                record.detail = f"HTTP {response.status}: {body[:200].decode(errors='replace')}"
-                return
-            if not options.stream:
-                data = orjson.loads(await response.read())
-                now = time.monotonic()
-                record.chunk_times.append(now)
-                record.end = now
-                usage = data.get("usage") or {}
-                record.output_tokens = usage.get("completion_tokens")
-                record.prompt_tokens = usage.get("prompt_tokens")
-                return
-            done = False
-            chunks = record.chunk_times
-            async for line in response.content:
+        async with asyncio.timeout(options.timeout_s):
+            await _exchange(pool, target, payload, record, options)
+    except TimeoutError:
+        record.error, record.detail, record.end = "timeout", "client timeout", time.monotonic()
+    except UpstreamConnectError as exc:
+        record.error, record.detail, record.end = "connect", str(exc), time.monotonic()
+    except UpstreamResetError as exc:
+        record.error = "mid_stream" if record.chunk_times else "connect"
+        record.detail, record.end = str(exc), time.monotonic()
+
+
+async def _exchange(
+    pool: Pool, target: Target, payload: bytes, record: RequestRecord, options: LoadOptions
+) -> None:
+    accept = "text/event-stream" if options.stream else "application/json"
+    extra = {"X-Modelyard-Task": target.task} if target.task is not None else None
+    response = await pool.post(target.url, "/v1/completions", payload, CONNECT_S, accept, extra)
+    try:
+        if response.status != 200:
+            body = await response.read_all()
+            record.end = time.monotonic()
+            lowered = body.lower()
+            if any(marker in lowered for marker in OOM_MARKERS):
+                record.error = "oom"
+            else:
+                record.error = "http_4xx" if response.status < 500 else "http_5xx"
+            record.detail = f"HTTP {response.status}: {body[:200].decode(errors='replace')}"
+            return
+        if not options.stream:
+            data = orjson.loads(await response.read_all())
+            now = time.monotonic()
+            record.chunk_times.append(now)
+            record.end = now
+            usage = data.get("usage") or {}
+            record.output_tokens = usage.get("completion_tokens")
+            record.prompt_tokens = usage.get("prompt_tokens")
+            return
+        done = False
+        chunks = record.chunk_times
+        buffer = b""
+        while not done:
+            received = await response.read_any()
+            if not received:
+                break
+            now = time.monotonic()  # every event in this read arrived now
+            buffer = buffer + received if buffer else received
+            lines = buffer.split(b"\n")
+            buffer = lines.pop()
+            for line in lines:
                 if not line.startswith(b"data:"):
                     continue
-                now = time.monotonic()
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     done = True
@@ -161,20 +183,11 @@ async def send_one(
                         if record.due_times is None:
                             record.due_times = []
                         record.due_times.append(due)
-            record.end = time.monotonic()
-            if not done:
-                record.error, record.detail = "mid_stream", "stream ended without [DONE]"
-    except TimeoutError:
-        record.error, record.detail, record.end = "timeout", "client timeout", time.monotonic()
-    except aiohttp.ClientConnectorError as exc:
-        record.error, record.detail, record.end = "connect", str(exc), time.monotonic()
-    except (
-        aiohttp.ClientPayloadError,
-        aiohttp.ServerDisconnectedError,
-        aiohttp.ClientOSError,
-    ) as exc:
-        record.error = "mid_stream" if record.chunk_times else "connect"
-        record.detail, record.end = str(exc), time.monotonic()
+        record.end = time.monotonic()
+        if not done:
+            record.error, record.detail = "mid_stream", "stream ended without [DONE]"
+    finally:
+        response.close()
 
 
 async def run_load(
@@ -187,12 +200,11 @@ async def run_load(
     """Send every request; returns the records (in request order) and the start time.
 
     With `prompts`, request i sends prompts[i % len] (its max_tokens, else the workload's)."""
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
-    timeout = aiohttp.ClientTimeout(total=options.timeout_s)
     count = len(requests)
     records: list[RequestRecord | None] = [None] * count
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    pool = Pool()  # keep-alive HTTP/1.1 on asyncio protocols: cheap per chunk (gateway/http1.py)
+    try:
         payloads = [
             _payload(
                 targets[requests.targets[int(requests.target_index[i])]],
@@ -212,7 +224,7 @@ async def run_load(
             target = targets[requests.targets[int(requests.target_index[index])]]
             record = RequestRecord(target=target.name, scheduled=scheduled, sent=scheduled)
             records[index] = record
-            await send_one(session, target, payloads[index], record, options)
+            await send_one(pool, target, payloads[index], record, options)
             finished += 1
             if on_progress is not None:
                 on_progress(finished)
@@ -229,9 +241,21 @@ async def run_load(
             tasks = []
             for index in range(count):
                 scheduled = start + float(requests.arrival_s[index])
-                delay = scheduled - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await _until(scheduled)
                 tasks.append(loop.create_task(one(index, scheduled)))
             await asyncio.gather(*tasks)
+    finally:
+        pool.close()
     return [r for r in records if r is not None], start
+
+
+async def _until(due: float) -> None:
+    """Wait until `due` on the monotonic clock. The loop's timers have millisecond resolution,
+    so sleep to just short of it, then poll the loop (reading responses meanwhile) and yield the
+    core until it comes."""
+    delay = due - time.monotonic()
+    if delay > 0.0015:
+        await asyncio.sleep(delay - 0.0012)
+    while time.monotonic() < due:
+        await asyncio.sleep(0)
+        os.sched_yield()

@@ -1,5 +1,5 @@
-"""The gateway's upstream HTTP/1.1 client: keep-alive connections per backend on asyncio
-protocols, the response body handed on as it arrives.
+"""The gateway's upstream HTTP/1.1 client, also the load generator's: keep-alive connections
+per backend on asyncio protocols, the response body handed on as it arrives.
 
 Why not aiohttp's client here: on the request path it was about a quarter of the gateway's CPU
 per request (benchmarks/gateway_overhead.py, profile in docs/benchmarks.md). This client does
@@ -315,14 +315,21 @@ class Pool:
         return None
 
     async def post(
-        self, url: str, path: str, body: bytes, connect_timeout: float, accept: str
+        self,
+        url: str,
+        path: str,
+        body: bytes,
+        connect_timeout: float,
+        accept: str,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         """Send the request; return when the response's status and headers have arrived. A
         reused connection that the server had already closed is retried once on a new one."""
         origin = self.origin(url)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) if headers else ""
         request = (
             f"POST {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
-            f"Content-Type: application/json\r\nAccept: {accept}\r\n"
+            f"Content-Type: application/json\r\nAccept: {accept}\r\n{extra}"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1") + body
         for _ in range(2):
