@@ -991,6 +991,13 @@ def plan_command(
     from modelyard.plan.planner import PlanRequest, parse_sweep, plan, sweep_png
 
     loaded = load_fleet(fleet, catalog)
+    if measured and input_tokens is None and output_tokens is None:
+        from modelyard.plan.capacity import measured_token_means
+
+        input_tokens, output_tokens = measured_token_means(measured[0])
+        sys.stderr.write(
+            f"token lengths from {measured[0].name}: {input_tokens} in, {output_tokens} out\n"
+        )
     demand = demand_from_fleet(
         loaded.fleet,
         daily_active_users=daily_active_users,

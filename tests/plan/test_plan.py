@@ -328,6 +328,22 @@ def test_plan_states_each_capacity_source(loaded: LoadedFleet, tmp_path: Path) -
     assert isolated.units[0].replicas == math.ceil(3.2986 / 1.5)
 
 
+def test_token_lengths_from_a_bench_file(tmp_path: Path) -> None:
+    from modelyard.plan.capacity import measured_token_means
+
+    path = tmp_path / "r.json"
+    workload = {
+        "input_tokens": {"kind": "lognormal", "mean": 480.4, "std": 50, "low": 1, "high": None},
+        "output_tokens": {"kind": "uniform", "mean": 1, "std": 0, "low": 100, "high": 300},
+    }
+    bench_results.write(path, bench_results.build({"workload": workload}, 1, {}, {}))
+    assert measured_token_means(path) == (480, 200)
+    bare = tmp_path / "bare.json"
+    bench_results.write(bare, bench_results.build({}, 1, {}, {}))
+    with pytest.raises(PlanError, match="no workload token lengths"):
+        measured_token_means(bare)
+
+
 def test_sweep_parsing() -> None:
     name, points = parse_sweep("daily_active_users=1e3..1e6")
     assert name == "daily_active_users" and len(points) == 13

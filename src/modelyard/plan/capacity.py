@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelyard.bench import results as bench_results
 from modelyard.bench.workload import LengthDist
@@ -137,6 +138,22 @@ def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, s
             if ok and rps > best.get(model, (0.0, ""))[0]:
                 best[model] = (rps, f"measured ({path.name})")
     return best
+
+
+def measured_token_means(path: Path) -> tuple[int, int]:
+    """Mean prompt and output tokens of a bench run's workload (uniform: the middle)."""
+    data = bench_results.read(path)
+
+    def mean(dist: dict[str, Any]) -> int:
+        if dist.get("kind") == "uniform" and dist.get("high") is not None:
+            return max(round((dist["low"] + dist["high"]) / 2), 1)
+        return max(round(dist["mean"]), 1)
+
+    try:
+        workload = data["config"]["workload"]
+        return mean(workload["input_tokens"]), mean(workload["output_tokens"])
+    except (KeyError, TypeError) as exc:
+        raise PlanError(f"{path}: no workload token lengths in its config ({exc})") from exc
 
 
 def highest_passing(passes: Callable[[float], bool]) -> float:
