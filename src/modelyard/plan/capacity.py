@@ -146,8 +146,8 @@ def measured_token_means(path: Path) -> tuple[int, int]:
 
     def mean(dist: dict[str, Any]) -> int:
         if dist.get("kind") == "uniform" and dist.get("high") is not None:
-            return max(round((dist["low"] + dist["high"]) / 2), 1)
-        return max(round(dist["mean"]), 1)
+            return max(round((float(dist["low"]) + float(dist["high"])) / 2), 1)
+        return max(round(float(dist["mean"])), 1)
 
     try:
         workload = data["config"]["workload"]
