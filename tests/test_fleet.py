@@ -362,12 +362,6 @@ def test_cli_usage_error_is_exit_2() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_cli_later_commands_say_not_yet() -> None:
-    result = _cli("plan", "examples/fleet.yaml")
-    assert result.returncode == 1
-    assert "not yet available" in result.stderr
-
-
 def test_cli_version() -> None:
     result = _cli("--version")
     assert result.returncode == 0
