@@ -121,3 +121,34 @@ def test_cli_sim_run_json() -> None:
     data = json.loads(out.stdout)
     assert {m["name"] for m in data["models"]} == {"llama-8b", "mistral-7b"}
     assert {"p50", "p90", "p99", "mean"} <= set(data["models"][0]["ttft_ms"])
+
+
+@pytest.mark.parametrize(("gpu", "rate"), [("h100-sxm", 10.0), ("a10g", 2.0)])
+def test_shared_device_spans_equal_per_step_simulation(
+    gpu: str, rate: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chained decode spans on a shared GPU end where another engine could change its busy
+    state, so they give exactly what simulating every step as its own event gives — here
+    with and without preemptions (the A10G case is overloaded)."""
+    import modelyard.sim.run as run
+
+    loaded = load_fleet(EXAMPLE)
+    options = SimOptions(gpu=gpu, rate=rate, placement="shared", requests=3000)
+    spans = simulate(loaded, options)
+    original = run.start_engine
+    monkeypatch.setattr(
+        run,
+        "start_engine",
+        lambda spec, listener, device: original(spec, listener, device, max_span_steps=1),
+    )
+    per_step = simulate(loaded, options)
+    for a, b in zip(spans.models, per_step.models, strict=True):
+        for key in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms"):
+            for q in ("p50", "p99"):
+                assert getattr(a, key)[q] == pytest.approx(getattr(b, key)[q], rel=1e-9), (
+                    a.name,
+                    key,
+                    q,
+                )
+        assert a.preemptions == b.preemptions and a.completed == b.completed
+    assert sum(m.preemptions for m in per_step.models) > 0 or gpu != "a10g"

@@ -75,6 +75,11 @@ class Contention(Protocol):
 
     def set_busy(self, engine: Engine, busy: bool) -> None: ...
 
+    def horizon(self, engine: Engine) -> float:
+        """The earliest time another engine on the device may start or stop being busy (the
+        factor stays exact until then)."""
+        ...
+
 
 class NoContention:
     def factor(self, engine: Engine) -> float:
@@ -82,6 +87,9 @@ class NoContention:
 
     def set_busy(self, engine: Engine, busy: bool) -> None:
         return None
+
+    def horizon(self, engine: Engine) -> float:
+        return math.inf
 
 
 @dataclass
@@ -132,6 +140,12 @@ class Engine:
         self.per_token = per_token
         self.max_span_steps = 1 if per_token else max_span_steps
         self.horizon: Callable[[], float] = lambda: math.inf
+        # Shared devices: a lower bound on when this engine, while busy, can become idle (its
+        # in-flight span's end plus its longest running request's remaining steps at the
+        # shortest possible step), so others' spans can run until then with an exact factor.
+        self.track_busy_until = False
+        self._busy_until = math.inf
+        self._min_step_s = 0.9 * step_model.decode_span_time(1, 1.0, 1)
         self.stats = EngineStats()
         self._timeline_every = timeline_every_s
         self._next_sample = 0.0
@@ -289,9 +303,18 @@ class Engine:
             duration, steps = self._step_duration(step, chunks) * factor, 1
         self._record(now, duration, used)
         self.stats.steps += steps
+        if self.track_busy_until and self.max_span_steps > 1:
+            after = step + steps
+            last = max((r.finish_step for r in self.decoding.values()), default=after - 1)
+            self._busy_until = now + duration + max(last - after + 1, 0) * self._min_step_s
         return [
             (now + duration, PRIORITY_STEP_DONE, self._on_step_done, _Span(step, steps, chunks))
         ]
+
+    def change_after(self) -> float:
+        """No change of this engine's busy state before this time: idle until its next
+        arrival, busy at least until `_busy_until`."""
+        return self._busy_until if self.busy else self.horizon()
 
     def _set_busy(self, busy: bool) -> None:
         if busy != self.busy:
@@ -357,10 +380,13 @@ class Engine:
         span_time = self.model.decode_span_time
         total = span_time(n, context0, limit) * factor
         admissible = self.running < self.max_num_seqs and not self.waiting
-        if limit == 1 or not admissible:
-            return total, limit
-        left = self.horizon() - now
-        if total < left:
+        # the span ends with the first step that ends at or after the next possible change:
+        # an arrival this engine could admit, or another engine on the device going busy/idle
+        until = self.contention.horizon(self)
+        if admissible:
+            until = min(until, self.horizon())
+        left = until - now
+        if limit == 1 or total < left:
             return total, limit
         # The first step that ends at or after the next arrival ends the span. Step times vary
         # little within a span, so start from the proportional guess and walk to the answer.

@@ -3,12 +3,16 @@
 Several engines on one GPU split its memory by their fractions (each one's KV cache is what
 its fraction leaves after weights, runtime and activations, as `memory.fit` computes) and
 share its time: while k engines have work, each engine's steps take
-(1 + contention_slowdown x (k - 1)) times as long as alone. The slowdown comes from the
+(1 + contention_slowdown x (k - 1)) times as long as alone. Offline, an engine chains decode
+steps into one event only up to the next moment another engine on the device could start or
+stop being busy, so the factor within a span is exact (the step that straddles the change
+keeps the old factor, as in per-step simulation). The slowdown comes from the
 device's calibration file, measured by benchmarks/gpu_calibrate.py (docs/simulator.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from modelyard.catalog import GpuSpec, ModelSpec, QuantProfile
@@ -26,6 +30,16 @@ class SharedDevice:
     name: str
     slowdown: float
     busy: set[int] = field(default_factory=set)
+    engines: list[Engine] = field(default_factory=list)
+
+    def join(self, engine: Engine) -> None:
+        self.engines.append(engine)
+        if len(self.engines) > 1:
+            for member in self.engines:
+                member.track_busy_until = True
+
+    def horizon(self, engine: Engine) -> float:
+        return min((e.change_after() for e in self.engines if e is not engine), default=math.inf)
 
     def factor(self, engine: Engine) -> float:
         others = len(self.busy) - (1 if id(engine) in self.busy else 0)
@@ -109,5 +123,7 @@ def start_engine(
         per_token=per_token,
         max_span_steps=max_span_steps,
     )
+    if device is not None:
+        device.join(engine)
     cold = result.weights_bytes / (spec.calibration.load_bandwidth_gbps * 1e9)
     return StartedEngine(engine, result, cold + spec.calibration.init_s)

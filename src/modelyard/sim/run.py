@@ -252,9 +252,8 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
     for device in devices:
         gpus[device.gpu_name] = gpus.get(device.gpu_name, 0) + 1
         shared = SharedDevice(device.gpu_name, device.engines[0].calibration.contention_slowdown)
-        span = 1 << 20 if len(device.engines) == 1 else 8
         for spec in device.engines:
-            started = start_engine(spec, collector, shared, max_span_steps=span)
+            started = start_engine(spec, collector, shared)
             by_model.setdefault(spec.name.split("/")[0], []).append(started)
 
     loop = EventLoop()
