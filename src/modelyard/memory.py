@@ -241,6 +241,26 @@ def _device_for(loaded: LoadedFleet, name: str) -> Device:
     return Device.from_gpu(str(gpu_name), gpu)
 
 
+def fit_model(loaded: LoadedFleet, name: str, device: Device, utilization: float) -> FitResult:
+    """One fleet model's fit on `device` at `utilization`, with the fleet's engine settings."""
+    entry = loaded.fleet.models[name]
+    return fit(
+        loaded.catalog.resolve_model_name(entry.catalog),
+        loaded.model_spec(name),
+        entry.quant_name,
+        loaded.quant(name),
+        device,
+        FitSettings(
+            gpu_memory_utilization=utilization,
+            max_model_len=entry.max_model_len,
+            max_num_batched_tokens=entry.max_num_batched_tokens,
+            max_num_seqs=entry.max_num_seqs,
+            kv_cache_dtype=entry.kv_cache_dtype,
+        ),
+        name=name,
+    )
+
+
 def fit_fleet(loaded: LoadedFleet, overrides: FitSettings | None = None) -> FleetFit:
     """Fit every model of a fleet where its placement puts it; shared groups as a whole.
 

@@ -23,7 +23,7 @@ from modelyard.deploy.errors import DeployError
 from modelyard.engines import adapter_for
 from modelyard.engines.base import EngineAdapter, LaunchSpec
 from modelyard.fleet import LoadedFleet, SharedGroup
-from modelyard.memory import Device, FitSettings, fit
+from modelyard.memory import Device, FitSettings, fit, fit_model
 from modelyard.yamlsource import load_yaml
 
 Doc = dict[str, Any]
@@ -100,23 +100,8 @@ def quantity_gib(value: float) -> str:
 
 
 def _model_fits(loaded: LoadedFleet, name: str, memory_bytes: float, utilization: float) -> bool:
-    entry = loaded.fleet.models[name]
-    result = fit(
-        loaded.catalog.resolve_model_name(entry.catalog),
-        loaded.model_spec(name),
-        entry.quant_name,
-        loaded.quant(name),
-        Device(name="mig", memory_bytes=memory_bytes, is_gpu=True),
-        FitSettings(
-            gpu_memory_utilization=utilization,
-            max_model_len=entry.max_model_len,
-            max_num_batched_tokens=entry.max_num_batched_tokens,
-            max_num_seqs=entry.max_num_seqs,
-            kv_cache_dtype=entry.kv_cache_dtype,
-        ),
-        name=name,
-    )
-    return result.fits
+    device = Device(name="mig", memory_bytes=memory_bytes, is_gpu=True)
+    return fit_model(loaded, name, device, utilization).fits
 
 
 def mig_layout(loaded: LoadedFleet, group: SharedGroup, gpu: GpuSpec) -> dict[str, str] | None:

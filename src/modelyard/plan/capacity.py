@@ -25,7 +25,7 @@ from modelyard.fleet import (
     SharedPlacement,
     Slo,
 )
-from modelyard.memory import Device, FitSettings, fit
+from modelyard.memory import Device, fit_model
 from modelyard.plan.errors import PlanError
 from modelyard.sim.errors import SimError
 from modelyard.sim.perf import Calibration, calibration_for
@@ -209,21 +209,7 @@ class CapacityModel:
     # --- memory ---
 
     def fits(self, model: str, gpu_name: str, gpu: GpuSpec, fraction: float) -> tuple[bool, str]:
-        entry = self.loaded.fleet.models[model]
-        result = fit(
-            self.loaded.catalog.resolve_model_name(entry.catalog),
-            self.loaded.model_spec(model),
-            entry.quant_name,
-            self.loaded.quant(model),
-            Device.from_gpu(gpu_name, gpu),
-            FitSettings(
-                gpu_memory_utilization=fraction,
-                max_model_len=entry.max_model_len,
-                max_num_batched_tokens=entry.max_num_batched_tokens,
-                max_num_seqs=entry.max_num_seqs,
-                kv_cache_dtype=entry.kv_cache_dtype,
-            ),
-        )
+        result = fit_model(self.loaded, model, Device.from_gpu(gpu_name, gpu), fraction)
         return result.fits, result.reason
 
     def need_fraction(self, model: str, gpu_name: str, gpu: GpuSpec) -> float:

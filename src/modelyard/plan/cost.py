@@ -214,30 +214,16 @@ def shared_option(capacity: CapacityModel, inputs: PlanInputs, gpu: str) -> Opti
     fractions = shared_fractions(capacity, gpu, inputs)
     name = f"shared {gpu}"
     label = " + ".join(inputs.served)
-    if any(math.isinf(f) for f in fractions.values()):
-        missing = [m for m, f in fractions.items() if math.isinf(f)]
-        unit = Unit(
-            inputs.served,
-            gpu,
-            0,
-            0,
-            "memory",
-            0,
-            "memory",
-            reason=f"memory: {', '.join(missing)} cannot fit on {gpu} ({spec.memory_gb:g} GB)",
-        )
-        return _finish(Option(name, "shared", gpu, [unit], None, True), inputs.demand, None)
-    if sum(fractions.values()) > 0.95 + 1e-9:
-        unit = Unit(
-            inputs.served,
-            gpu,
-            0,
-            0,
-            "memory",
-            0,
-            "memory",
-            reason=f"memory: {label} need fractions {sum(fractions.values()):.2f} of {gpu}",
-        )
+    missing = [m for m, f in fractions.items() if math.isinf(f)]
+    problem = (
+        f"memory: {', '.join(missing)} cannot fit on {gpu} ({spec.memory_gb:g} GB)"
+        if missing
+        else f"memory: {label} need fractions {sum(fractions.values()):.2f} of {gpu}"
+        if sum(fractions.values()) > 0.95 + 1e-9
+        else ""
+    )
+    if problem:
+        unit = Unit(inputs.served, gpu, 0, 0, "memory", 0, "memory", reason=problem)
         return _finish(Option(name, "shared", gpu, [unit], None, True), inputs.demand, None)
     shares = inputs.roles.shares(inputs.demand.fallback_rate)
     mix = {m: s for m, s in shares.items() if s > 0} or {inputs.roles.primary: 1.0}
