@@ -7,7 +7,9 @@ core. The gateway under test is pinned to the other core. Targets: the upstream 
 modelyard's gateway (it always streams from the upstream and assembles non-streaming answers,
 so its upstream is `/sse`); LiteLLM's proxy (own virtual environment, one worker, retries 2 like
 ours, logging and database off); nginx as a plain reverse proxy (keep-alive upstream,
-proxy_buffering off). Load: an open-loop constant-rate client (raw asyncio protocol with
+proxy_buffering off); and "aiohttp floor", not a proxy: aiohttp (the gateway's server framework)
+answering a fixed completion itself, the floor for any gateway built on it. Load: an open-loop
+constant-rate client (raw asyncio protocol with
 keep-alive connections, latency from each request's *scheduled* time) so the client is not the
 bottleneck at 2,000 req/s; `schedule p99` shows its own lateness.
 
@@ -15,7 +17,7 @@ Streaming: the simulated engine (`sim serve`) streams 64 tokens with real gaps; 
 the added time to the first chunk and added inter-chunk gap, and the fraction of a stream's
 duration that passed before its first chunk arrived (≈ 1 would mean the proxy buffered).
 
-    python benchmarks/gateway_overhead.py            # full run (about 4 minutes)
+    python benchmarks/gateway_overhead.py            # full run (about 10 minutes)
     python benchmarks/gateway_overhead.py --quick    # fewer seconds per point
 
 Needs nginx (`apt-get install nginx-light`) and LiteLLM (`make litellm-env`); a missing one is
@@ -483,9 +485,28 @@ def sustainable(
     return best
 
 
+AIOHTTP_FLOOR = f"""
+import sys
+from aiohttp import web
+import uvloop
+BODY = {COMPLETION.encode()!r}
+async def handle(request):
+    await request.read()
+    return web.Response(body=BODY, content_type="application/json")
+app = web.Application()
+app.router.add_post("/v1/chat/completions", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
+            loop=uvloop.new_event_loop())
+"""
+
+
 def start_target(name: str, directory: Path, upstream: int, console: Console) -> Server | None:
     """The gateway `name` in front of the nginx upstream, pinned to the gateway core."""
     port = free_port()
+    if name == "aiohttp floor":  # the server framework alone: a fixed reply, no proxying
+        script = directory / "aiohttp_floor.py"
+        script.write_text(AIOHTTP_FLOOR)
+        return start(name, [sys.executable, str(script), str(port)], port, GATEWAY_CORE)
     if name == "modelyard":
         fleet = directory / "fleet.yaml"
         fleet.write_text(
@@ -590,7 +611,7 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
     )
     try:
         time.sleep(0.5)
-        for name in [t for t in TARGETS if t in chosen]:
+        for name in [t for t in TARGETS if t in chosen and t != "aiohttp floor"]:
             server = None if name == "direct" else start_streaming_target(name, directory, sim_port)
             if server is None and name != "direct":
                 continue
@@ -607,7 +628,7 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
     return points
 
 
-TARGETS = ("litellm", "direct", "modelyard", "nginx proxy")
+TARGETS = ("litellm", "direct", "modelyard", "nginx proxy", "aiohttp floor")
 
 
 def main() -> None:
