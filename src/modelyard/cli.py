@@ -1043,9 +1043,9 @@ def plan_command(
     data = result.to_json()
     if output is not None:
         bench_results.write(output, data)
-        if result.sweep is not None:
-            png = sweep_png(data, output.with_suffix(".png"))
-            sys.stderr.write(f"wrote {png}\n")
+    if result.sweep is not None:
+        png = sweep_png(data, output.with_suffix(".png") if output else Path("plan-sweep.png"))
+        sys.stderr.write(f"wrote {png}\n")
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
