@@ -500,18 +500,24 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
-def start_target(name: str, directory: Path, upstream: int, console: Console) -> Server | None:
-    """The gateway `name` in front of the nginx upstream, pinned to the gateway core."""
+def start_target(
+    name: str, directory: Path, upstream: int, console: Console, streaming: bool = False
+) -> Server | None:
+    """The gateway `name`, pinned to the gateway core, in front of the nginx upstream (its
+    `/sse` location for modelyard, which always streams upstream, and `/json` for the others) or,
+    `streaming`, in front of the simulated engine on `upstream`."""
     port = free_port()
+    sse, json_base = ("", "") if streaming else ("/sse", "/json")
+    tag = "-stream" if streaming else ""
     if name == "aiohttp floor":  # the server framework alone: a fixed reply, no proxying
         script = directory / "aiohttp_floor.py"
         script.write_text(AIOHTTP_FLOOR)
         return start(name, [sys.executable, str(script), str(port)], port, GATEWAY_CORE)
     if name == "modelyard":
-        fleet = directory / "fleet.yaml"
+        fleet = directory / f"fleet{tag}.yaml"
         fleet.write_text(
             "name: bench\nmodels:\n  bench:\n    catalog: llama-3.1-8b\n    engine: vllm\n"
-            f"    gpu: a10g\n    endpoints: ['http://127.0.0.1:{upstream}/sse']\n"
+            f"    gpu: a10g\n    endpoints: ['http://127.0.0.1:{upstream}{sse}']\n"
             "policy:\n  retry: {attempts: 2, backoff: 50ms}\n  health: {interval: 5s}\n"
         )
         return start(
@@ -519,19 +525,19 @@ def start_target(name: str, directory: Path, upstream: int, console: Console) ->
             [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)],
             port,
             GATEWAY_CORE,
-            log=directory / "modelyard.log",
+            log=directory / f"modelyard{tag}.log",
         )
     if name == "nginx proxy":
-        conf = proxy_conf(directory, port, upstream, "/json/")
+        conf = proxy_conf(directory, port, upstream, f"{json_base}/")
         return start("nginx proxy", ["nginx", "-c", str(conf)], port, GATEWAY_CORE)
     if name == "litellm":
         if not LITELLM.exists():
             console.print(f"[yellow]LiteLLM not found at {LITELLM}: run `make litellm-env`[/]")
             return None
-        config = directory / "litellm.yaml"
+        config = directory / f"litellm{tag}.yaml"
         config.write_text(
             "model_list:\n  - model_name: bench\n    litellm_params:\n"
-            f"      model: openai/bench\n      api_base: http://127.0.0.1:{upstream}/json/v1\n"
+            f"      model: openai/bench\n      api_base: http://127.0.0.1:{upstream}{json_base}/v1\n"
             "      api_key: sk-bench\n"
             "litellm_settings:\n  num_retries: 2\n  request_timeout: 600\n"
             "  turn_off_message_logging: true\n  callbacks: []\n"
@@ -543,41 +549,7 @@ def start_target(name: str, directory: Path, upstream: int, console: Console) ->
             port,
             GATEWAY_CORE,
             env={"LITELLM_LOG": "ERROR", "DISABLE_ADMIN_UI": "True"},
-            log=directory / "litellm.log",
-        )
-    return None
-
-
-def start_streaming_target(name: str, directory: Path, sim_port: int) -> Server | None:
-    port = free_port()
-    if name == "modelyard":
-        fleet = directory / "fleet-stream.yaml"
-        fleet.write_text(
-            "name: bench\nmodels:\n  bench:\n    catalog: llama-3.1-8b\n    engine: sim\n"
-            f"    gpu: h100-sxm\n    endpoints: ['http://127.0.0.1:{sim_port}']\n"
-        )
-        command = [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)]
-        return start("modelyard", command, port, GATEWAY_CORE, log=directory / "my-s.log")
-    if name == "nginx proxy":
-        conf = proxy_conf(directory, port, sim_port, "/")
-        return start("nginx proxy", ["nginx", "-c", str(conf)], port, GATEWAY_CORE)
-    if name == "litellm" and LITELLM.exists():
-        config = directory / "litellm-stream.yaml"
-        config.write_text(
-            "model_list:\n  - model_name: bench\n    litellm_params:\n"
-            f"      model: openai/bench\n      api_base: http://127.0.0.1:{sim_port}/v1\n"
-            "      api_key: sk-bench\nlitellm_settings:\n  num_retries: 2\n"
-            "  turn_off_message_logging: true\n"
-            "general_settings:\n  disable_spend_logs: true\n"
-        )
-        command = [str(LITELLM), "--config", str(config), "--port", str(port), "--num_workers", "1"]
-        return start(
-            "litellm",
-            command,
-            port,
-            GATEWAY_CORE,
-            env={"LITELLM_LOG": "ERROR"},
-            log=directory / "litellm-s.log",
+            log=directory / f"litellm{tag}.log",
         )
     return None
 
@@ -612,7 +584,11 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
     try:
         time.sleep(0.5)
         for name in [t for t in TARGETS if t in chosen and t != "aiohttp floor"]:
-            server = None if name == "direct" else start_streaming_target(name, directory, sim_port)
+            server = (
+                None
+                if name == "direct"
+                else start_target(name, directory, sim_port, console, streaming=True)
+            )
             if server is None and name != "direct":
                 continue
             try:

@@ -201,10 +201,13 @@ class LoadedFleet:
     def quant(self, name: str) -> QuantProfile:
         return self.catalog.quant(self.fleet.models[name].quant_name)
 
-    def gpu(self, name: str) -> GpuSpec | None:
-        model = self.fleet.models[name]
+    def gpu_name(self, name: str) -> str | None:
+        """The GPU a model runs on: its shared group's, else its own (None: CPU)."""
         group = self.fleet.group_of(name)
-        gpu_name = group.gpu if group is not None and group.gpu else model.gpu
+        return group.gpu if group is not None and group.gpu else self.fleet.models[name].gpu
+
+    def gpu(self, name: str) -> GpuSpec | None:
+        gpu_name = self.gpu_name(name)
         return self.catalog.gpu(gpu_name) if gpu_name else None
 
     def memory_fractions(self, group: SharedGroup) -> dict[str, float]:

@@ -236,9 +236,7 @@ def _device_for(loaded: LoadedFleet, name: str) -> Device:
     gpu = loaded.gpu(name)
     if gpu is None:
         return Device.host()
-    group = loaded.fleet.group_of(name)
-    gpu_name = group.gpu if group is not None and group.gpu else loaded.fleet.models[name].gpu
-    return Device.from_gpu(str(gpu_name), gpu)
+    return Device.from_gpu(str(loaded.gpu_name(name)), gpu)
 
 
 def fit_model(loaded: LoadedFleet, name: str, device: Device, utilization: float) -> FitResult:

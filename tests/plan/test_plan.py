@@ -154,12 +154,30 @@ def test_failover_sizes_the_fallback_for_all_traffic(loaded: LoadedFleet) -> Non
     assert fallback.replicas == 2 and fallback.binding == "failover"  # 3.47 / 2.5
 
 
-def test_memory_rules_options_out_with_the_reason(loaded: LoadedFleet) -> None:
-    model = CapacityModel(loaded, loaded.fleet.slo, 512, 256)
-    big = model.fits("llama-8b", "a10g", loaded.catalog.gpu("a10g"), 0.1)
-    assert big[0] is False and big[1]
-    option = shared_option(table_model(loaded, {}), inputs(loaded), "a10g")
-    assert not option.feasible and option.binding == "memory"
+def test_memory_rules_options_out_with_the_reason(tmp_path: Path) -> None:
+    # a bf16 70B fallback fits no A10G: isolated and shared options are ruled out by memory.fit
+    path = tmp_path / "big.yaml"
+    path.write_text(
+        "name: big\nmodels:\n"
+        "  small: {catalog: llama-3.1-8b, quant: awq-w4-g128, gpu: a10g, max_model_len: 4096}\n"
+        "  large: {catalog: llama-3.1-70b, quant: bf16, gpu: a100-80gb, max_model_len: 4096}\n"
+        "routes:\n  - {targets: [small, large]}\n"
+        "slo: {ttft_p99: 800ms}\ntraffic: {daily_active_users: 1000, requests_per_user: 10,"
+        " fallback_rate: 0.05}\n"
+    )
+    big = load_fleet(path)
+    capacity = CapacityModel(big, big.fleet.slo, 512, 256)
+    plan_inputs = PlanInputs(
+        demand_from_fleet(big.fleet), roles(big.fleet), {"small": 2, "large": 1}, Pricing()
+    )
+    isolated = isolated_option(capacity, plan_inputs, {"small": "a10g", "large": "a10g"}, "x")
+    assert not isolated.feasible and isolated.binding == "memory"
+    assert "memory: large on a10g" in isolated.reason
+    shared = shared_option(capacity, plan_inputs, "a10g")
+    assert not shared.feasible and shared.binding == "memory"
+    assert "large cannot fit on a10g (24 GB)" in shared.reason
+    # ruled out by the memory model before any simulation of it
+    assert capacity.isolated("large", "a10g").source == "memory"
 
 
 def test_recommendation_is_the_cheapest_feasible_and_says_why(loaded: LoadedFleet) -> None:

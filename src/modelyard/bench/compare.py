@@ -123,10 +123,9 @@ async def compare_real(
                 launcher.down(Path(state))
         gpus: dict[str, int] = {}
         for name in {p.model for p in started}:
-            group = variant.fleet.group_of(name)
-            gpu = (group.gpu if group else None) or variant.fleet.models[name].gpu
+            gpu = variant.gpu_name(name)
             if gpu is not None:
-                units = 1 if group else variant.fleet.models[name].replicas
+                units = 1 if variant.fleet.group_of(name) else variant.fleet.models[name].replicas
                 gpus[gpu] = gpus.get(gpu, 0) + units
         if placement == "shared":
             gpus = dict.fromkeys(gpus, 1)

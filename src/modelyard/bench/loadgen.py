@@ -19,26 +19,11 @@ import orjson
 from modelyard.bench.datasets import Prompt
 from modelyard.bench.metrics import RequestRecord
 from modelyard.bench.workload import Requests
+from modelyard.chunks import has_content, plainly_has_token
 from modelyard.gateway.http1 import Pool, UpstreamConnectError, UpstreamResetError
 
 CONNECT_S = 10.0
 OOM_MARKERS = (b"out of memory", b"outofmemory", b"no available memory for the cache")
-_TEXT_HINT = b'"text":"'
-_DELTA_HINT = b'"content":"'
-_EMPTY = (b'"text":""', b'"content":""')
-
-
-def _unclear(data: bytes) -> bool:
-    """Whether a chunk's bytes do not show plainly that it carries a token."""
-    plain = _TEXT_HINT in data or _DELTA_HINT in data
-    return not plain or _EMPTY[0] in data or _EMPTY[1] in data
-
-
-def _has_content(chunk: dict[str, object]) -> bool:
-    for choice in chunk.get("choices") or ():  # type: ignore[attr-defined]
-        if choice.get("text") or (choice.get("delta") or {}).get("content"):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -172,9 +157,9 @@ async def _exchange(
                     usage = chunk.get("usage") or {}
                     record.output_tokens = usage.get("completion_tokens")
                     record.prompt_tokens = usage.get("prompt_tokens")
-                    if not _has_content(chunk):
+                    if not has_content(chunk):
                         continue
-                elif _unclear(data) and not _has_content(orjson.loads(data)):
+                elif not plainly_has_token(data) and not has_content(orjson.loads(data)):
                     continue
                 chunks.append(now)
                 if options.capture_due:

@@ -20,6 +20,7 @@ from modelyard import __version__
 from modelyard.catalog import GpuSpec
 from modelyard.catalog.mig import fits_on_one_gpu, mig_memory_gb, mig_slices
 from modelyard.deploy.errors import DeployError
+from modelyard.deploy.validate import ENGINE_SERVICE_NAMES
 from modelyard.engines import adapter_for
 from modelyard.engines.base import EngineAdapter, LaunchSpec
 from modelyard.fleet import LoadedFleet, SharedGroup
@@ -77,7 +78,6 @@ class Slot:
     resource: str  # nvidia.com/gpu or nvidia.com/mig-<profile>
     memory_utilization: float
     extra_affinity: tuple[tuple[str, str], ...] = ()
-    sharing: str = "isolated"  # isolated | mig | time-sliced
 
 
 def k8s_name(text: str, limit: int = 63) -> str:
@@ -144,7 +144,7 @@ def _slots(loaded: LoadedFleet, rendered: Rendered) -> dict[str, Slot]:
         config = f"modelyard-{k8s_name(fleet.name)}-{index}"
         if layout is not None:
             for name, profile in layout.items():
-                slots[name] = Slot(group.gpu, gpu, f"nvidia.com/mig-{profile}", 0.9, (), "mig")
+                slots[name] = Slot(group.gpu, gpu, f"nvidia.com/mig-{profile}", 0.9)
             counts: dict[str, int] = {}
             for profile in layout.values():
                 counts[profile] = counts.get(profile, 0) + 1
@@ -165,7 +165,6 @@ def _slots(loaded: LoadedFleet, rendered: Rendered) -> dict[str, Slot]:
                 "nvidia.com/gpu",
                 fractions[name],
                 (("nvidia.com/gpu.replicas", str(replicas)),),
-                "time-sliced",
             )
         rendered.node_config[f"time-slicing-{index}.yaml"] = [_time_slicing_config(replicas)]
         why = "it has no MIG" if not gpu.mig_profiles else "its members do not fit MIG slices"
@@ -337,7 +336,7 @@ def _engine_docs(
     # what sits on disk: the checkpoint, which is bf16 when fp8 is applied at load time
     disk_bytes = model.params * 2 if entry.quant_name in ("bf16", "fp8") else served_bytes
     svc = k8s_name(name)
-    if svc in ENGINE_NAMES:
+    if svc in ENGINE_SERVICE_NAMES:
         svc = f"{svc}-model"  # a Service named `vllm` injects VLLM_PORT (see validate.py)
     labels = _labels(fleet.name, name, "engine", _image_tag(image))
     labels["modelyard.dev/engine"] = entry.engine
@@ -457,7 +456,6 @@ def _engine_docs(
     }
     if kind == "statefulset":
         headless = f"{svc}-pods"
-        pod["spec"]["volumes"] = volumes
         docs.append(
             {
                 "apiVersion": "apps/v1",
@@ -525,11 +523,6 @@ def _engine_docs(
         docs.append(service)
         rendered.endpoints[name] = [f"http://{svc}:{adapter.container_port}"]
     return docs
-
-
-ENGINE_NAMES = frozenset(
-    {"vllm", "sglang", "tgi", "text-generation-inference", "ollama", "llamacpp", "llama-cpp"}
-)
 
 
 def _gateway_fleet(loaded: LoadedFleet, endpoints: dict[str, list[str]]) -> dict[str, str]:

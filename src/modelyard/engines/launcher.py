@@ -94,8 +94,7 @@ def plan(
             entry = fleet.models[name]
             slug = loaded.catalog.resolve_model_name(entry.catalog)
             spec_model = loaded.model_spec(name)
-            owner = fleet.group_of(name)
-            gpu = owner.gpu if owner and owner.gpu else entry.gpu
+            gpu = loaded.gpu_name(name)
             spec = LaunchSpec(
                 name=name,
                 catalog_model=slug,

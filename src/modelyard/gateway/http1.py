@@ -130,7 +130,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self.state == "head" or (self.state == "idle" and self.headers_ready is not None):
+        if self.state == "head":
             self._fail(f"connection closed before a response ({exc or 'EOF'})", True)
         elif self.state == "body":
             if self.mode == "close":

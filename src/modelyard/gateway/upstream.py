@@ -11,8 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import orjson
-
+from modelyard.chunks import decode, has_content, plainly_has_token
 from modelyard.gateway.errors import Outcome, classify_status
 from modelyard.gateway.http1 import Pool, Response, UpstreamConnectError, UpstreamResetError
 
@@ -44,16 +43,14 @@ class Attempt:
 
 
 def _starts_output(data: bytes) -> bool:
-    """Whether an SSE data payload carries the first token (or the end of the choice)."""
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
+    """Whether an SSE data payload carries the first token (or the end of the choice); decodes
+    JSON only when the bytes do not show a token plainly."""
+    if plainly_has_token(data):
+        return True
+    chunk = decode(data)
+    if chunk is None:
         return False
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if choice.get("text") or delta.get("content") or choice.get("finish_reason"):
-            return True
-    return False
+    return has_content(chunk) or any(c.get("finish_reason") for c in chunk.get("choices") or ())
 
 
 def _is_error_event(data: bytes) -> bool:

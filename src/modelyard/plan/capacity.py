@@ -195,16 +195,12 @@ class CapacityModel:
 
     def _explicit(self, model: str, gpu: str) -> Capacity | None:
         for key in (f"{model}@{gpu}", model):
-            if key in self.given and (key != model or gpu == self._fleet_gpu(model)):
+            if key in self.given and (key != model or gpu == self.loaded.gpu_name(model)):
                 return Capacity(self.given[key], "given (--capacity)")
-        if model in self.measured and gpu == self._fleet_gpu(model):
+        if model in self.measured and gpu == self.loaded.gpu_name(model):
             rps, source = self.measured[model]
             return Capacity(rps, source)
         return None
-
-    def _fleet_gpu(self, model: str) -> str | None:
-        group = self.loaded.fleet.group_of(model)
-        return (group.gpu if group and group.gpu else None) or self.loaded.fleet.models[model].gpu
 
     # --- memory ---
 

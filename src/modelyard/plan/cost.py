@@ -312,7 +312,7 @@ def options_for(
     capacity: CapacityModel, inputs: PlanInputs, gpu_types: list[str], optimize: bool
 ) -> list[Option]:
     """Every option considered: the fleet's own GPUs, or (optimize) every GPU type."""
-    fleet_gpus = {m: capacity._fleet_gpu(m) for m in inputs.served}
+    fleet_gpus = {m: capacity.loaded.gpu_name(m) for m in inputs.served}
     options: list[Option] = []
     if all(fleet_gpus.values()) and not optimize:
         gpus = {m: str(g) for m, g in fleet_gpus.items()}

@@ -134,7 +134,7 @@ def plan(
     elif request.optimize:
         gpu_types = sorted(loaded.catalog.gpus)
     else:
-        gpu_types = sorted({g for m in fleet.models if (g := capacity._fleet_gpu(m))})
+        gpu_types = sorted({g for m in fleet.models if (g := loaded.gpu_name(m))})
     for gpu in gpu_types:
         loaded.catalog.gpu(gpu)  # unknown names fail here with did-you-mean
     if not gpu_types:

@@ -91,8 +91,7 @@ def plan_devices(loaded: LoadedFleet, options: SimOptions) -> list[PlannedDevice
         )
 
     def gpu_of(name: str) -> str:
-        group = fleet.group_of(name)
-        gpu = options.gpu or (group.gpu if group else None) or fleet.models[name].gpu
+        gpu = options.gpu or loaded.gpu_name(name)
         if gpu is None:
             raise SimError(f"model '{name}' has no GPU to simulate: give it one or pass --gpu")
         return gpu
