@@ -67,6 +67,7 @@ def _run(
     max_seqs: int,
     budget: int,
     per_token: bool = False,
+    announce_early: bool = False,
 ) -> tuple[Recorder, Engine, list[SimRequest]]:
     recorder = Recorder()
     engine = _engine(catalog, kv_blocks, max_seqs, budget, per_token, recorder)
@@ -86,7 +87,11 @@ def _run(
         return engine.submit(time, request)
 
     loop.schedule((r.arrival, PRIORITY_ARRIVAL, arrive, r) for r in arrivals)
-    loop.run()
+    if not announce_early:
+        loop.run()
+    while announce_early and loop.next_time() < math.inf:
+        engine.announce()  # as sim serve may: the running step's tokens before it ends
+        loop.run(until=loop.next_time())
     return recorder, engine, objects
 
 
@@ -152,6 +157,33 @@ def test_spans_equal_step_by_step(
         assert fast.done[rid] == pytest.approx(slow.done[rid], rel=1e-9, abs=1e-12)
     assert fast_engine.stats.preemptions == slow_engine.stats.preemptions
     assert fast_engine.stats.steps == slow_engine.stats.steps
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    requests=workloads,
+    kv_blocks=st.integers(min_value=60, max_value=400),
+    max_seqs=st.integers(min_value=1, max_value=16),
+    budget=st.integers(min_value=16, max_value=1024),
+)
+def test_early_announcement_changes_nothing(
+    catalog: Catalog,
+    requests: list[tuple[float, int, int]],
+    kv_blocks: int,
+    max_seqs: int,
+    budget: int,
+) -> None:
+    """Handing a step's tokens out as soon as it starts (sim serve writes large steps early)
+    emits the same tokens at the same simulated times, once each, with the same outcome."""
+    plain, plain_engine, _ = _run(catalog, requests, kv_blocks, max_seqs, budget, per_token=True)
+    early, early_engine, _ = _run(
+        catalog, requests, kv_blocks, max_seqs, budget, per_token=True, announce_early=True
+    )
+    assert early.token_times == plain.token_times
+    assert early.first == plain.first
+    assert early.done == plain.done
+    assert early_engine.stats.preemptions == plain_engine.stats.preemptions
+    assert early_engine.stats.steps == plain_engine.stats.steps
 
 
 def test_per_token_mode_emits_every_token(catalog: Catalog) -> None:

@@ -110,6 +110,8 @@ class _Span:
     start_step: int
     steps: int
     chunks: list[tuple[SimRequest, int]]
+    end: float = math.inf
+    announced: bool = False
 
 
 class Engine:
@@ -153,6 +155,7 @@ class Engine:
         self.prefilling: dict[int, SimRequest] = {}
         self.decoding: dict[int, SimRequest] = {}
         self.busy = False
+        self.in_flight: _Span | None = None  # the span now running, ending at its `end`
         self.step_index = 0
         self._admissions = 0
         self._n_dec = 0
@@ -294,6 +297,7 @@ class Engine:
             budget -= chunk
         if not self._n_dec and not chunks:
             self._set_busy(False)
+            self.in_flight = None
             return []
         self._set_busy(True)
         factor = self.contention.factor(self)
@@ -307,9 +311,9 @@ class Engine:
             after = step + steps
             last = max((r.finish_step for r in self.decoding.values()), default=after - 1)
             self._busy_until = now + duration + max(last - after + 1, 0) * self._min_step_s
-        return [
-            (now + duration, PRIORITY_STEP_DONE, self._on_step_done, _Span(step, steps, chunks))
-        ]
+        span = _Span(step, steps, chunks, now + duration)
+        self.in_flight = span
+        return [(span.end, PRIORITY_STEP_DONE, self._on_step_done, span)]
 
     def change_after(self) -> float:
         """No change of this engine's busy state before this time: idle until its next
@@ -402,9 +406,44 @@ class Engine:
             elapsed = span_time(n, context0, steps) * factor
         return elapsed, steps
 
-    def _on_step_done(self, time: float, span: _Span) -> list[Event]:
+    def tokens_in_flight(self) -> int:
+        """How many tokens the running span produces when it ends (0 when idle)."""
+        span = self.in_flight
+        if span is None or span.announced:
+            return 0
+        finishing = sum(
+            1
+            for request, chunk in span.chunks
+            if request.state == PREFILL and request.computed + chunk >= request.target
+        )
+        return finishing + (len(self.decoding) if self.per_token else 0)
+
+    def announce(self) -> None:
+        """Hand the running span's tokens to the listener now, stamped with the span's end.
+
+        The step's outcome is fixed when it starts, so a real-time server may start writing a
+        large step's tokens a little before it ends (sim serve centres the burst on the due
+        time); the engine's own state still changes only when the step is done."""
+        if self.in_flight is not None and not self.in_flight.announced:
+            self._announce(self.in_flight)
+
+    def _announce(self, span: _Span) -> None:
+        span.announced = True
+        time = span.end
+        listener = self.listener
         if self.per_token and self.decoding:
-            self.listener.on_tokens(list(self.decoding.values()), time)
+            listener.on_tokens(list(self.decoding.values()), time)
+        for request, chunk in span.chunks:
+            if request.state != PREFILL or request.computed + chunk < request.target:
+                continue
+            if request.first_token != request.first_token:  # NaN: its first token
+                listener.on_first_token(request, time)
+            elif self.per_token:
+                listener.on_tokens((request,), time)
+
+    def _on_step_done(self, time: float, span: _Span) -> list[Event]:
+        if not span.announced:
+            self._announce(span)
         next_step = span.start_step + span.steps
         for request, chunk in span.chunks:
             if request.state != PREFILL:  # aborted while its chunk was in flight
@@ -418,9 +457,6 @@ class Engine:
             request.generated += 1
             if request.first_token != request.first_token:
                 request.first_token = time
-                self.listener.on_first_token(request, time)
-            elif self.per_token:
-                self.listener.on_tokens((request,), time)
             if request.generated >= request.output_tokens:
                 self._finish(request, time)
                 continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import math
 import os
@@ -119,29 +120,72 @@ class Clock:
 
 
 class RealtimeDriver:
-    """Runs the event loop in step with the clock; submissions wake it."""
+    """Runs the event loop in step with the clock; submissions wake it.
 
-    def __init__(self, clock: Clock) -> None:
+    Two things keep emitted tokens on time at a few hundred streams on one core
+    (benchmarks/sim_serve_timing.py). The asyncio loop's timers fire up to a millisecond early
+    or late (libuv counts whole milliseconds), so in real time (`precise`) the driver sleeps
+    until `SPIN_S` before a due time and then yields to the loop with `sleep(0)` — sockets are
+    still served — until it is due. And a step that ends with n tokens takes n socket writes,
+    one after another; the step's outcome is fixed when it starts, so the driver starts
+    writing half that long before the step ends (`Engine.announce`, the cost per token a
+    moving average of measured writes), which centres the burst on the due time instead of
+    trailing it. Tokens still carry the simulated time; the engine's state changes only when
+    the step is done.
+    """
+
+    SPIN_S = 0.002
+    MAX_LEAD_S = 0.005
+
+    def __init__(self, clock: Clock, precise: bool | None = None) -> None:
         self.clock = clock
         self.loop = EventLoop()
+        self.engines: list[Engine] = []
+        self.precise = clock.speed <= 1 if precise is None else precise
+        self.token_write_s = 10e-6  # wall seconds to hand one token to its socket
         self._wake = asyncio.Event()
-        self.lateness_s: list[float] = []
 
     def submit(self, engine: Engine, request: SimRequest) -> None:
         self.loop.schedule(engine.submit(self.clock.now(), request))
         self._wake.set()
 
+    def _next_announcement(self) -> tuple[float, Engine | None]:
+        """The earliest simulated time at which an engine's step should start being written."""
+        best, chosen = math.inf, None
+        for engine in self.engines:
+            tokens = engine.tokens_in_flight()
+            if tokens and engine.in_flight is not None:
+                lead = min(tokens * self.token_write_s / 2, self.MAX_LEAD_S)
+                at = engine.in_flight.end - lead * self.clock.speed
+                if at < best:
+                    best, chosen = at, engine
+        return best, chosen
+
+    def _announce(self, engine: Engine) -> None:
+        tokens = engine.tokens_in_flight()
+        started = time.perf_counter()
+        engine.announce()
+        per_token = (time.perf_counter() - started) / tokens
+        self.token_write_s = 0.9 * self.token_write_s + 0.1 * min(per_token, 1e-3)
+
     async def run(self) -> None:
-        clock = self.clock
+        clock, loop, precise = self.clock, self.loop, self.precise
         while True:
             self._wake.clear()
-            due = self.loop.next_time()
+            due = loop.next_time()
+            early, engine = self._next_announcement() if precise else (math.inf, None)
             now = clock.now()
             if due <= now:
-                self.lateness_s.append((now - due) / clock.speed)
-                self.loop.run(until=now)
+                loop.run(until=now)
                 continue
-            timeout = None if math.isinf(due) else (due - now) / clock.speed
+            if engine is not None and early <= now:
+                self._announce(engine)
+                continue
+            wait = (min(due, early) - now) / clock.speed
+            if precise and wait <= self.SPIN_S:
+                await asyncio.sleep(0)  # lets sockets be served while the due time nears
+                continue
+            timeout = None if math.isinf(wait) else wait - (self.SPIN_S if precise else 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -232,7 +276,10 @@ class _StreamSink:
         word = WORD_BYTES[(self.rid + self.sent) % len(WORD_BYTES)]
         extra = b""
         if self.due is not None:  # when this token was due, on time.monotonic()
-            extra = b',"modelyard_due_monotonic":' + repr(self.due(time_s)).encode()
+            extra = b',"modelyard_sent_monotonic":%r,"modelyard_due_monotonic":%r' % (
+                time.monotonic(),
+                self.due(time_s),
+            )
         self._write(
             b"data: "
             + self.head
@@ -714,6 +761,7 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
             )
             listener.model = model
             models.append(model)
+            driver.engines.append(started.engine)
     return driver, models
 
 
@@ -726,6 +774,10 @@ async def serve(loaded: Any, options: ServeOptions, on_ready: Any = None) -> Non
     ports = [options.port + i for i in range(len(models))]
     await server.start(options.host, ports)
     runner_task = asyncio.get_running_loop().create_task(driver.run())
+    # Everything built so far lives as long as the process: out of the collector's sight, a
+    # full collection no longer stalls token writes for tens of milliseconds.
+    gc.collect()
+    gc.freeze()
     endpoints = [
         Endpoint(
             engine=m.name,
