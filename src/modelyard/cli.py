@@ -407,13 +407,32 @@ def sim_serve(
     faults: Annotated[Path | None, typer.Option(help="YAML: model name -> faults.")] = None,
     state: Annotated[Path | None, typer.Option(help="Write the endpoints here as JSON.")] = None,
     timing_debug: Annotated[
-        bool, typer.Option(help="Add each token's due time (time.monotonic) to stream chunks.")
+        bool,
+        typer.Option(
+            help="Add each token's due time and write time (time.monotonic) to stream chunks."
+        ),
     ] = False,
+    fixed_ttft_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Exact latencies instead of the engine model: first token this long after "
+            "each request arrives (with --fixed-itl-ms; no batching or queueing).",
+        ),
+    ] = None,
+    fixed_itl_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="With --fixed-ttft-ms: exactly this long between tokens."),
+    ] = None,
     catalog: CatalogOption = None,
 ) -> None:
     """Serve simulated engines over an OpenAI-compatible API, with fault injection."""
     if fleet is None and model is None:
         raise typer.BadParameter("give a fleet file or --model and --gpu", param_hint="--model")
+    if (fixed_ttft_ms is None) != (fixed_itl_ms is None):
+        raise typer.BadParameter(
+            "give both --fixed-ttft-ms and --fixed-itl-ms, or neither", param_hint="--fixed-itl-ms"
+        )
     if fleet is not None:
         loaded = load_fleet(fleet, catalog)
     else:
@@ -433,6 +452,9 @@ def sim_serve(
         default_max_tokens=default_max_tokens,
         cold_start_s=cold_start_s,
         timing_debug=timing_debug,
+        fixed_latency_s=None
+        if fixed_ttft_ms is None or fixed_itl_ms is None
+        else (fixed_ttft_ms / 1000.0, fixed_itl_ms / 1000.0),
     )
 
     def ready(endpoints: list[Endpoint]) -> None:

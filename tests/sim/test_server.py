@@ -320,3 +320,52 @@ def test_bad_faults_file_is_one_line(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert f"{faults}:2: m.error_rate: Input should be less than or equal to 1" in out.stderr
+
+
+def test_fixed_latency_mode_is_exact(tmp_path: Path) -> None:
+    """--fixed-ttft-ms/--fixed-itl-ms: tokens due exactly ITL apart, and the load generator
+    (which measures from the scheduled send) never sees a TTFT below the injected one."""
+    from modelyard.bench.loadgen import LoadOptions, Target, run_load
+    from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload, generate
+
+    running = start_sim_serve(
+        [
+            "--model",
+            "qwen2.5-7b",
+            "--gpu",
+            "h200",
+            "--port",
+            "18261",
+            "--cold-start-s",
+            "0",
+            "--fixed-ttft-ms",
+            "30",
+            "--fixed-itl-ms",
+            "7",
+            "--timing-debug",
+        ],
+        tmp_path,
+    )
+    try:
+        plan = generate(
+            Workload(
+                arrivals=ArrivalProcess("poisson", 50.0),
+                input_tokens=LengthDist(mean=16),
+                output_tokens=LengthDist(mean=6),
+                mix={"q": 1.0},
+            ),
+            40,
+            seed=3,
+        )
+        targets = {"q": Target("q", running.url(), "qwen2.5-7b")}
+        records, _ = asyncio.run(run_load(plan, targets, LoadOptions(capture_due=True)))
+    finally:
+        assert running.stop() == 0
+    assert all(r.ok for r in records) and len(records) == 40
+    for record in records:
+        assert record.tokens == 6 and record.due_times is not None
+        gaps = [b - a for a, b in zip(record.due_times, record.due_times[1:], strict=False)]
+        assert gaps == pytest.approx([0.007] * 5, abs=1e-9)
+        assert record.ttft is not None and record.ttft >= 0.030
+        # no batched steps, so nothing is written ahead of its due time
+        assert all(a >= d for a, d in zip(record.chunk_times, record.due_times, strict=True))

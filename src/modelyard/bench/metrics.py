@@ -34,6 +34,7 @@ class RequestRecord:
     error: str | None = None  # one of ERROR_CLASSES
     detail: str = ""
     due_times: list[float] | None = None  # sim serve --timing-debug: when each chunk was due
+    written_times: list[float] | None = None  # ... and when the server wrote it
 
     @property
     def ok(self) -> bool:

@@ -253,6 +253,18 @@ class Response:
             parts.append(data)
         return b"".join(parts)
 
+    async def finish(self, timeout_s: float = 0.1) -> None:
+        """After the last event the caller wants: read the rest of the body (a stream's final
+        chunk usually trails its `[DONE]` by a moment), so that close() can return the
+        connection to the pool instead of closing it. Gives up quietly after timeout_s."""
+        connection = self._connection
+        if connection.complete or connection.closed:
+            return
+        with contextlib.suppress(TimeoutError, UpstreamResetError):
+            async with asyncio.timeout(timeout_s):
+                while await connection.read():
+                    pass
+
     def close(self) -> None:
         """Back to the pool when the body was read to its end on a keep-alive connection;
         otherwise the connection is closed (an upstream still generating is told to stop)."""

@@ -184,6 +184,7 @@ async def _relay(
             payload = line[5:].strip()
             if payload == b"[DONE]":
                 await sink(b"data: [DONE]\n\n")
+                await response.finish()  # the connection goes back to the pool
                 return
             if _is_error_event(payload):
                 result.outcome, result.body = Outcome.SERVER_ERROR, payload

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from modelyard.sim.engine import Engine, SimRequest
 from modelyard.sim.faults import CONTEXT_LENGTH_BODY, Faults, FaultState, parse_faults
+from modelyard.sim.fixed import FixedLatencyEngine
 from modelyard.sim.loop import EventLoop
 
 WORDS = (
@@ -140,16 +141,18 @@ class RealtimeDriver:
     def __init__(self, clock: Clock, precise: bool | None = None) -> None:
         self.clock = clock
         self.loop = EventLoop()
-        self.engines: list[Engine] = []
+        self.engines: list[Engine | FixedLatencyEngine] = []
         self.precise = clock.speed <= 1 if precise is None else precise
+        if os.environ.get("NOPRECISE"):
+            self.precise = False
         self.token_write_s = 10e-6  # wall seconds to hand one token to its socket
         self._wake = asyncio.Event()
 
-    def submit(self, engine: Engine, request: SimRequest) -> None:
+    def submit(self, engine: Engine | FixedLatencyEngine, request: SimRequest) -> None:
         self.loop.schedule(engine.submit(self.clock.now(), request))
         self._wake.set()
 
-    def _next_announcement(self) -> tuple[float, Engine | None]:
+    def _next_announcement(self) -> tuple[float, Engine | FixedLatencyEngine | None]:
         """The earliest simulated time at which an engine's step should start being written."""
         best, chosen = math.inf, None
         for engine in self.engines:
@@ -161,7 +164,7 @@ class RealtimeDriver:
                     best, chosen = at, engine
         return best, chosen
 
-    def _announce(self, engine: Engine) -> None:
+    def _announce(self, engine: Engine | FixedLatencyEngine) -> None:
         tokens = engine.tokens_in_flight()
         started = time.perf_counter()
         engine.announce()
@@ -348,11 +351,12 @@ class SimModel:
 
     name: str
     served_name: str
-    engine: Engine
+    engine: Engine | FixedLatencyEngine
     max_model_len: int
     cold_start_s: float
     faults: FaultState
     default_max_tokens: int
+    gpu: str = ""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     prompt_tokens: int = 0
     generation_tokens: int = 0
@@ -517,6 +521,7 @@ class SimServer:
         )
 
     async def _generate(self, http: web.Request, model: SimModel, chat: bool) -> web.StreamResponse:
+        received = self.driver.clock.now()  # the request's arrival, as an engine would stamp it
         if self._cold(model):
             return _error("model is loading", 503, "ServiceUnavailableError")
         faults = model.faults
@@ -577,8 +582,9 @@ class SimServer:
                 },
                 status,
             )
-        if faults.faults.slow_first_token_s > 0:
-            await asyncio.sleep(faults.faults.slow_first_token_s / self.driver.clock.speed)
+        slow_s = faults.faults.slow_first_token_s
+        if slow_s > 0:
+            await asyncio.sleep(slow_s / self.driver.clock.speed)
         rid = next(self._ids)
         stream = bool(body.get("stream"))
         options = body.get("stream_options") or {}
@@ -594,7 +600,7 @@ class SimServer:
         }
         sim_request = SimRequest(
             rid=rid,
-            arrival=self.driver.clock.now(),
+            arrival=received + slow_s,
             prompt_tokens=prompt_tokens,
             output_tokens=max_tokens,
         )
@@ -714,6 +720,7 @@ class ServeOptions:
     gpu: str | None = None
     calibrations: tuple[Any, ...] = ()
     timing_debug: bool = False
+    fixed_latency_s: tuple[float, float] | None = None  # (TTFT, ITL): exact, no batching
 
 
 @dataclass(frozen=True)
@@ -746,12 +753,16 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
         for spec in device.engines:
             listener = _Listener.__new__(_Listener)
             started = start_engine(spec, listener, shared, per_token=True)
+            engine: Engine | FixedLatencyEngine = started.engine
+            if options.fixed_latency_s is not None:
+                engine = FixedLatencyEngine(spec.name, *options.fixed_latency_s, listener)
             served = spec.name.split("/")[0]
             faults = options.faults.get(served, Faults())
             model = SimModel(
                 name=spec.name,
                 served_name=served,
-                engine=started.engine,
+                engine=engine,
+                gpu=device.gpu_name,
                 max_model_len=started.fit.max_model_len,
                 cold_start_s=started.cold_start_s
                 if options.cold_start_s is None
@@ -761,7 +772,7 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
             )
             listener.model = model
             models.append(model)
-            driver.engines.append(started.engine)
+            driver.engines.append(engine)
     return driver, models
 
 
@@ -783,7 +794,7 @@ async def serve(loaded: Any, options: ServeOptions, on_ready: Any = None) -> Non
             engine=m.name,
             model=m.served_name,
             url=f"http://{options.host}:{port}",
-            gpu=m.engine.contention.name if hasattr(m.engine.contention, "name") else "",
+            gpu=m.gpu,
             cold_start_s=m.cold_start_s,
         )
         for m, port in zip(models, ports, strict=True)
