@@ -576,6 +576,9 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
             "bench",
             "--cold-start-s",
             "0",
+            # it shares the client's core: no spinning to due times, which would take the
+            # core from the client just as tokens arrive
+            "--coarse-timing",
         ],
         sim_port,
         CLIENT_CORE,

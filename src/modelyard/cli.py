@@ -424,6 +424,16 @@ def sim_serve(
         float | None,
         typer.Option(min=0, help="With --fixed-ttft-ms: exactly this long between tokens."),
     ] = None,
+    precise_timing: Annotated[
+        bool | None,
+        typer.Option(
+            "--precise-timing/--coarse-timing",
+            help="Spin (yielding) through the last 2 ms before each token is due, for "
+            "sub-millisecond timing; default: on at --speed <= 1. Coarse timing trusts the "
+            "event loop's millisecond timers and leaves the core idle.",
+            show_default=False,
+        ),
+    ] = None,
     catalog: CatalogOption = None,
 ) -> None:
     """Serve simulated engines over an OpenAI-compatible API, with fault injection."""
@@ -452,6 +462,7 @@ def sim_serve(
         default_max_tokens=default_max_tokens,
         cold_start_s=cold_start_s,
         timing_debug=timing_debug,
+        precise=precise_timing,
         fixed_latency_s=None
         if fixed_ttft_ms is None or fixed_itl_ms is None
         else (fixed_ttft_ms / 1000.0, fixed_itl_ms / 1000.0),

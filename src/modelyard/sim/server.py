@@ -127,7 +127,7 @@ class RealtimeDriver:
     (benchmarks/sim_serve_timing.py). The asyncio loop's timers fire up to a millisecond early
     or late (libuv counts whole milliseconds), so in real time (`precise`) the driver sleeps
     until `SPIN_S` before a due time and then yields to the loop with `sleep(0)` — sockets are
-    still served — until it is due. And a step that ends with n tokens takes n socket writes,
+    still served — and the core with `sched_yield` until it is due. And a step that ends with n tokens takes n socket writes,
     one after another; the step's outcome is fixed when it starts, so the driver starts
     writing half that long before the step ends (`Engine.announce`, the cost per token a
     moving average of measured writes), which centres the burst on the due time instead of
@@ -143,8 +143,6 @@ class RealtimeDriver:
         self.loop = EventLoop()
         self.engines: list[Engine | FixedLatencyEngine] = []
         self.precise = clock.speed <= 1 if precise is None else precise
-        if os.environ.get("NOPRECISE"):
-            self.precise = False
         self.token_write_s = 10e-6  # wall seconds to hand one token to its socket
         self._wake = asyncio.Event()
 
@@ -187,6 +185,7 @@ class RealtimeDriver:
             wait = (min(due, early) - now) / clock.speed
             if precise and wait <= self.SPIN_S:
                 await asyncio.sleep(0)  # lets sockets be served while the due time nears
+                os.sched_yield()  # and a process sharing this core run
                 continue
             timeout = None if math.isinf(wait) else wait - (self.SPIN_S if precise else 0.0)
             with contextlib.suppress(TimeoutError):
@@ -720,6 +719,7 @@ class ServeOptions:
     gpu: str | None = None
     calibrations: tuple[Any, ...] = ()
     timing_debug: bool = False
+    precise: bool | None = None  # spin to due times (default: in real time, speed <= 1)
     fixed_latency_s: tuple[float, float] | None = None  # (TTFT, ITL): exact, no batching
 
 
@@ -738,7 +738,7 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
     from modelyard.sim.gpu import SharedDevice, start_engine
     from modelyard.sim.run import SimOptions, plan_devices
 
-    driver = RealtimeDriver(Clock(options.speed))
+    driver = RealtimeDriver(Clock(options.speed), options.precise)
     plan = plan_devices(
         loaded,
         SimOptions(
