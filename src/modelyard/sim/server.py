@@ -125,14 +125,14 @@ class RealtimeDriver:
 
     Two things keep emitted tokens on time at a few hundred streams on one core
     (benchmarks/sim_serve_timing.py). The asyncio loop's timers fire up to a millisecond early
-    or late (libuv counts whole milliseconds), so in real time (`precise`) the driver sleeps
-    until `SPIN_S` before a due time and then yields to the loop with `sleep(0)` — sockets are
-    still served — and the core with `sched_yield` until it is due. And a step that ends with n tokens takes n socket writes,
-    one after another; the step's outcome is fixed when it starts, so the driver starts
-    writing half that long before the step ends (`Engine.announce`, the cost per token a
-    moving average of measured writes), which centres the burst on the due time instead of
-    trailing it. Tokens still carry the simulated time; the engine's state changes only when
-    the step is done.
+    or late (libuv counts whole milliseconds), so when `precise` the driver sleeps until
+    `SPIN_S` before a due time, then yields the loop with `sleep(0)` (sockets are still served)
+    and the core with `sched_yield` until it is due. And a step that ends with n tokens takes
+    n socket writes, one after another; the step's outcome is fixed when it starts, so the
+    driver starts writing half that long before the step ends (`Engine.announce`, the cost per
+    token a moving average of measured writes), which centres the burst on the due time
+    instead of trailing it. Tokens still carry the simulated time; the engine's state changes
+    only when the step is done.
     """
 
     SPIN_S = 0.002
