@@ -262,3 +262,20 @@ traffic: {{fallback_rate: 0.2}}
     models = data["models"]  # type: ignore[assignment]
     assert set(models) == {"a", "b"}  # type: ignore[arg-type]
     assert 65 <= models["a"]["completed"] <= 95  # type: ignore[index]  # 80% primary
+
+
+def test_collector_paused_during_a_run_and_restored_after() -> None:
+    import gc
+
+    from modelyard.bench.loadgen import _collector_paused
+
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            with _collector_paused():
+                assert not gc.isenabled()
+                assert gc.get_freeze_count() > 0  # start-up objects out of the collector's way
+            assert gc.isenabled() is enabled
+            assert gc.get_freeze_count() == 0
+        finally:
+            gc.enable()

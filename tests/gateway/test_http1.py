@@ -209,3 +209,40 @@ def test_an_unfinished_response_is_not_reused() -> None:
         server.close()
 
     run(main())
+
+
+def test_finish_reads_the_terminator_that_trails_done_so_the_connection_is_reused() -> None:
+    """A stream's last event arrives before its chunked terminator; a caller that stops at
+    `[DONE]` and calls finish() gets the connection back in the pool. One whose server never
+    ends the body is given up after finish()'s timeout and closed, not pooled."""
+    done = b"data: [DONE]\n\n"
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        for request in range(3):
+            await read_request(r)
+            head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            await pieces(w, head + b"%x\r\n%b\r\n" % (len(done), done))
+            if n == 0 and request == 1:
+                await r.read(1)  # never sends the terminator; waits for the client to leave
+                return
+            await pieces(w, b"0\r\n\r\n")
+
+    async def main() -> None:
+        server, url, _, connections = await serve(handler)
+        pool = Pool()
+        response = await pool.post(url, "/p", b"{}", 2.0, "text/event-stream")
+        assert await response.read_any() == done
+        await response.finish()
+        response.close()
+        again = await pool.post(url, "/p", b"{}", 2.0, "text/event-stream")
+        assert await again.read_any() == done
+        await again.finish(timeout_s=0.05)  # the terminator never comes
+        again.close()
+        third = await pool.post(url, "/p", b"{}", 2.0, "text/event-stream")
+        assert await third.read_any() == done
+        third.close()
+        assert len(connections) == 2  # reused once, then a new one after the unfinished body
+        pool.close()
+        server.close()
+
+    run(main())
