@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -104,23 +105,20 @@ workloads = st.lists(
     min_size=1,
     max_size=40,
 )
+ENGINE_CASES = st.fixed_dictionaries(
+    {
+        "requests": workloads,
+        "kv_blocks": st.integers(min_value=60, max_value=400),
+        "max_seqs": st.integers(min_value=1, max_value=16),
+        "budget": st.integers(min_value=16, max_value=1024),
+    }
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    requests=workloads,
-    kv_blocks=st.integers(min_value=60, max_value=400),
-    max_seqs=st.integers(min_value=1, max_value=16),
-    budget=st.integers(min_value=16, max_value=1024),
-)
-def test_engine_invariants(
-    catalog: Catalog,
-    requests: list[tuple[float, int, int]],
-    kv_blocks: int,
-    max_seqs: int,
-    budget: int,
-) -> None:
-    recorder, engine, objects = _run(catalog, requests, kv_blocks, max_seqs, budget)
+@given(case=ENGINE_CASES)
+def test_engine_invariants(catalog: Catalog, case: dict[str, Any]) -> None:
+    recorder, engine, objects = _run(catalog, **case)
     # no request lost, each finished once, after it arrived and after its first token
     assert set(recorder.done) == {r.rid for r in objects}
     for request in objects:
@@ -135,22 +133,11 @@ def test_engine_invariants(
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    requests=workloads,
-    kv_blocks=st.integers(min_value=60, max_value=400),
-    max_seqs=st.integers(min_value=1, max_value=16),
-    budget=st.integers(min_value=16, max_value=1024),
-)
-def test_spans_equal_step_by_step(
-    catalog: Catalog,
-    requests: list[tuple[float, int, int]],
-    kv_blocks: int,
-    max_seqs: int,
-    budget: int,
-) -> None:
+@given(case=ENGINE_CASES)
+def test_spans_equal_step_by_step(catalog: Catalog, case: dict[str, Any]) -> None:
     """Chaining decode steps into spans must not change any outcome."""
-    fast, fast_engine, _ = _run(catalog, requests, kv_blocks, max_seqs, budget)
-    slow, slow_engine, _ = _run(catalog, requests, kv_blocks, max_seqs, budget, per_token=True)
+    fast, fast_engine, _ = _run(catalog, **case)
+    slow, slow_engine, _ = _run(catalog, **case, per_token=True)
     assert fast.first.keys() == slow.first.keys()
     for rid in fast.done:
         assert fast.first[rid] == pytest.approx(slow.first[rid], rel=1e-9, abs=1e-12)
@@ -160,25 +147,12 @@ def test_spans_equal_step_by_step(
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    requests=workloads,
-    kv_blocks=st.integers(min_value=60, max_value=400),
-    max_seqs=st.integers(min_value=1, max_value=16),
-    budget=st.integers(min_value=16, max_value=1024),
-)
-def test_early_announcement_changes_nothing(
-    catalog: Catalog,
-    requests: list[tuple[float, int, int]],
-    kv_blocks: int,
-    max_seqs: int,
-    budget: int,
-) -> None:
+@given(case=ENGINE_CASES)
+def test_early_announcement_changes_nothing(catalog: Catalog, case: dict[str, Any]) -> None:
     """Handing a step's tokens out as soon as it starts (sim serve writes large steps early)
     emits the same tokens at the same simulated times, once each, with the same outcome."""
-    plain, plain_engine, _ = _run(catalog, requests, kv_blocks, max_seqs, budget, per_token=True)
-    early, early_engine, _ = _run(
-        catalog, requests, kv_blocks, max_seqs, budget, per_token=True, announce_early=True
-    )
+    plain, plain_engine, _ = _run(catalog, **case, per_token=True)
+    early, early_engine, _ = _run(catalog, **case, per_token=True, announce_early=True)
     assert early.token_times == plain.token_times
     assert early.first == plain.first
     assert early.done == plain.done
