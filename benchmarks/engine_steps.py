@@ -3,7 +3,9 @@
 Sends controlled requests (prompts as token-id lists, so lengths are exact; `ignore_eos` so
 outputs are exact) and records:
   - prefill: TTFT of one request alone, per prompt length;
-  - decode: median inter-token gap while `c` identical requests stream at once, per c.
+  - decode: median inter-token gap while `c` requests stream at once, per c.
+Every request's prompt is different (seeded random token ids): engines cache prefixes (vLLM
+does by default), and a repeated prompt would time a cache hit instead of a prefill.
 Writes the same JSON shape as benchmarks/gpu_calibrate.py, so `modelyard sim calibrate` fits it:
 
     python benchmarks/engine_steps.py --url http://127.0.0.1:8000 --model gemma \\
@@ -16,20 +18,24 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import statistics
 import time
 from typing import Any
 
 import aiohttp
 
+_PROMPTS = random.Random(20261128)
+
 
 async def stream_one(
     session: aiohttp.ClientSession, url: str, model: str, prompt: int, output: int
 ) -> list[float]:
-    """Token arrival times (monotonic seconds), starting with the send time."""
+    """Token arrival times (monotonic seconds), starting with the send time. The prompt is
+    `prompt` fresh token ids (below 30,000: inside every current model's vocabulary)."""
     body = {
         "model": model,
-        "prompt": [100 + (i % 1000) for i in range(prompt)],
+        "prompt": [_PROMPTS.randrange(1000, 30000) for _ in range(prompt)],
         "max_tokens": output,
         "min_tokens": output,
         "ignore_eos": True,
@@ -119,6 +125,9 @@ def main() -> None:
     report = {
         "device": args.device,
         "engine_url": args.url,
+        "method": "benchmarks/engine_steps.py against a running engine (TTFT of one request "
+        "alone per prompt length, a fresh prompt each; median decode gap of c concurrent "
+        f"streams, {args.decode_prompt}-token prompts, {args.decode_output} tokens out)",
         "date": time.strftime("%Y-%m-%d"),
         "models": {args.catalog_model: runs},
     }

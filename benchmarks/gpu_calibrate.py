@@ -268,6 +268,8 @@ def main() -> None:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "date": time.strftime("%Y-%m-%d"),
+        "method": "benchmarks/gpu_calibrate.py (random-weight models of the catalog's shapes, "
+        "bf16, CUDA-graph decode steps, static KV cache)",
         "models": {},
     }
     batches = [int(b) for b in args.batches.split(",")]

@@ -279,3 +279,23 @@ def test_collector_paused_during_a_run_and_restored_after() -> None:
             assert gc.get_freeze_count() == 0
         finally:
             gc.enable()
+
+
+def test_synthetic_prompts_share_no_prefix_within_or_across_runs() -> None:
+    """An engine's prefix cache caches whole blocks from the start, so differing first tokens
+    are what keep it from answering a request with an earlier one's work."""
+    import orjson
+
+    from modelyard.bench.loadgen import LoadOptions, Target, _payload
+
+    target, options = Target("a", "http://127.0.0.1:1", "m"), LoadOptions()
+
+    def prompt(index: int, salt: int, tokens: int = 64) -> list[int]:
+        body = orjson.loads(_payload(target, tokens, 8, options, index, salt=salt))
+        assert len(body["prompt"]) == tokens
+        return body["prompt"]
+
+    starts = {tuple(prompt(i, salt=5)[:2]) for i in range(0, 60000, 7)}
+    assert len(starts) == len(range(0, 60000, 7))  # beyond 20,000 requests too
+    assert prompt(123, salt=5)[:2] != prompt(123, salt=6)[:2]  # another run
+    assert len(prompt(3, salt=5, tokens=1)) == 1

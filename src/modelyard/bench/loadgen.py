@@ -54,14 +54,21 @@ def _payload(
     options: LoadOptions,
     index: int,
     text: Prompt | None = None,
+    salt: int = 0,
 ) -> bytes:
+    """One request's body. Synthetic prompts differ from request to request and, through
+    `salt`, from run to run in their first two tokens, so no engine's prefix cache (vLLM's is
+    on by default) answers a benchmark request from an earlier one."""
     if text is not None:
         prompt: object = text.text
         output_tokens = text.max_tokens or output_tokens
     elif options.token_prompts:
-        prompt = [100 + ((index * 7 + i) % 20000) for i in range(prompt_tokens)]
+        head = [100 + index % 20000, 100 + (index // 20000 + salt) % 20000]
+        body_ids = [100 + ((index * 7 + i) % 20000) for i in range(2, prompt_tokens)]
+        prompt = (head + body_ids)[:prompt_tokens]
     else:
-        prompt = " ".join("hello" for _ in range(prompt_tokens))
+        words = [str(index), str(salt)] + ["hello"] * max(prompt_tokens - 2, 0)
+        prompt = " ".join(words[:prompt_tokens])
     body: dict[str, object] = {
         "prompt": prompt,
         "max_tokens": output_tokens,
@@ -231,6 +238,7 @@ async def _send_all(
 ) -> tuple[list[RequestRecord], float]:
     count = len(requests)
     loop = asyncio.get_running_loop()
+    salt = int.from_bytes(os.urandom(2), "big") % 20000
     payloads = [
         _payload(
             targets[requests.targets[int(requests.target_index[i])]],
@@ -239,6 +247,7 @@ async def _send_all(
             options,
             i,
             prompts[i % len(prompts)] if prompts else None,
+            salt,
         )
         for i in range(count)
     ]

@@ -181,13 +181,13 @@ def fit_calibration(
         per_seq_overhead_ms=round(per_seq * 1000, 5),
         contention_slowdown=round(slowdown, 3),
         provenance=Provenance(
-            where=f"{data.get('device')}, torch {data.get('torch')}, CUDA {data.get('cuda')}",
-            how=(
-                "benchmarks/gpu_calibrate.py (random-weight Llama-3.1-8B and Mistral-7B shapes, "
-                "bf16, CUDA-graph decode steps, static KV cache) fitted by "
-                "`modelyard sim calibrate`; held-out batches "
-                f"{sorted(hold_batches)} and prompts {sorted(hold_prompts)}"
+            where=", ".join(
+                f"{label}{data[key]}"
+                for key, label in (("device", ""), ("torch", "torch "), ("cuda", "CUDA "))
+                if data.get(key)
             ),
+            how=f"{_method(data)} fitted by `modelyard sim calibrate`; held-out batches "
+            f"{sorted(hold_batches)} and prompts {sorted(hold_prompts)}",
             when=datetime.date.fromisoformat(str(data.get("date", datetime.date.today()))),
             source=source,
         ),
@@ -214,3 +214,16 @@ def load_results(path: Path) -> dict[str, Any]:
     if "models" not in data:
         raise CalibrationError([f"{path}: not a benchmarks/gpu_calibrate.py result (no 'models')"])
     return data
+
+
+def _method(data: dict[str, Any]) -> str:
+    """How the measurements were taken: the harness says so (files from before it did are
+    recognised by their fields)."""
+    if data.get("method"):
+        return str(data["method"])
+    if data.get("engine_url"):
+        return "benchmarks/engine_steps.py against a running engine"
+    return (
+        "benchmarks/gpu_calibrate.py (random-weight Llama-3.1-8B and Mistral-7B shapes, bf16, "
+        "CUDA-graph decode steps, static KV cache)"
+    )
