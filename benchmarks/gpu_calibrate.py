@@ -257,7 +257,9 @@ def main() -> None:
     parser.add_argument("--contexts", default="512,2048")
     parser.add_argument("--prompts", default="64,128,256,512,1024,2048,4096")
     parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--colocate", default="16:1024,64:1024", help="batch:context pairs")
+    parser.add_argument(
+        "--colocate", default="16:1024,64:1024", help='batch:context pairs ("" for none)'
+    )
     parser.add_argument("--colocate-seconds", type=float, default=6.0)
     args = parser.parse_args()
 
@@ -281,7 +283,7 @@ def main() -> None:
         print(f"{name}: measured in {time.monotonic() - started:.0f} s", flush=True)
         torch.cuda.empty_cache()
     report["colocation"] = []
-    for pair in args.colocate.split(","):
+    for pair in filter(None, args.colocate.split(",")):  # --colocate "" skips co-location
         batch, context = (int(v) for v in pair.split(":"))
         report["colocation"].extend(colocation(batch, context, args.colocate_seconds))
         print(f"colocation {pair}: done", flush=True)
