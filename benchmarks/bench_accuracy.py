@@ -16,18 +16,18 @@ schedule delay p99 < 1 ms at 1,000 req/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import uvloop
+from _sim import pinned_sim_serve
 from rich.console import Console
 from rich.table import Table
 
+from modelyard.bench import loadgen
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload, generate
 
@@ -36,6 +36,23 @@ PORT = 18961
 
 TTFT_MS = 20.0
 ITL_MS = 10.0
+
+
+class CollectorProbe:
+    """The load generator's garbage collections while `run` runs: their durations, and how
+    many unreachable objects the last one found."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self.collected = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
+            self.collected = info["collected"]
 
 
 def run(rate: float, requests: int, output_tokens: int) -> dict[str, float]:
@@ -47,7 +64,12 @@ def run(rate: float, requests: int, output_tokens: int) -> dict[str, float]:
     )
     plan = generate(workload, requests, seed=1)
     targets = {"q": Target("q", f"http://127.0.0.1:{PORT}", "q")}
-    records, _ = uvloop.run(run_load(plan, targets, LoadOptions(capture_due=True)))
+    probe = CollectorProbe()
+    gc.callbacks.append(probe)
+    try:
+        records, _ = uvloop.run(run_load(plan, targets, LoadOptions(capture_due=True)))
+    finally:
+        gc.callbacks.remove(probe)
     ttft, tpot, itl, delay, written, read = [], [], [], [], [], []
     for r in records:
         delay.append(r.sent - r.scheduled)
@@ -74,7 +96,20 @@ def run(rate: float, requests: int, output_tokens: int) -> dict[str, float]:
         p50, p99 = np.percentile(values, [50, 99]) if values else (np.nan, np.nan)
         out[f"{name}_p50"], out[f"{name}_p99"] = float(p50), float(p99)
     out["itl_abs_p99"] = float(np.percentile(np.abs(itl), 99)) if itl else float("nan")
+    if isinstance(loadgen._collector_paused, _NoPause):
+        out["gc_count"], out["gc_max_ms"] = len(probe.pauses_ms), max(probe.pauses_ms, default=0)
+        out["gc_after"] = float("nan")
+    else:  # no collection can run while paused; the last one is run_load's, after the load
+        out["gc_count"], out["gc_max_ms"] = float("nan"), float("nan")
+        out["gc_after"] = probe.collected
     return out
+
+
+class _NoPause:
+    """--collector on: run_load without its pause, to see what the pause is for."""
+
+    def __call__(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def main() -> None:
@@ -82,53 +117,24 @@ def main() -> None:
     parser.add_argument("--output-tokens", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rates", default="100,500,1000", help="open-loop req/s to run")
+    parser.add_argument(
+        "--collector",
+        choices=("paused", "on"),
+        default="paused",
+        help="the load generator's garbage collector during the load: paused (as bench runs) "
+        "or on (to measure what pausing it saves)",
+    )
     args = parser.parse_args()
+    if args.collector == "on":
+        loadgen._collector_paused = _NoPause()  # type: ignore[assignment]
     cores = sorted(os.sched_getaffinity(0))
-    with tempfile.TemporaryDirectory() as folder:
-        state = Path(folder) / "state.json"
-        server = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                str(cores[0]),
-                sys.executable,
-                "-m",
-                "modelyard",
-                "sim",
-                "serve",
-                "--model",
-                "qwen2.5-7b",
-                "--gpu",
-                "h200",
-                "--served-model-name",
-                "q",
-                "--port",
-                str(PORT),
-                "--cold-start-s",
-                "0",
-                "--fixed-ttft-ms",
-                str(TTFT_MS),
-                "--fixed-itl-ms",
-                str(ITL_MS),
-                "--timing-debug",
-                "--state",
-                str(state),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            while not state.exists():
-                time.sleep(0.05)
-            time.sleep(0.5)
-            os.sched_setaffinity(0, {cores[-1]})
-            rows = [
-                (rate, run(rate, int(rate * args.seconds), args.output_tokens))
-                for rate in (float(r) for r in args.rates.split(","))
-            ]
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    exact = ("--fixed-ttft-ms", str(TTFT_MS), "--fixed-itl-ms", str(ITL_MS), "--timing-debug")
+    with pinned_sim_serve(cores[0], "qwen2.5-7b", "h200", PORT, "--served-model-name", "q", *exact):
+        os.sched_setaffinity(0, {cores[-1]})
+        rows = [
+            (rate, run(rate, int(rate * args.seconds), args.output_tokens))
+            for rate in (float(r) for r in args.rates.split(","))
+        ]
     table = Table(
         title=f"modelyard bench vs exact injected latencies (TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} "
         f"ms, {args.output_tokens} output tokens; server and client on one core each); "
@@ -147,6 +153,8 @@ def main() -> None:
         "sched. delay p99",
         "1st token: server late p50 / p99",
         "1st token: client read p50 / p99",
+        "client GCs during load (longest ms)",
+        "unreachable after",
     ):
         table.add_column(column, justify="right")
     for rate, r in rows:
@@ -162,8 +170,12 @@ def main() -> None:
             f"{r['delay_p99']:.2f}",
             f"{r['written_p50']:.2f} / {r['written_p99']:.2f}",
             f"{r['read_p50']:.2f} / {r['read_p99']:.2f}",
+            "paused"
+            if r["gc_count"] != r["gc_count"]
+            else f"{r['gc_count']:.0f} ({r['gc_max_ms']:.2f})",
+            "-" if r["gc_after"] != r["gc_after"] else f"{r['gc_after']:.0f}",
         )
-    Console(width=200).print(table)
+    Console(width=230).print(table)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import uvloop
+from _sim import sim_serve_command
 from rich.console import Console
 from rich.table import Table
 
@@ -560,26 +561,11 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
     sim_port = free_port()
     sim = start(
         "sim engine",
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "sim",
-            "serve",
-            "--model",
-            "llama-3.1-8b",
-            "--gpu",
-            "h100-sxm",
-            "--port",
-            str(sim_port),
-            "--served-model-name",
-            "bench",
-            "--cold-start-s",
-            "0",
-            # it shares the client's core: no spinning to due times, which would take the
-            # core from the client just as tokens arrive
-            "--coarse-timing",
-        ],
+        # it shares the client's core: no spinning to due times, which would take the core
+        # from the client just as tokens arrive
+        sim_serve_command(
+            "llama-3.1-8b", "h100-sxm", sim_port, "--served-model-name", "bench", "--coarse-timing"
+        ),
         sim_port,
         CLIENT_CORE,
         log=directory / "sim.log",

@@ -15,14 +15,11 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import uvloop
+from _sim import pinned_sim_serve
 from rich.console import Console
 from rich.table import Table
 
@@ -138,45 +135,13 @@ def main() -> None:
 def measure(gpu: str, streams: int, output_tokens: int) -> tuple[np.ndarray, float]:
     cores = sorted(os.sched_getaffinity(0))
     server_core, client_core = cores[0], cores[-1]
-    with tempfile.TemporaryDirectory() as folder:
-        state = Path(folder) / "state.json"
-        server = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                str(server_core),
-                sys.executable,
-                "-m",
-                "modelyard",
-                "sim",
-                "serve",
-                "--model",
-                "llama-3.1-8b",
-                "--gpu",
-                gpu,
-                "--port",
-                str(PORT),
-                "--cold-start-s",
-                "0",
-                "--timing-debug",
-                "--state",
-                str(state),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    with pinned_sim_serve(server_core, "llama-3.1-8b", gpu, PORT, "--timing-debug"):
+        os.sched_setaffinity(0, {client_core})
         try:
-            deadline = time.monotonic() + 30
-            while not state.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)
-            os.sched_setaffinity(0, {client_core})
             started = time.monotonic()
             lateness = np.array(uvloop.run(run_load(PORT, streams, output_tokens)))
             elapsed = time.monotonic() - started
         finally:
-            server.terminate()
-            server.wait(timeout=10)
             os.sched_setaffinity(0, set(cores))
     return lateness * 1000, len(lateness) / elapsed
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _sim import sim_serve_command
 from rich.console import Console
 from rich.table import Table
 
@@ -34,23 +35,7 @@ def rss_kib(pid: int) -> int:
 
 def start_backend(name: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "sim",
-            "serve",
-            "--model",
-            "qwen2.5-7b",
-            "--gpu",
-            "h100-sxm",
-            "--served-model-name",
-            name,
-            "--port",
-            str(port),
-            "--cold-start-s",
-            "0",
-        ],
+        sim_serve_command("qwen2.5-7b", "h100-sxm", port, "--served-model-name", name),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=folder,

@@ -150,20 +150,20 @@ class RealtimeDriver:
         self.loop.schedule(engine.submit(self.clock.now(), request))
         self._wake.set()
 
-    def _next_announcement(self) -> tuple[float, Engine | FixedLatencyEngine | None]:
-        """The earliest simulated time at which an engine's step should start being written."""
-        best, chosen = math.inf, None
+    def _next_announcement(self) -> tuple[float, Engine | FixedLatencyEngine | None, int]:
+        """The earliest simulated time at which an engine's step should start being written,
+        that engine, and how many tokens its step ends with."""
+        best, chosen, count = math.inf, None, 0
         for engine in self.engines:
             tokens = engine.tokens_in_flight()
             if tokens and engine.in_flight is not None:
                 lead = min(tokens * self.token_write_s / 2, self.MAX_LEAD_S)
                 at = engine.in_flight.end - lead * self.clock.speed
                 if at < best:
-                    best, chosen = at, engine
-        return best, chosen
+                    best, chosen, count = at, engine, tokens
+        return best, chosen, count
 
-    def _announce(self, engine: Engine | FixedLatencyEngine) -> None:
-        tokens = engine.tokens_in_flight()
+    def _announce(self, engine: Engine | FixedLatencyEngine, tokens: int) -> None:
         started = time.perf_counter()
         engine.announce()
         per_token = (time.perf_counter() - started) / tokens
@@ -174,13 +174,13 @@ class RealtimeDriver:
         while True:
             self._wake.clear()
             due = loop.next_time()
-            early, engine = self._next_announcement() if precise else (math.inf, None)
+            early, engine, tokens = self._next_announcement() if precise else (math.inf, None, 0)
             now = clock.now()
             if due <= now:
                 loop.run(until=now)
                 continue
             if engine is not None and early <= now:
-                self._announce(engine)
+                self._announce(engine, tokens)
                 continue
             wait = (min(due, early) - now) / clock.speed
             if precise and wait <= self.SPIN_S:
