@@ -1,7 +1,7 @@
 """Start, watch and stop local engine processes for a fleet (`modelyard up` / `status` / `down`).
 
 Placement: isolated engines each get their own CPU set (and GPU, through CUDA_VISIBLE_DEVICES);
-members of a shared group share one. Every engine runs in its own process group so `down` can
+members of a shared group share one, and those sharing a GPU start one after another. Every engine runs in its own process group so `down` can
 stop it and everything it spawned; the state file lists exactly what `up` started.
 """
 
@@ -85,9 +85,16 @@ def plan(
     ]
     planned = []
     gpu_index = 0
+    # A CPU engine computes on its cores: one each. A GPU engine's cores run its API server,
+    # scheduler and tokenizer, which one core cannot keep up with: the cores are split evenly.
+    cores_per_unit = max(len(cores) // max(len(units), 1), 1)
     for index, unit in enumerate(units):
-        cpus = (cores[index % len(cores)],)
         uses_gpu = any(loaded.gpu(m) is not None for m, _ in unit)
+        cpus = (
+            tuple(cores[(index * cores_per_unit + k) % len(cores)] for k in range(cores_per_unit))
+            if uses_gpu
+            else (cores[index % len(cores)],)
+        )
         devices = (gpu_index,) if uses_gpu else ()
         gpu_index += 1 if uses_gpu else 0
         for name, replica in unit:
@@ -281,20 +288,29 @@ def up(
         )
     planned = plan(loaded, host)
     started: list[EngineProcess] = []
+    pending: list[tuple[PlannedEngine, EngineProcess, float]] = []
+
+    def wait_for(waiting: list[tuple[PlannedEngine, EngineProcess, float]]) -> None:
+        for item, process, clock in waiting:
+            process.cold_start_s = wait_ready(process, item.adapter, clock, timeout_s)
+            pending.remove((item, process, clock))
+            _write_state(state_dir, loaded.fleet.name, started)
+            if on_event:
+                on_event("ready", process)
+
     try:
-        clocks = []
         for item in planned:
+            # Engines sharing a GPU start one after another: each sizes its memory from what
+            # is free when it starts (vLLM refuses to start when less than its fraction is).
+            devices = set(item.spec.gpu_devices)
+            wait_for([p for p in pending if devices & set(p[1].gpu_devices)])
             process = _start(item, state_dir)
-            clocks.append(time.monotonic())
+            pending.append((item, process, time.monotonic()))
             started.append(process)
             _write_state(state_dir, loaded.fleet.name, started)
             if on_event:
                 on_event("started", process)
-        for item, process, clock in zip(planned, started, clocks, strict=True):
-            process.cold_start_s = wait_ready(process, item.adapter, clock, timeout_s)
-            _write_state(state_dir, loaded.fleet.name, started)
-            if on_event:
-                on_event("ready", process)
+        wait_for(list(pending))
     except BaseException:
         stop(started)
         with contextlib.suppress(OSError):

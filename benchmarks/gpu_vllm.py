@@ -1,0 +1,503 @@
+"""Real vLLM on the lent H200: each model isolated, both shared on the one GPU, cold starts,
+sleep-mode wake-up, and `vllm bench serve` beside `modelyard bench` — measured with modelyard's
+own tools (`modelyard up` through the vLLM adapter, `modelyard bench`, nvidia-smi).
+
+Runs ON the GPU machine, in the repository root, after `make gpu-bundle` here built .gpu/.
+Each device call carries at most 64 MiB, so the bundle travels one part a call (the machine keeps
+/tmp while it is warm, 30 s after a call):
+
+    call 1..N   carry [.gpu/manifest.json, .gpu/vllm-0.24.0.tar.xz.partK] (.gpu/models with
+                the first): python3 benchmarks/gpu_vllm.py unpack
+    call N+1    python3 benchmarks/gpu_vllm.py check
+    call N+2    python3 benchmarks/gpu_vllm.py run llama mistral --out $OUT
+    call N+3    python3 benchmarks/gpu_vllm.py run shared --out $OUT
+
+`run` writes each phase's files under /tmp/gpu/results/PHASE/ and packs everything measured so far
+into $OUT/gpu_vllm_results.tar.gz. Phases (each starts its engines with `modelyard up` and stops
+them with `modelyard down`, whatever happens):
+
+- llama:   Llama-3.1-8B alone (memory fraction 0.9): cold start; closed loop at concurrency
+           1, 8, 32; open loop at the 95/5 mix's primary share of each rate; `vllm bench serve`
+           and `modelyard bench` at one rate, back to back, same shape.
+- mistral: Mistral-7B-v0.2 alone: cold start, then a second start with vLLM's compile cache warm
+           (as every start of the shared phase has it); open loop at the fallback's share.
+- shared:  both on the GPU (time-sliced, fractions 0.45 / 0.40, started one after the other):
+           cold starts; open loop at each rate with the 95/5 mix; then the fallback's sleep mode:
+           /sleep level 1, /wake_up, first token after waking, against its cold start.
+
+Prompts are token ids of exact length (512 in, 256 out, ignore_eos), weights random
+(`--load-format dummy`, timing does not depend on their values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU = Path(os.environ.get("MODELYARD_GPU_ROOT", "/tmp/gpu"))
+SITE = GPU / "site"
+MODELS = GPU / "models"
+RESULTS = GPU / "results"
+BUNDLE = ROOT / ".gpu"
+
+INPUT_TOKENS = 512
+OUTPUT_TOKENS = 256
+# total request rates of the fleet (req/s); the isolated runs get each model's share
+RATES = (4.0, 12.0, 24.0)
+MIX = {"llama-8b": 0.95, "mistral-7b": 0.05}
+CONCURRENCY = (1, 8, 32)
+PEER_RATE = 8.0
+PEER_REQUESTS = 200
+SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
+MIN_REQUESTS = 8
+SLO = {"ttft_ms": 800.0, "tpot_ms": 60.0}  # examples/fleet.yaml's SLO, for goodput
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # served (fleet) name
+    catalog: str
+    fraction_alone: float
+    fraction_shared: float
+
+
+LLAMA = Model("llama-8b", "llama-3.1-8b", 0.9, 0.45)
+MISTRAL = Model("mistral-7b", "mistral-7b-instruct-v0.2", 0.9, 0.40)
+
+
+def env() -> dict[str, str]:
+    """The environment modelyard and the vLLM servers run in."""
+    path = [str(ROOT / "src"), str(SITE)]
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    return {
+        **os.environ,
+        "PYTHONPATH": ":".join(path),
+        "PYTHONUNBUFFERED": "1",
+        "MODELYARD_VLLM_PYTHON": sys.executable,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_SERVER_DEV_MODE": "1",  # /sleep and /wake_up
+    }
+
+
+def unpack() -> None:
+    """Keep the bundle parts carried in this call (checked against the manifest) under
+    /tmp/gpu/parts; once a stream's parts are all there, join and unpack it into /tmp/gpu/site."""
+    parts_dir = GPU / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    for part in sorted(BUNDLE.glob("*.tar.xz.part*")):
+        expected = {p["file"]: p["sha256"] for ps in manifest["streams"].values() for p in ps}
+        digest = hashlib.sha256(part.read_bytes()).hexdigest()
+        if expected.get(part.name) != digest:
+            raise SystemExit(f"{part.name}: sha256 {digest} is not the manifest's")
+        shutil.copy(part, parts_dir / part.name)
+        print(f"kept {part.name} ({part.stat().st_size / 1e6:.1f} MB)")
+    if (BUNDLE / "models").is_dir():
+        shutil.copytree(BUNDLE / "models", MODELS, dirs_exist_ok=True)
+        print(f"models: {', '.join(sorted(p.name for p in MODELS.iterdir()))}")
+    for stream, parts in manifest["streams"].items():
+        marker = GPU / f"{stream}.unpacked"
+        have = [parts_dir / p["file"] for p in parts if (parts_dir / p["file"]).exists()]
+        if marker.exists():
+            print(f"{stream}: unpacked already")
+            continue
+        if len(have) < len(parts):
+            print(f"{stream}: {len(have)} of {len(parts)} parts here")
+            continue
+        start = time.monotonic()
+        SITE.mkdir(parents=True, exist_ok=True)
+        join = subprocess.Popen(["cat", *map(str, have)], stdout=subprocess.PIPE)
+        xz = shutil.which("xz")
+        if xz:  # multi-threaded where the machine has xz; Python's lzma otherwise
+            untar = subprocess.run(
+                f"{xz} -dc -T0 | tar -C {SITE} -xf -", shell=True, stdin=join.stdout, check=False
+            )
+            ok = untar.returncode == 0
+        else:
+            with tarfile.open(fileobj=join.stdout, mode="r|xz") as archive:
+                archive.extractall(SITE, filter="tar")
+            ok = True
+        if join.wait() != 0 or not ok:
+            raise SystemExit(f"{stream}: unpacking failed")
+        marker.touch()
+        for part in have:
+            part.unlink()
+        print(f"{stream}: unpacked {len(parts)} parts in {time.monotonic() - start:.1f} s")
+
+
+def check() -> None:
+    """Versions, the GPU, and the modules the server imports."""
+    code = (
+        "import torch, vllm, transformers; "
+        "print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), "
+        "torch.cuda.get_device_name(0)); print('vllm', vllm.__version__, 'transformers', "
+        "transformers.__version__); import vllm.entrypoints.openai.api_server, "
+        "vllm.v1.engine.core, vllm.device_allocator.cumem, vllm.benchmarks.serve; "
+        "print('imports ok')"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env(), check=False)
+    subprocess.run(["nvidia-smi"], check=False)
+
+
+def _run(command: list[str], log: Path, timeout_s: float) -> int:
+    """Run a command, its output to `log` and to ours; a failure is returned, not raised."""
+    print("$", " ".join(command), flush=True)
+    with log.open("a") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        try:
+            done = subprocess.run(
+                command, env=env(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            out.write(f"timed out after {timeout_s:.0f} s\n")
+            print(f"  timed out after {timeout_s:.0f} s", flush=True)
+            return 124
+    if done.returncode != 0:
+        print(f"  exit {done.returncode}; see {log}", flush=True)
+    return done.returncode
+
+
+def _modelyard(*args: str) -> list[str]:
+    return [sys.executable, "-m", "modelyard", *args]
+
+
+def fleet_yaml(name: str, models: list[Model], shared: bool, sleep_mode: set[str]) -> str:
+    lines = [f"name: {name}", "models:"]
+    for model in models:
+        args = ["--load-format", "dummy"]
+        if model.name in sleep_mode:
+            args.append("--enable-sleep-mode")
+        lines += [
+            f"  {model.name}:",
+            f"    catalog: {model.catalog}",
+            "    engine: vllm",
+            "    gpu: h200",
+            "    max_model_len: 8192",
+            f"    weights: {MODELS / model.catalog}",
+            f"    engine_args: {json.dumps(args)}",
+        ]
+        if not shared:
+            lines.append(f"    gpu_memory_utilization: {model.fraction_alone}")
+    if shared:
+        fractions = ", ".join(f"{m.name}: {m.fraction_shared}" for m in models)
+        names = ", ".join(m.name for m in models)
+        lines += [
+            "placement:",
+            "  shared:",
+            f"    - {{gpu: h200, models: [{names}], memory_fractions: {{{fractions}}}}}",
+        ]
+    names = ", ".join(m.name for m in models)
+    lines += [
+        f"routes: [{{targets: [{names}]}}]",
+        f"slo: {{ttft_p99: {SLO['ttft_ms']:g}ms, tpot_p99: {SLO['tpot_ms']:g}ms}}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def nvidia_smi() -> dict[str, Any]:
+    def query(what: str, fields: str) -> list[list[str]]:
+        try:
+            done = subprocess.run(
+                ["nvidia-smi", f"--query-{what}={fields}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=20,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return [[f"nvidia-smi: {exc}"]]
+        return [[c.strip() for c in line.split(",")] for line in done.stdout.strip().splitlines()]
+
+    return {
+        "gpu": query("gpu", "name,memory.used,memory.total,utilization.gpu"),
+        "processes": query("compute-apps", "pid,used_memory"),
+    }
+
+
+def _http(url: str, body: bytes | None = None, timeout_s: float = 120.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=body, method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+def _engines(state: Path) -> dict[str, dict[str, Any]]:
+    path = state / "state.json"
+    if not path.exists():
+        return {}
+    return {e["model"]: e for e in json.loads(path.read_text())["engines"]}
+
+
+class Phase:
+    def __init__(self, name: str, models: list[Model], shared: bool, sleep_mode: set[str]):
+        self.name = name
+        self.dir = RESULTS / name
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.state = self.dir / "state"
+        self.log = self.dir / "phase.log"
+        self.fleet = self.dir / "fleet.yaml"
+        self.fleet.write_text(fleet_yaml(f"h200-{name}", models, shared, sleep_mode))
+        self.summary: dict[str, Any] = {
+            "phase": name,
+            "date": time.strftime("%Y-%m-%d"),
+            "fleet": self.fleet.read_text(),
+            "gpu_idle": nvidia_smi(),
+            "runs": [],
+            "errors": [],
+        }
+
+    def up(self) -> bool:
+        start = time.monotonic()
+        code = _run(
+            _modelyard("up", str(self.fleet), "--state-dir", str(self.state), "--timeout", "900"),
+            self.log,
+            1000,
+        )
+        self.summary["up_wall_s"] = time.monotonic() - start
+        self.summary["engines"] = _engines(self.state)
+        self.summary["gpu_serving"] = nvidia_smi()
+        if code != 0:
+            self.summary["errors"].append(f"up exited {code}")
+            for engine in self.summary["engines"].values():
+                with contextlib.suppress(OSError):
+                    self.summary["errors"].append(Path(engine["log"]).read_text()[-4000:])
+        for name, engine in self.summary["engines"].items():
+            print(f"  {name}: cold start {engine.get('cold_start_s')} s", flush=True)
+        return code == 0
+
+    def bench(self, label: str, *args: str, requests: int, timeout_s: float = 600) -> None:
+        out = self.dir / f"bench-{label}.json"
+        command = _modelyard(
+            "bench",
+            "--fleet", str(self.fleet),
+            "--state-dir", str(self.state),
+            "--requests", str(requests),
+            "--input-tokens", str(INPUT_TOKENS),
+            "--output-tokens", str(OUTPUT_TOKENS),
+            "--slo-ttft-ms", f"{SLO['ttft_ms']:g}",
+            "--slo-tpot-ms", f"{SLO['tpot_ms']:g}",
+            "--engine", "vllm",
+            "--results", str(out),
+            *args,
+        )
+        start = time.monotonic()
+        code = _run(command, self.log, timeout_s)
+        self.summary["runs"].append(
+            {"label": label, "command": command, "exit": code, "wall_s": time.monotonic() - start,
+             "results": out.name}
+        )
+
+    def down(self) -> None:
+        _run(_modelyard("down", "--state-dir", str(self.state)), self.log, 120)
+        for engine in _engines(self.state).values():
+            with contextlib.suppress(OSError):
+                shutil.copy(engine["log"], self.dir / f"engine-{engine['model']}.log")
+
+    def write(self) -> None:
+        self.summary["gpu_after"] = nvidia_smi()
+        (self.dir / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+
+
+def _levels(count: float) -> int:
+    return max(int(count), MIN_REQUESTS)
+
+
+def phase_alone(model: Model, closed_loop: bool, peer: bool, restart: bool) -> None:
+    phase = Phase(model.name.split("-")[0], [model], shared=False, sleep_mode=set())
+    try:
+        if not phase.up():
+            return
+        if restart:
+            # the first start compiled the model; a second one starts with vLLM's compile cache
+            # warm, as every start in the shared phase will: the like-for-like cold start
+            phase.summary["first_start"] = phase.summary["engines"]
+            phase.down()
+            if not phase.up():
+                return
+        share = MIX[model.name]
+        if closed_loop:
+            for users in CONCURRENCY:
+                phase.bench(
+                    f"c{users}", "--concurrency", str(users), "--warmup", str(users),
+                    requests=max(users * 4, 16),
+                )
+        for rate in RATES:
+            rate_alone = rate * share
+            phase.bench(
+                f"rate{rate:g}", "--rate", f"{rate_alone:g}", "--warmup", "2",
+                requests=_levels(rate_alone * SECONDS_PER_LEVEL),
+            )
+        if peer:
+            peer_run(phase, model)
+    finally:
+        phase.down()
+        phase.write()
+
+
+def peer_run(phase: Phase, model: Model) -> None:
+    """`vllm bench serve` and `modelyard bench` at the same rate and shape, back to back."""
+    engine = _engines(phase.state)[model.name]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "vllm_bench_serve.py"),
+        "--backend", "vllm",
+        "--base-url", engine["url"],
+        "--endpoint", "/v1/completions",
+        "--model", model.name,
+        "--tokenizer", str(MODELS / model.catalog),
+        "--dataset-name", "random",
+        "--random-input-len", str(INPUT_TOKENS),
+        "--random-output-len", str(OUTPUT_TOKENS),
+        "--ignore-eos",
+        "--num-prompts", str(PEER_REQUESTS),
+        "--request-rate", f"{PEER_RATE:g}",
+        "--seed", "0",
+        "--percentile-metrics", "ttft,tpot,itl,e2el",
+        "--metric-percentiles", "50,90,99",
+        "--save-result",
+        "--result-dir", str(phase.dir),
+        "--result-filename", "peer-vllm-bench-serve.json",
+    ]
+    start = time.monotonic()
+    code = _run(command, phase.log, 600)
+    phase.summary["runs"].append(
+        {"label": "peer-vllm", "command": command, "exit": code,
+         "wall_s": time.monotonic() - start, "results": "peer-vllm-bench-serve.json"}
+    )
+    phase.bench(
+        "peer-modelyard", "--rate", f"{PEER_RATE:g}", "--mix", f"{model.name}=1",
+        requests=PEER_REQUESTS,
+    )
+
+
+def phase_shared() -> None:
+    phase = Phase("shared", [LLAMA, MISTRAL], shared=True, sleep_mode={MISTRAL.name})
+    try:
+        if not phase.up():
+            return
+        mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
+        for rate in RATES:
+            phase.bench(
+                f"rate{rate:g}", "--rate", f"{rate:g}", "--mix", mix, "--warmup", "2",
+                requests=_levels(rate * SECONDS_PER_LEVEL),
+            )
+        phase.summary["sleep"] = sleep_wake(phase, MISTRAL)
+    finally:
+        phase.down()
+        phase.write()
+
+
+def sleep_wake(phase: Phase, model: Model) -> dict[str, Any]:
+    """vLLM's sleep mode level 1 (weights to host memory, KV cache dropped), then wake-up and the
+    first token, against the engine's cold start."""
+    url = _engines(phase.state)[model.name]["url"]
+    first = json.dumps({"model": model.name, "prompt": [100, 101, 102], "max_tokens": 1}).encode()
+    result: dict[str, Any] = {"model": model.name, "level": 1}
+    try:
+        start = time.monotonic()
+        status, body = _http(url + "/sleep?level=1", b"")
+        result["sleep_s"], result["sleep_status"] = time.monotonic() - start, status
+        result["sleep_body"] = body.decode(errors="replace")[:500]
+        status, body = _http(url + "/is_sleeping")
+        result["is_sleeping"] = body.decode(errors="replace")[:200]
+        result["gpu_asleep"] = nvidia_smi()
+        start = time.monotonic()
+        status, body = _http(url + "/wake_up", b"")
+        result["wake_s"], result["wake_status"] = time.monotonic() - start, status
+        status, _ = _http(url + "/v1/completions", first)
+        result["wake_to_first_token_s"] = time.monotonic() - start
+        result["first_status"] = status
+        result["gpu_awake"] = nvidia_smi()
+    except (OSError, urllib.error.URLError) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    print(f"  sleep/wake: {json.dumps({k: v for k, v in result.items() if 'gpu' not in k})}")
+    return result
+
+
+def pack(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    archive = out / "gpu_vllm_results.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for phase in sorted(RESULTS.iterdir()) if RESULTS.exists() else []:
+            for file in sorted(phase.iterdir()):
+                if file.is_file():
+                    tar.add(file, arcname=f"{phase.name}/{file.name}")
+    print(f"packed {archive} ({archive.stat().st_size / 1e6:.2f} MB)")
+
+
+def run(phases: list[str], out: Path) -> None:
+    version = subprocess.run(
+        [sys.executable, "-c", "import vllm; print(vllm.__version__)"],
+        env=env(), capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    print(f"vLLM {version or '(not importable)'}", flush=True)
+    # engines an earlier call left behind (a call cut off at its limit) hold GPU memory
+    for state in RESULTS.glob("*/state") if RESULTS.exists() else []:
+        _run(_modelyard("down", "--state-dir", str(state)), GPU / "cleanup.log", 120)
+    for name in phases:
+        start = time.monotonic()
+        print(f"== phase {name}", flush=True)
+        try:
+            if name == "llama":
+                phase_alone(LLAMA, closed_loop=True, peer=True, restart=False)
+            elif name == "mistral":
+                phase_alone(MISTRAL, closed_loop=False, peer=False, restart=True)
+            elif name == "shared":
+                phase_shared()
+        except Exception:  # a broken phase is reported; the next one still runs
+            traceback.print_exc()
+        finally:
+            pack(out)
+        print(f"== phase {name} took {time.monotonic() - start:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("unpack")
+    sub.add_parser("check")
+    runner = sub.add_parser("run")
+    runner.add_argument("phases", nargs="+", choices=["llama", "mistral", "shared"])
+    runner.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
+    sub.add_parser("pack").add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out"))
+    )
+    args = parser.parse_args()
+    if args.command == "unpack":
+        unpack()
+    elif args.command == "check":
+        check()
+    elif args.command == "pack":
+        pack(args.out)
+    else:
+        run(args.phases, args.out)
+
+
+if __name__ == "__main__":
+    main()
