@@ -51,6 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 GPU = Path(os.environ.get("MODELYARD_GPU_ROOT", "/tmp/gpu"))
 SITE = GPU / "site"
+SPARE = GPU / "spare"  # on the path only with GPU_VLLM_SPARE=1
 MODELS = GPU / "models"
 RESULTS = GPU / "results"
 BUNDLE = ROOT / ".gpu"
@@ -83,6 +84,8 @@ MISTRAL = Model("mistral-7b", "mistral-7b-instruct-v0.2", 0.9, 0.40)
 def env() -> dict[str, str]:
     """The environment modelyard and the vLLM servers run in."""
     path = [str(ROOT / "src"), str(SITE)]
+    if os.environ.get("GPU_VLLM_SPARE") == "1":
+        path.append(str(SPARE))
     if os.environ.get("PYTHONPATH"):
         path.append(os.environ["PYTHONPATH"])
     return {
@@ -124,17 +127,18 @@ def unpack() -> None:
             print(f"{stream}: {len(have)} of {len(parts)} parts here")
             continue
         start = time.monotonic()
-        SITE.mkdir(parents=True, exist_ok=True)
+        into = SITE if stream == "site" else SPARE
+        into.mkdir(parents=True, exist_ok=True)
         join = subprocess.Popen(["cat", *map(str, have)], stdout=subprocess.PIPE)
         xz = shutil.which("xz")
         if xz:  # multi-threaded where the machine has xz; Python's lzma otherwise
             untar = subprocess.run(
-                f"{xz} -dc -T0 | tar -C {SITE} -xf -", shell=True, stdin=join.stdout, check=False
+                f"{xz} -dc -T0 | tar -C {into} -xf -", shell=True, stdin=join.stdout, check=False
             )
             ok = untar.returncode == 0
         else:
             with tarfile.open(fileobj=join.stdout, mode="r|xz") as archive:
-                archive.extractall(SITE, filter="tar")
+                archive.extractall(into, filter="tar")
             ok = True
         if join.wait() != 0 or not ok:
             raise SystemExit(f"{stream}: unpacking failed")
