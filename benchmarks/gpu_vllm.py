@@ -240,7 +240,9 @@ def nvidia_smi() -> dict[str, Any]:
 
 def _http(url: str, body: bytes | None = None, timeout_s: float = 120.0) -> tuple[int, bytes]:
     request = urllib.request.Request(
-        url, data=body, method="POST" if body is not None else "GET",
+        url,
+        data=body,
+        method="POST" if body is not None else "GET",
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -299,22 +301,36 @@ class Phase:
         out = self.dir / f"bench-{label}.json"
         command = _modelyard(
             "bench",
-            "--fleet", str(self.fleet),
-            "--state-dir", str(self.state),
-            "--requests", str(requests),
-            "--input-tokens", str(INPUT_TOKENS),
-            "--output-tokens", str(OUTPUT_TOKENS),
-            "--slo-ttft-ms", f"{SLO['ttft_ms']:g}",
-            "--slo-tpot-ms", f"{SLO['tpot_ms']:g}",
-            "--engine", "vllm",
-            "--results", str(out),
+            "--fleet",
+            str(self.fleet),
+            "--state-dir",
+            str(self.state),
+            "--requests",
+            str(requests),
+            "--input-tokens",
+            str(INPUT_TOKENS),
+            "--output-tokens",
+            str(OUTPUT_TOKENS),
+            "--slo-ttft-ms",
+            f"{SLO['ttft_ms']:g}",
+            "--slo-tpot-ms",
+            f"{SLO['tpot_ms']:g}",
+            "--engine",
+            "vllm",
+            "--results",
+            str(out),
             *args,
         )
         start = time.monotonic()
         code = _run(command, self.log, timeout_s)
         self.summary["runs"].append(
-            {"label": label, "command": command, "exit": code, "wall_s": time.monotonic() - start,
-             "results": out.name}
+            {
+                "label": label,
+                "command": command,
+                "exit": code,
+                "wall_s": time.monotonic() - start,
+                "results": out.name,
+            }
         )
 
     def down(self) -> None:
@@ -348,13 +364,21 @@ def phase_alone(model: Model, closed_loop: bool, peer: bool, restart: bool) -> N
         if closed_loop:
             for users in CONCURRENCY:
                 phase.bench(
-                    f"c{users}", "--concurrency", str(users), "--warmup", str(users),
+                    f"c{users}",
+                    "--concurrency",
+                    str(users),
+                    "--warmup",
+                    str(users),
                     requests=max(users * 4, 16),
                 )
         for rate in RATES:
             rate_alone = rate * share
             phase.bench(
-                f"rate{rate:g}", "--rate", f"{rate_alone:g}", "--warmup", "2",
+                f"rate{rate:g}",
+                "--rate",
+                f"{rate_alone:g}",
+                "--warmup",
+                "2",
                 requests=_levels(rate_alone * SECONDS_PER_LEVEL),
             )
         if peer:
@@ -370,32 +394,56 @@ def peer_run(phase: Phase, model: Model) -> None:
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "vllm_bench_serve.py"),
-        "--backend", "vllm",
-        "--base-url", engine["url"],
-        "--endpoint", "/v1/completions",
-        "--model", model.name,
-        "--tokenizer", str(MODELS / model.catalog),
-        "--dataset-name", "random",
-        "--random-input-len", str(INPUT_TOKENS),
-        "--random-output-len", str(OUTPUT_TOKENS),
+        "--backend",
+        "vllm",
+        "--base-url",
+        engine["url"],
+        "--endpoint",
+        "/v1/completions",
+        "--model",
+        model.name,
+        "--tokenizer",
+        str(MODELS / model.catalog),
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(INPUT_TOKENS),
+        "--random-output-len",
+        str(OUTPUT_TOKENS),
         "--ignore-eos",
-        "--num-prompts", str(PEER_REQUESTS),
-        "--request-rate", f"{PEER_RATE:g}",
-        "--seed", "0",
-        "--percentile-metrics", "ttft,tpot,itl,e2el",
-        "--metric-percentiles", "50,90,99",
+        "--num-prompts",
+        str(PEER_REQUESTS),
+        "--request-rate",
+        f"{PEER_RATE:g}",
+        "--seed",
+        "0",
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "50,90,99",
         "--save-result",
-        "--result-dir", str(phase.dir),
-        "--result-filename", "peer-vllm-bench-serve.json",
+        "--result-dir",
+        str(phase.dir),
+        "--result-filename",
+        "peer-vllm-bench-serve.json",
     ]
     start = time.monotonic()
     code = _run(command, phase.log, 600)
     phase.summary["runs"].append(
-        {"label": "peer-vllm", "command": command, "exit": code,
-         "wall_s": time.monotonic() - start, "results": "peer-vllm-bench-serve.json"}
+        {
+            "label": "peer-vllm",
+            "command": command,
+            "exit": code,
+            "wall_s": time.monotonic() - start,
+            "results": "peer-vllm-bench-serve.json",
+        }
     )
     phase.bench(
-        "peer-modelyard", "--rate", f"{PEER_RATE:g}", "--mix", f"{model.name}=1",
+        "peer-modelyard",
+        "--rate",
+        f"{PEER_RATE:g}",
+        "--mix",
+        f"{model.name}=1",
         requests=PEER_REQUESTS,
     )
 
@@ -408,7 +456,13 @@ def phase_shared() -> None:
         mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
         for rate in RATES:
             phase.bench(
-                f"rate{rate:g}", "--rate", f"{rate:g}", "--mix", mix, "--warmup", "2",
+                f"rate{rate:g}",
+                "--rate",
+                f"{rate:g}",
+                "--mix",
+                mix,
+                "--warmup",
+                "2",
                 requests=_levels(rate * SECONDS_PER_LEVEL),
             )
         phase.summary["sleep"] = sleep_wake(phase, MISTRAL)
@@ -458,7 +512,10 @@ def pack(out: Path) -> None:
 def run(phases: list[str], out: Path) -> None:
     version = subprocess.run(
         [sys.executable, "-c", "import vllm; print(vllm.__version__)"],
-        env=env(), capture_output=True, text=True, check=False,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     print(f"vLLM {version or '(not importable)'}", flush=True)
     # engines an earlier call left behind (a call cut off at its limit) hold GPU memory

@@ -73,11 +73,24 @@ class FleetModel(_Strict):
         return "gguf-q4_k_m" if self.engine in CPU_ENGINES else "bf16"
 
 
+Sharing = Literal["time-sliced", "mps", "mig"]
+
+
 class SharedGroup(_Strict):
     """Models that share one GPU (or, without `gpu`, the same CPU cores)."""
 
     gpu: str | None = None
     models: list[str] = Field(min_length=2)
+    sharing: Sharing = Field(
+        default="time-sliced",
+        description="how the members share the GPU: time-sliced (each engine's kernels take "
+        "turns), mps (NVIDIA MPS: kernels of both run at once) or mig (hard slices)",
+    )
+    mig_profiles: dict[str, str] = Field(
+        default_factory=dict,
+        description="with sharing: mig, each member's MIG profile (e.g. 3g.40gb); chosen "
+        "when omitted",
+    )
     memory_limit: PositiveFraction = DEFAULT_MEMORY_LIMIT
     memory_fractions: dict[str, PositiveFraction] = Field(default_factory=dict)
 
@@ -302,6 +315,32 @@ def _check_member(
     return []
 
 
+def _check_sharing(group: SharedGroup, at: At, catalog: Catalog) -> list[Problem]:
+    out: list[Problem] = []
+    gpu = catalog.gpus.get(group.gpu or "")
+    if group.sharing != "time-sliced" and group.gpu is None:
+        out.append(((*at, "sharing"), f"sharing '{group.sharing}' needs the group's gpu"))
+    if group.sharing == "mig" and gpu is not None and not gpu.mig_profiles:
+        out.append(
+            (
+                (*at, "sharing"),
+                f"{group.gpu} has no MIG (GPUs with MIG: "
+                + ", ".join(sorted(n for n, g in catalog.gpus.items() if g.mig_profiles))
+                + ")",
+            )
+        )
+    if group.mig_profiles and group.sharing != "mig":
+        out.append(((*at, "mig_profiles"), "mig_profiles need sharing: mig"))
+    for member, profile in group.mig_profiles.items():
+        where = (*at, "mig_profiles", member)
+        if member not in group.models:
+            out.append((where, f"'{member}' is not a member of this group"))
+        elif gpu is not None and gpu.mig_profiles and profile not in gpu.mig_profiles:
+            known = ", ".join(gpu.mig_profiles)
+            out.append((where, f"'{profile}' is not a MIG profile of {group.gpu} ({known})"))
+    return out
+
+
 def _check_placement(fleet: Fleet, catalog: Catalog) -> list[Problem]:
     out: list[Problem] = []
     placed: dict[str, int] = {}
@@ -316,6 +355,7 @@ def _check_placement(fleet: Fleet, catalog: Catalog) -> list[Problem]:
                 message = f"'{member}' is not a member of this group"
                 where = (*at, "memory_fractions", member)
                 out.append((where, f"{message} ({', '.join(group.models)})"))
+        out.extend(_check_sharing(group, at, catalog))
         total = sum(group.memory_fractions.values())
         if total > group.memory_limit + 1e-9:
             message = f"fractions add up to {total:.2f}, more than the group's memory_limit"
