@@ -151,7 +151,14 @@ class Traffic(_Strict):
     daily_active_users: float = Field(default=0, ge=0)
     requests_per_user: float = Field(default=0, ge=0, description="requests per user per day")
     peak_factor: float = Field(default=1.0, ge=1, description="peak rate / average rate")
-    fallback_rate: Fraction = Field(default=0.0, description="share served by the fallback")
+    fallback_rate: Fraction = Field(
+        default=0.0, description="share of each route's requests its first fallback serves"
+    )
+    tasks: dict[str, Fraction] = Field(
+        default_factory=dict,
+        description="share of all requests each task route gets; the default route takes "
+        "the rest (docs/fleet.md: how traffic is shared)",
+    )
     input_tokens: int = Field(default=512, gt=0)
     output_tokens: int = Field(default=256, gt=0)
 
@@ -403,6 +410,14 @@ def _check_routes(fleet: Fleet) -> list[Problem]:
         else:
             tasks[route.match.task] = index
         out.extend(_check_route_name(route, at, fleet, names))
+    for task in fleet.traffic.tasks:
+        if task not in tasks:
+            known = ", ".join(sorted(tasks)) or "none"
+            message = f"no route matches task '{task}' (task routes: {known})"
+            out.append((("traffic", "tasks", task), message))
+    total = sum(fleet.traffic.tasks.values())
+    if total > 1 + 1e-9:
+        out.append((("traffic", "tasks"), f"task shares add up to {total:.2f}, more than 1"))
     return out
 
 

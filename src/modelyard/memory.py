@@ -16,6 +16,7 @@ from typing import Any, Literal
 from modelyard.catalog import GpuSpec, ModelSpec, QuantProfile
 from modelyard.catalog.entries import GIB
 from modelyard.fleet import LoadedFleet
+from modelyard.placement import DEFAULT_GPU_MEMORY_UTILIZATION, device_plans
 
 KV_BLOCK_TOKENS = 16
 # vllm-project/vllm PR 10511 (H100 80GB, Meta-Llama-3-8B, TP=1): "non_torch_memory 1.79GiB"
@@ -50,7 +51,7 @@ class Device:
 class FitSettings:
     """Engine settings that move the memory budget; None means vLLM's default."""
 
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     max_model_len: int | None = None
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
@@ -239,6 +240,21 @@ def _device_for(loaded: LoadedFleet, name: str) -> Device:
     return Device.from_gpu(str(loaded.gpu_name(name)), gpu)
 
 
+def fleet_settings(
+    loaded: LoadedFleet, name: str, utilization: float, overrides: FitSettings | None = None
+) -> FitSettings:
+    """A fleet model's engine settings at `utilization`; `overrides` replaces those it sets."""
+    entry = loaded.fleet.models[name]
+    given = overrides or FitSettings()
+    return FitSettings(
+        gpu_memory_utilization=utilization,
+        max_model_len=given.max_model_len or entry.max_model_len,
+        max_num_batched_tokens=given.max_num_batched_tokens or entry.max_num_batched_tokens,
+        max_num_seqs=given.max_num_seqs or entry.max_num_seqs,
+        kv_cache_dtype=entry.kv_cache_dtype,
+    )
+
+
 def fit_model(loaded: LoadedFleet, name: str, device: Device, utilization: float) -> FitResult:
     """One fleet model's fit on `device` at `utilization`, with the fleet's engine settings."""
     entry = loaded.fleet.models[name]
@@ -248,13 +264,7 @@ def fit_model(loaded: LoadedFleet, name: str, device: Device, utilization: float
         entry.quant_name,
         loaded.quant(name),
         device,
-        FitSettings(
-            gpu_memory_utilization=utilization,
-            max_model_len=entry.max_model_len,
-            max_num_batched_tokens=entry.max_num_batched_tokens,
-            max_num_seqs=entry.max_num_seqs,
-            kv_cache_dtype=entry.kv_cache_dtype,
-        ),
+        fleet_settings(loaded, name, utilization),
         name=name,
     )
 
@@ -264,35 +274,20 @@ def fit_fleet(loaded: LoadedFleet, overrides: FitSettings | None = None) -> Flee
 
     `overrides` replaces per-model settings that it sets (max_model_len and the rest)."""
     fleet = loaded.fleet
-    fractions: dict[str, float] = {}
-    for group in fleet.shared_groups():
-        fractions.update(loaded.memory_fractions(group))
+    fractions = {
+        engine.model: engine.memory_fraction
+        for device in device_plans(loaded)
+        for engine in device.engines
+    }
     results: dict[str, FitResult] = {}
     for name, entry in fleet.models.items():
-        utilization = fractions.get(name, entry.gpu_memory_utilization or 0.9)
-        settings = FitSettings(
-            gpu_memory_utilization=utilization,
-            max_model_len=entry.max_model_len,
-            max_num_batched_tokens=entry.max_num_batched_tokens,
-            max_num_seqs=entry.max_num_seqs,
-            kv_cache_dtype=entry.kv_cache_dtype,
-        )
-        if overrides is not None:
-            settings = FitSettings(
-                gpu_memory_utilization=utilization,
-                max_model_len=overrides.max_model_len or settings.max_model_len,
-                max_num_batched_tokens=overrides.max_num_batched_tokens
-                or settings.max_num_batched_tokens,
-                max_num_seqs=overrides.max_num_seqs or settings.max_num_seqs,
-                kv_cache_dtype=settings.kv_cache_dtype,
-            )
         results[name] = fit(
             loaded.catalog.resolve_model_name(entry.catalog),
             loaded.model_spec(name),
             entry.quant_name,
             loaded.quant(name),
             _device_for(loaded, name),
-            settings,
+            fleet_settings(loaded, name, fractions[name], overrides),
             name=name,
         )
     groups = [

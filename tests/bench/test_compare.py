@@ -6,20 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench.compare import CompareOptions, compare_sim, placed
-from modelyard.fleet import SharedPlacement, load_fleet
+from modelyard.bench.compare import CompareOptions, compare_sim
+from modelyard.fleet import load_fleet
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
-
-
-def test_placement_variants() -> None:
-    loaded = load_fleet(EXAMPLE)
-    shared = placed(loaded, "shared").fleet
-    assert isinstance(shared.placement, SharedPlacement)
-    assert shared.placement.shared[0].models == ["llama-8b", "mistral-7b"]
-    assert shared.placement.shared[0].gpu == "a10g"
-    assert placed(loaded, "isolated").fleet.placement == "isolated"
 
 
 def test_compare_in_the_simulator() -> None:
@@ -81,6 +72,7 @@ models:
              engine_args: [--speed, "20", --cold-start-s, "0"]}
 routes:
   - {targets: [primary, fallback]}
+traffic: {fallback_rate: 0.5}
 """)
     messages: list[str] = []
     outcome = asyncio.run(
