@@ -81,3 +81,18 @@ def test_a_group_cannot_span_gpu_types(tmp_path: Path) -> None:
 def test_default_fraction_and_lookup() -> None:
     loaded = load_fleet(ROOT / "examples" / "fleet.yaml")
     assert memory_fraction(loaded, "llama-8b") == DEFAULT_GPU_MEMORY_UTILIZATION == 0.9
+
+
+def test_tensor_parallel_devices_span_gpus(tmp_path: Path) -> None:
+    text = """\
+name: tp
+models:
+  big: {catalog: llama-3.1-70b, gpu: h100-sxm, tensor_parallel_size: 2, replicas: 2}
+  small: {catalog: llama-3.1-8b, gpu: h100-sxm}
+"""
+    plans = device_plans(load_fleet(_fleet(tmp_path, text)))
+    assert [(p.models, p.gpu_count) for p in plans] == [
+        (("big",), 2),
+        (("big",), 2),
+        (("small",), 1),
+    ]

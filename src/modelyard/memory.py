@@ -57,6 +57,7 @@ class FitSettings:
     max_num_seqs: int | None = None
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     non_torch_bytes: float | None = None
+    tensor_parallel_size: int = 1
 
 
 def default_batch_limits(device: Device) -> tuple[int, int]:
@@ -68,16 +69,19 @@ def default_batch_limits(device: Device) -> tuple[int, int]:
     return (8192, 1024) if large else (2048, 256)
 
 
-def activation_peak_bytes(model: ModelSpec, batched_tokens: int, num_seqs: int) -> float:
-    """Peak temporary memory of the profiling pass.
+def activation_peak_bytes(
+    model: ModelSpec, batched_tokens: int, num_seqs: int, tensor_parallel_size: int = 1
+) -> float:
+    """Peak temporary memory of the profiling pass, on one GPU (one tensor-parallel rank).
 
     The forward pass holds the FFN's gate/up output (2 x FFN size), the activated product
-    (1 x FFN size) and about four hidden-size tensors per token; the sampler then holds
-    `num_seqs` rows of fp32 logits a few times over."""
+    (1 x FFN size) — split over the ranks — and about four hidden-size tensors per token; the
+    sampler then holds `num_seqs` rows of fp32 logits a few times over (gathered on each rank)."""
     ffn = model.intermediate_size
     if model.moe is not None:
         ffn *= model.moe.experts_per_token + model.moe.shared_experts
-    forward = batched_tokens * (3 * ffn + 4 * model.hidden_size) * ACTIVATION_BYTES
+    ffn_per_rank = ffn / tensor_parallel_size
+    forward = batched_tokens * (3 * ffn_per_rank + 4 * model.hidden_size) * ACTIVATION_BYTES
     sampler = num_seqs * model.vocab_size * LOGITS_BYTES * LOGITS_COPIES
     return float(forward + sampler)
 
@@ -106,6 +110,7 @@ class FitResult:
     fits: bool
     reason: str
     name: str | None = None
+    tensor_parallel_size: int = 1  # byte figures above are per GPU (per rank)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +125,12 @@ def fit(
     settings: FitSettings,
     name: str | None = None,
 ) -> FitResult:
-    """Memory budget of one engine instance of `model` in `quant` on `device`."""
+    """Memory budget of one engine instance of `model` in `quant` on `device`.
+
+    With tensor parallelism each of the `settings.tensor_parallel_size` GPUs holds its share of
+    the weights and of the KV heads (replicated where there are fewer KV heads than ranks); the
+    byte figures are one GPU's, the token and sequence counts the instance's."""
+    tp = settings.tensor_parallel_size
     default_tokens, default_seqs = default_batch_limits(device)
     batched_tokens = settings.max_num_batched_tokens or default_tokens
     num_seqs = settings.max_num_seqs or default_seqs
@@ -128,16 +138,17 @@ def fit(
     kv_dtype_bytes = 1.0 if settings.kv_cache_dtype == "fp8" else quant.kv_cache_bytes
 
     budget = device.memory_bytes * settings.gpu_memory_utilization
-    weights = quant.weights_bytes(model)
+    weights = quant.weights_bytes(model) / tp
     if settings.non_torch_bytes is not None:
         non_torch = settings.non_torch_bytes
     else:
         non_torch = NON_TORCH_BYTES if device.is_gpu else 0.0
-    activation = activation_peak_bytes(model, batched_tokens, num_seqs)
+    activation = activation_peak_bytes(model, batched_tokens, num_seqs, tp)
     kv_budget = budget - weights - non_torch - activation
 
-    per_token = model.kv_bytes_per_token(kv_dtype_bytes)
-    per_sequence = model.kv_bytes_for_sequence(max_model_len, kv_dtype_bytes)
+    kv_share = max(model.num_kv_heads // tp, 1) / model.num_kv_heads  # of each layer's heads
+    per_token = model.kv_bytes_per_token(kv_dtype_bytes) * kv_share
+    per_sequence = model.kv_bytes_for_sequence(max_model_len, kv_dtype_bytes) * kv_share
     effective_per_token = per_sequence / max_model_len
     if kv_budget > 0:
         tokens = math.floor(kv_budget / effective_per_token)
@@ -184,6 +195,7 @@ def fit(
         fits=fits,
         reason=reason,
         name=name,
+        tensor_parallel_size=tp,
     )
 
 
@@ -252,6 +264,7 @@ def fleet_settings(
         max_num_batched_tokens=given.max_num_batched_tokens or entry.max_num_batched_tokens,
         max_num_seqs=given.max_num_seqs or entry.max_num_seqs,
         kv_cache_dtype=entry.kv_cache_dtype,
+        tensor_parallel_size=entry.tensor_parallel_size,
     )
 
 

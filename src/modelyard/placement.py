@@ -10,7 +10,8 @@ cores) with the engine replicas on it, each with its memory fraction, and how th
 - cpu-shared: a shared group without a GPU (the members share the same cores).
 
 Replica r of every member of a shared group lands on the group's device r; a model with fewer
-replicas than its group's largest is absent from the later devices.
+replicas than its group's largest is absent from the later devices. A device of a model with
+tensor_parallel_size N is N GPUs of one node (`gpu_count`); a group's members span the same N.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class DevicePlan:
     gpu: str | None
     sharing: SharingMode
     engines: tuple[PlacedEngine, ...]
+    gpu_count: int = 1  # GPUs of one node the engines span (tensor parallelism); 0 on CPU
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -143,7 +145,10 @@ def device_plans(
                 if replica < fleet.models[m].replicas
             )
             one = len(engines) == 1
-            plans.append(DevicePlan(len(plans), gpu, "isolated" if one else sharing, engines))
+            count = fleet.models[members[0]].tensor_parallel_size if gpu is not None else 0
+            plans.append(
+                DevicePlan(len(plans), gpu, "isolated" if one else sharing, engines, count)
+            )
     return plans
 
 

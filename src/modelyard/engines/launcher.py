@@ -86,8 +86,8 @@ def plan(
             if uses_gpu
             else (cores[index % len(cores)],)
         )
-        gpu_devices = (gpu_index,) if uses_gpu else ()
-        gpu_index += 1 if uses_gpu else 0
+        gpu_devices = tuple(range(gpu_index, gpu_index + device.gpu_count))
+        gpu_index += device.gpu_count
         for placed in device.engines:
             name = placed.model
             entry = fleet.models[name]
@@ -108,6 +108,7 @@ def plan(
                 max_num_seqs=entry.max_num_seqs,
                 max_num_batched_tokens=entry.max_num_batched_tokens,
                 kv_cache_dtype=entry.kv_cache_dtype,
+                tensor_parallel_size=entry.tensor_parallel_size,
                 cpus=cpus,
                 gpu_devices=gpu_devices,
                 extra_args=tuple(entry.engine_args),
