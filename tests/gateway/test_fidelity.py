@@ -14,7 +14,7 @@ import openai
 import orjson
 import pytest
 
-from modelyard.engines.api import CHAT, COMPLETIONS
+from modelyard.engines.api import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from modelyard.gateway.endpoints import ROUTED, upstream_body
 from tests.gateway.compare import assert_same
 from tests.gateway.harness import Running, running
@@ -154,36 +154,31 @@ def test_streams_carry_usage_only_when_the_client_asks(tmp_path: Path) -> None:
     _run(tmp_path, scenario)
 
 
-def test_the_request_sent_upstream_keeps_the_clients_stream_options() -> None:
-    chat = ROUTED[CHAT]
-    sent = orjson.loads(
-        upstream_body(
-            chat,
-            {
-                "model": "chat",
-                "stream": True,
-                "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-                "seed": 3,
-            },
-            "primary",
-        )
-    )
-    assert sent == {
-        "model": "primary",
+def test_what_the_gateway_sends_upstream() -> None:
+    chat, completions = ROUTED[CHAT], ROUTED[COMPLETIONS]
+    streamed = {
+        "model": "chat",
         "stream": True,
-        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        "stream_options": {"include_usage": False, "continuous_usage_stats": True},
         "seed": 3,
     }
-    # usage is asked for anyway; per-chunk usage only when the client asked for usage at all
-    sent = orjson.loads(
-        upstream_body(
-            ROUTED[COMPLETIONS],
-            {"stream": True, "stream_options": {"continuous_usage_stats": True, "x": 1}},
-            "m",
-        )
-    )
-    assert sent["stream_options"] == {"include_usage": True, "x": 1}
-    assert orjson.loads(upstream_body(chat, {"messages": []}, "m"))["stream"] is True
+    # a stream goes as the client asked for it, only the model named for the engine
+    assert orjson.loads(upstream_body(chat, streamed, "primary")) == {
+        **streamed,
+        "model": "primary",
+    }
+    # an answer wanted whole is streamed, with usage (the answer has it)
+    assert orjson.loads(upstream_body(completions, {"prompt": "x", "n": 2}, "m")) == {
+        "prompt": "x",
+        "n": 2,
+        "model": "m",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    responses = orjson.loads(upstream_body(ROUTED[RESPONSES], {"input": "x"}, "m"))
+    assert responses == {"input": "x", "model": "m", "stream": True}
+    embeddings = orjson.loads(upstream_body(ROUTED[EMBEDDINGS], {"input": "x"}, "m"))
+    assert embeddings == {"input": "x", "model": "m"}
 
 
 async def _get(url: str) -> tuple[int, str]:

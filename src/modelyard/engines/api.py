@@ -34,9 +34,11 @@ NOW = Now()
 
 @dataclass(frozen=True)
 class AnswerShape:
-    """Fields (with their values, or NOW) an engine's non-streaming answer has and its stream
-    lacks: at the top of the answer, in each choice, and in a chat choice's message."""
+    """Fields (with their values, or NOW) an engine's non-streaming answer has where its stream
+    leaves them out or null: at the top of the answer, in its `usage`, in each choice, and in a
+    chat choice's message."""
 
     answer: Mapping[str, Any] = field(default_factory=dict)
+    usage: Mapping[str, Any] = field(default_factory=dict)
     choice: Mapping[str, Any] = field(default_factory=dict)
     message: Mapping[str, Any] = field(default_factory=dict)

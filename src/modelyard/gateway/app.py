@@ -32,7 +32,6 @@ from modelyard.gateway.endpoints import (
     Upstream,
     upstream_body,
     wants_stream,
-    wants_usage,
 )
 from modelyard.gateway.errors import Outcome, policy
 from modelyard.gateway.http1 import Pool
@@ -68,17 +67,22 @@ def error_response(
 
 
 def _openai_error_body(status: int, body: bytes) -> bytes:
-    """An upstream error as OpenAI's shape; vLLM's {"object":"error",...} is flattened."""
+    """An upstream error as OpenAI's shape: a body already in it passes unchanged; vLLM's
+    older {"object": "error", "message": ...} and FastAPI's {"detail": ...} (vLLM's answer for
+    a route it does not have) become {"error": {...}} with their message and type."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return body
-    message = data.get("message") if isinstance(data, dict) else body.decode(errors="replace")
-    kind = data.get("type") if isinstance(data, dict) else "upstream_error"
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("detail")
+        kind = data.get("type") or "upstream_error"
+    else:
+        message, kind = body.decode(errors="replace").strip(), "upstream_error"
     return orjson.dumps(
-        {"error": {"message": message or f"HTTP {status}", "type": kind, "code": status}}
+        {"error": {"message": str(message or f"HTTP {status}"), "type": kind, "code": status}}
     )
 
 
@@ -283,17 +287,14 @@ Sink = StreamRelay | AnswerSink
 
 
 def _sink_for(
-    gateway: Gateway,
     http: web.Request,
     endpoint: Endpoint,
-    body: dict[str, Any],
     backend: BackendState,
     stream: bool,
     headers: dict[str, str],
 ) -> Sink:
     if stream:
-        strip = endpoint.upstream is Upstream.CHUNKS and not wants_usage(body)
-        return StreamRelay(http, headers, strip_usage=strip)
+        return StreamRelay(http, headers)
     return AnswerSink(endpoint, adapter_for(backend.engine).answer_shapes.get(endpoint.path))
 
 
@@ -376,11 +377,7 @@ async def _try_candidates(
                 "X-Request-Id": http.get(REQUEST_ID, ""),
             }
             whole = endpoint.upstream is Upstream.WHOLE
-            sink = (
-                None
-                if whole
-                else _sink_for(gateway, http, endpoint, body, backend, stream, headers)
-            )
+            sink = None if whole else _sink_for(http, endpoint, backend, stream, headers)
             payload = upstream_body(endpoint, body, model)
             result = await _send(gateway, backend, endpoint, payload, sink)
             committed_to_client = stream and result.committed
@@ -404,7 +401,6 @@ async def _try_candidates(
                 message = f"upstream {model} failed mid-stream: {result.reason}"
                 error = {"error": {"message": message, "type": "upstream_error", "code": 502}}
                 with contextlib.suppress(ConnectionResetError):
-                    await sink.close_held()
                     await sink.response.write(b"data: " + orjson.dumps(error) + b"\n\n")
                 gateway.metrics.of(
                     gateway.metrics.requests, resolution.route, model, "mid_stream"

@@ -134,8 +134,12 @@ class _Choice:
                 self.fields[key] = value
 
     def joined(self) -> JSON:
-        joined: JSON = {key: value for key, value in self.values.items() if key not in self.strings}
-        joined.update((key, "".join(parts)) for key, parts in self.strings.items())
+        """The delta fields: strings concatenated (one that got only "" and nulls, as vLLM
+        streams a tool call's `content`, is null), the rest as last set."""
+        joined: JSON = dict(self.values)
+        for key, parts in self.strings.items():
+            text = "".join(parts)
+            joined[key] = None if not text and key in self.values else text
         return joined
 
     def build(self, kind: AnswerKind, shape: AnswerShape, now_s: int) -> JSON:
@@ -157,8 +161,10 @@ class _Choice:
 
 
 def _with_defaults(body: JSON, defaults: Mapping[str, Any], now_s: int) -> JSON:
+    """The shape's fields where the stream left them out or null."""
     for key, value in defaults.items():
-        body.setdefault(key, now_s if value is NOW else value)
+        if body.get(key) is None:
+            body[key] = now_s if value is NOW else value
     return body
 
 
@@ -203,6 +209,8 @@ class StreamAssembler:
         body["choices"] = [
             self.choices[i].build(self.kind, self.shape, now_s) for i in sorted(self.choices)
         ]
+        if isinstance(body.get("usage"), dict):
+            body["usage"] = _with_defaults(dict(body["usage"]), self.shape.usage, now_s)
         return _with_defaults(body, self.shape.answer, now_s)
 
 

@@ -5,9 +5,13 @@ stream of Responses API events, or one JSON body) and, for chunk streams, which 
 assembler builds. What a request gains on its way upstream (docs/gateway.md):
 
 - `model` becomes the fleet model the route picked (a route alias is not an engine's name);
-- chunk and event endpoints are always streamed from the upstream (`stream: true`), so the
-  gateway's deadlines cover every request; chunk streams also ask for usage
-  (`stream_options.include_usage`), which the relay removes again unless the client asked;
+- a request the client wants answered whole is streamed from the upstream all the same
+  (`stream: true`, and for chat and completions `stream_options: {include_usage: true}`), so
+  the gateway's deadlines cover every request and the assembled answer has its usage;
+- a streaming request goes as the client sent it, `stream_options` included. (Asking for usage
+  the client did not want would change more than the one usage chunk: vLLM then moves its
+  `system_fingerprint` off each choice's last chunk onto the usage chunk, llama.cpp its
+  `timings`, which no relay could put back without reordering the chunks.)
 - everything else the client sent is passed on as it is.
 """
 
@@ -59,22 +63,12 @@ def wants_stream(body: Mapping[str, Any]) -> bool:
     return bool(body.get("stream"))
 
 
-def wants_usage(body: Mapping[str, Any]) -> bool:
-    """Whether a streaming client asked for the usage chunk."""
-    options = body.get("stream_options")
-    return isinstance(options, Mapping) and bool(options.get("include_usage"))
-
-
 def upstream_body(endpoint: Endpoint, body: Mapping[str, Any], model: str) -> bytes:
     """The request as sent to an engine serving `model` (see the module docstring)."""
-    if endpoint.upstream is Upstream.WHOLE:
-        return orjson.dumps({**body, "model": model})
+    named = {**body, "model": model}
+    if endpoint.upstream is Upstream.WHOLE or wants_stream(body):
+        return orjson.dumps(named)
     if endpoint.upstream is Upstream.EVENTS:
-        return orjson.dumps({**body, "model": model, "stream": True})
-    given = body.get("stream_options")
-    options: dict[str, Any] = dict(given) if isinstance(given, Mapping) else {}
-    if not (wants_stream(body) and wants_usage(body)):
-        # the engine would have sent no usage at all, so none per chunk either
-        options.pop("continuous_usage_stats", None)
-    options["include_usage"] = True
-    return orjson.dumps({**body, "model": model, "stream": True, "stream_options": options})
+        return orjson.dumps({**named, "stream": True})
+    # a non-streaming answer has usage, so the stream it is built from must carry it
+    return orjson.dumps({**named, "stream": True, "stream_options": {"include_usage": True}})

@@ -1,12 +1,6 @@
-"""Where a committed attempt's events go: to a streaming client as they arrive, or into an
-assembler that builds the non-streaming answer.
-
-The gateway asks chunk streams for usage; a client that did not ask for it must not get the
-usage chunk (`choices: []` breaks `chunk.choices[0]` loops, as against the engine directly).
-`StreamRelay` drops it and moves what else it carried onto the chunk before it, where the
-engine puts those fields when nobody asks for usage (llama.cpp's `timings` go on the last
-chunk it sends): the chunk ending a choice waits until the next event has been seen.
-"""
+"""Where a committed attempt's events go: to a streaming client as they arrive, byte for byte,
+or into an assembler that builds the non-streaming answer. Both keep the usage the upstream
+reported (for the gateway's token counts)."""
 
 from __future__ import annotations
 
@@ -21,11 +15,7 @@ from modelyard.gateway.assemble import JSON, ResponsesAssembler, StreamAssembler
 from modelyard.gateway.endpoints import Endpoint, Upstream
 from modelyard.gateway.streams import DONE
 
-# what every chunk has; anything else on a usage chunk moves to the chunk before it
-CHUNK_HEAD = frozenset({"id", "object", "created", "model", "system_fingerprint", "choices"})
 _USAGE = b'"usage":{'
-_NO_CHOICES = b'"choices":[]'
-_FINISHED = b'"finish_reason":"'
 
 
 def data_of(event: bytes) -> bytes:
@@ -35,7 +25,8 @@ def data_of(event: bytes) -> bytes:
 
 
 def usage_of(event: bytes) -> dict[str, Any] | None:
-    """The usage a chunk reports, decoding only chunks whose bytes show one."""
+    """The usage a chat or completion chunk reports, decoding only chunks whose bytes show
+    one."""
     if _USAGE not in event:
         return None
     try:
@@ -46,16 +37,13 @@ def usage_of(event: bytes) -> dict[str, Any] | None:
 
 
 class StreamRelay:
-    """Streams events to the client, as the client asked for them (see the module docstring).
-    `usage` keeps the last usage the upstream reported (for metrics)."""
+    """Streams events to the client as the upstream sent them."""
 
-    def __init__(self, http: web.Request, headers: dict[str, str], strip_usage: bool) -> None:
+    def __init__(self, http: web.Request, headers: dict[str, str]) -> None:
         self.http = http
         self.headers = headers
-        self.strip_usage = strip_usage
         self.response: web.StreamResponse | None = None
         self.usage: dict[str, Any] | None = None
-        self._held: bytes | None = None  # a choice's last chunk, until the next event
 
     async def commit(self) -> None:
         response = web.StreamResponse(
@@ -73,36 +61,7 @@ class StreamRelay:
         usage = usage_of(event)
         if usage is not None:
             self.usage = usage
-        if not self.strip_usage:
-            await self.response.write(event)
-            return
-        if usage is not None and _NO_CHOICES in event:
-            self._move_extras(event)
-            return
-        if self._held is not None:
-            held, self._held = self._held, None
-            await self.response.write(held)
-        if _FINISHED in event and data_of(event) != DONE:
-            self._held = event
-        else:
-            await self.response.write(event)
-
-    def _move_extras(self, usage_chunk: bytes) -> None:
-        extras = {
-            k: v
-            for k, v in orjson.loads(data_of(usage_chunk)).items()
-            if k not in CHUNK_HEAD and k != "usage"
-        }
-        if extras and self._held is not None:
-            chunk = orjson.loads(data_of(self._held))
-            chunk.update(extras)
-            self._held = b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-    async def close_held(self) -> None:
-        """Send a held chunk (the stream failed or ended without [DONE])."""
-        if self._held is not None and self.response is not None:
-            held, self._held = self._held, None
-            await self.response.write(held)
+        await self.response.write(event)
 
 
 class AnswerSink:

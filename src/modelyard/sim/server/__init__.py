@@ -9,6 +9,7 @@ faults can be injected per model (sim/faults.py).
     sinks.py     where tokens go: counted, or written to the socket as they are produced
     answers.py   what the engine says: words, `n` choices, tool calls, log-probabilities
     responses.py the Responses API's events and response object
+    tokens.py    counting a request's tokens; embeddings
     metrics.py   a served engine's identity, faults and vLLM-named metrics
     app.py       the HTTP endpoints
     serve.py     building the served engines from a fleet, serving until a signal
@@ -18,10 +19,11 @@ text, at least 1, plus 4 per chat message; a list of token ids counts its length
 never emits an end-of-sequence token, so every request generates exactly `max_tokens`.
 """
 
-from modelyard.sim.server.app import SimServer, count_prompt_tokens
+from modelyard.sim.server.app import SimServer
 from modelyard.sim.server.clock import Clock, RealtimeDriver
 from modelyard.sim.server.metrics import SimModel
 from modelyard.sim.server.serve import Endpoint, ServeOptions, build_models, serve
+from modelyard.sim.server.tokens import count_prompt_tokens
 
 __all__ = [
     "Clock",

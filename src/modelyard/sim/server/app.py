@@ -3,14 +3,13 @@
 Chat and completions (stream or not, `n` choices, tool calls, log-probabilities: what they say
 is in sim/server/answers.py), embeddings, the Responses API, models, health, metrics, and the
 fault controls (`/_sim/faults`). Prompt tokens are counted by the documented rule in
-`count_prompt_tokens`; a stream carries usage only when the request asks
+sim/server/tokens.py; a stream carries usage only when the request asks
 (`stream_options.include_usage`), as vLLM's does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import os
 import time
@@ -23,12 +22,11 @@ from prometheus_client import generate_latest
 
 from modelyard.sim.engine import SimRequest
 from modelyard.sim.faults import CONTEXT_LENGTH_BODY, parse_faults
-from modelyard.sim.server import answers, responses
+from modelyard.sim.server import answers, responses, tokens
 from modelyard.sim.server.clock import RealtimeDriver
 from modelyard.sim.server.metrics import SimModel
 from modelyard.sim.server.sinks import CountSink, Frame, StreamSink
 
-EMBEDDING_DIMENSIONS = 8
 JSON = dict[str, Any]
 
 
@@ -42,41 +40,8 @@ def _error(message: str, status: int, kind: str = "BadRequestError") -> web.Resp
     )
 
 
-def _text_tokens(text: str) -> int:
-    return max(1, -(-len(text.encode("utf-8")) // 4))
-
-
-def count_prompt_tokens(body: Mapping[str, Any], chat: bool) -> int:
-    """One token per 4 UTF-8 bytes of text, at least 1, plus 4 per chat message; a list of
-    token ids counts its length (docs/simulator.md)."""
-    if chat:
-        total = 0
-        for message in body.get("messages") or []:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, list):
-                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            total += 4 + _text_tokens(content if isinstance(content, str) else "")
-        return max(total, 1)
-    prompt = body.get("prompt", "")
-    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        return len(prompt)
-    if isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise ValueError("sim serve takes one prompt per request")
-        prompt = prompt[0]
-    if isinstance(prompt, list):
-        return max(len(prompt), 1)
-    return _text_tokens(str(prompt))
-
-
 def _sse(data: Mapping[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
-def _embedding(text: str) -> list[float]:
-    """A fixed unit-free vector per input text (its SHA-256, scaled to [-1, 1))."""
-    digest = hashlib.sha256(text.encode()).digest()
-    return [round(b / 128 - 1, 6) for b in digest[:EMBEDDING_DIMENSIONS]]
 
 
 class SimServer:
@@ -261,7 +226,7 @@ class SimServer:
         if isinstance(body, web.Response):
             return body
         try:
-            prompt_tokens = count_prompt_tokens(body, chat)
+            prompt_tokens = tokens.count_prompt_tokens(body, chat)
             generation = answers.parse_generation(body, chat)
         except ValueError as exc:
             return _error(f"invalid request: {exc}", 400)
@@ -437,21 +402,12 @@ class SimServer:
         body = await self._admit(http, model)
         if isinstance(body, web.Response):
             return body
-        given = body.get("input")
-        inputs = [given] if isinstance(given, str) else given
-        if not isinstance(inputs, list) or not inputs:
-            return _error("invalid request: input must be a string or a non-empty list", 400)
-        texts = [item if isinstance(item, str) else orjson.dumps(item).decode() for item in inputs]
+        try:
+            answer = tokens.embeddings_answer(body, model.served_name)
+        except ValueError as exc:
+            return _error(f"invalid request: {exc}", 400)
         injected = await self._inject(model)
-        if injected is not None:
-            return injected
-        data = [
-            {"object": "embedding", "index": i, "embedding": _embedding(t)}
-            for i, t in enumerate(texts)
-        ]
-        prompt_tokens = sum(_text_tokens(t) for t in texts)
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-        return _json({"object": "list", "data": data, "model": model.served_name, "usage": usage})
+        return injected if injected is not None else _json(answer)
 
     async def _responses(self, http: web.Request, model: SimModel) -> web.StreamResponse:
         received = self.driver.clock.now()
@@ -459,8 +415,8 @@ class SimServer:
         if isinstance(body, web.Response):
             return body
         try:
-            input_tokens = _text_tokens(responses.input_text(body))
-            tokens = responses.max_output_tokens(body)
+            input_tokens = tokens.text_tokens(responses.input_text(body))
+            output_tokens = responses.max_output_tokens(body)
         except ValueError as exc:
             return _error(f"invalid request: {exc}", 400)
         injected = await self._inject(model)
@@ -474,7 +430,7 @@ class SimServer:
             rid=rid * answers.MAX_CHOICES,
             arrival=received + model.faults.faults.slow_first_token_s,
             prompt_tokens=input_tokens,
-            output_tokens=tokens,
+            output_tokens=output_tokens,
         )
         try:
             if not body.get("stream"):
@@ -490,7 +446,7 @@ class SimServer:
             stream = StreamSink(
                 http.transport,
                 lambda token, last, time_s: responses.delta(reply, token),
-                tokens,
+                output_tokens,
                 model.faults.faults,
             )
             request.payload = stream
