@@ -11,6 +11,8 @@ whole module; answers are a few tokens long.
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +47,7 @@ TOOL_CONVERSATION = [
     {"role": "user", "content": "What time is it?"},
 ]
 HI = [{"role": "user", "content": "Hi"}]
+GEMMA_BOS, GEMMA_START_OF_TURN, GEMMA_END_OF_TURN = 2, 105, 106  # its vocabulary's ids
 GREEDY = {"temperature": 0}
 CHAT_CASES: dict[str, dict[str, Any]] = {
     "plain": {"messages": HI, "max_tokens": 3, **GREEDY},
@@ -77,6 +80,7 @@ class Pair:
     model: str
     direct: openai.OpenAI
     gateway: openai.OpenAI
+    engine_url: str
 
     def both(self, call: Callable[[openai.OpenAI], Any]) -> tuple[Any, Any]:
         return call(self.direct), call(self.gateway)
@@ -118,7 +122,7 @@ policy:
         for url in (started.url, gateway.url)
     ]
     try:
-        yield Pair(engine, model, *clients)
+        yield Pair(engine, model, *clients, started.url)
     finally:
         for client in clients:
             client.close()
@@ -215,6 +219,30 @@ def test_engine_errors_are_relayed(pair: Pair) -> None:
             client.chat.completions.create(**request)
         errors.append(error.value)
     assert errors[0].body == errors[1].body and errors[0].message == errors[1].message
+
+
+def test_the_prepared_model_chats_in_gemmas_turns(pair: Pair) -> None:
+    """`models prepare` put Gemma's template where each engine reads it: llama.cpp renders
+    its turns (not ChatML's `<|im_start|>`), vLLM's tokenizer makes its turn tokens."""
+    if pair.engine == "llamacpp":
+        rendered = _post_json(pair.engine_url + "/apply-template", {"messages": HI})["prompt"]
+        assert rendered.endswith("<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n")
+        assert "<|im_" not in rendered
+    else:
+        tokens = _post_json(
+            pair.engine_url + "/tokenize",
+            {"model": pair.model, "messages": HI, "add_generation_prompt": True},
+        )["tokens"]
+        assert tokens[:2] == [GEMMA_BOS, GEMMA_START_OF_TURN]
+        assert tokens.count(GEMMA_START_OF_TURN) == 2 and GEMMA_END_OF_TURN in tokens
+
+
+def _post_json(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
 
 
 def test_models_list_and_retrieve(pair: Pair) -> None:

@@ -17,6 +17,7 @@ from typing import BinaryIO
 from modelyard.engines.errors import EngineNotInstalledError
 
 MAGIC = b"GGUF"
+TEMPLATE_KEY = "tokenizer.chat_template"
 STRING, ARRAY, UINT32 = 8, 9, 4
 # value type -> size in bytes (fixed-size types)
 FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}

@@ -19,7 +19,6 @@ from modelyard.engines.errors import EngineNotInstalledError
 
 MODELS_DIR = CACHE / "models"
 PREPARABLE = ("gemma-3-270m",)
-TEMPLATE_KEY = "tokenizer.chat_template"
 
 
 def _package_gguf(catalog_model: str) -> Path:
@@ -47,8 +46,8 @@ def gguf_path(catalog_model: str) -> Path:
     source = _package_gguf(catalog_model)
     template = CHAT_TEMPLATES[catalog_model]
     target = MODELS_DIR / f"{catalog_model}.gguf"
-    if not target.exists() or gguf.read_string(target, TEMPLATE_KEY) != template:
-        gguf.write_with_string(source, target, TEMPLATE_KEY, template)
+    if not target.exists() or gguf.read_string(target, gguf.TEMPLATE_KEY) != template:
+        gguf.write_with_string(source, target, gguf.TEMPLATE_KEY, template)
     return target
 
 
