@@ -24,8 +24,8 @@ from rich.progress import (
 )
 
 from modelyard import __version__
+from modelyard import results as result_documents
 from modelyard.bench import compare, datasets
-from modelyard.bench import results as bench_results
 from modelyard.bench import run as bench_run
 from modelyard.bench.loadgen import LoadOptions, Target
 from modelyard.bench.metrics import Slo
@@ -761,7 +761,7 @@ def bench_command(
                     dataset,
                 )
             )
-        bench_results.write(path, document)
+        result_documents.write(path, document)
         console.print(tables.bench_table(document))
         sys.stdout.write(f"results: {path}\n")
 
@@ -813,24 +813,7 @@ def compare_command(
         money = f", ${cost:,.0f}/month at the catalog's cheapest prices" if cost else ""
         console.print(f"{result.placement}: {used}{money}", highlight=False)
     if output is not None:
-        bench_results.write(
-            output,
-            {
-                "schema": "modelyard.compare/1",
-                "fleet": loaded.fleet.name,
-                "simulated": sim,
-                "options": options.__dict__,
-                "placements": [
-                    {
-                        "placement": r.placement,
-                        "models": r.models,
-                        "gpus": r.gpus,
-                        "monthly_usd": r.monthly_usd(loaded.catalog),
-                    }
-                    for r in outcome
-                ],
-            },
-        )
+        result_documents.write(output, compare.document(loaded, options, outcome))
 
 
 @app.command("report")
@@ -1078,7 +1061,7 @@ def plan_command(
         )
     data = result.to_json()
     if output is not None:
-        bench_results.write(output, data)
+        result_documents.write(output, data)
     if result.sweep is not None:
         png = sweep_png(data, output.with_suffix(".png") if output else Path("plan-sweep.png"))
         sys.stderr.write(f"wrote {png}\n")

@@ -26,9 +26,9 @@ def test_compare_in_the_simulator() -> None:
     assert set(by) == {"shared", "isolated"}
     for model in ("llama-8b", "mistral-7b"):
         shared, isolated = by["shared"].models[model], by["isolated"].models[model]
-        assert shared["completed"] == isolated["completed"]  # the identical workload
+        assert shared.completed == isolated.completed  # the identical workload
         # two engines time-sharing one A10G with half its memory each are slower
-        assert shared["tpot_ms"]["p99"] > isolated["tpot_ms"]["p99"]
+        assert shared.tpot_ms.p99 > isolated.tpot_ms.p99
     # monthly GPU cost at the catalog's cheapest A10G price (g5.xlarge $1.006/h), 730 h
     catalog = load_fleet(EXAMPLE).catalog
     assert by["isolated"].gpus == {"a10g": 2} and by["shared"].gpus == {"a10g": 1}
@@ -90,9 +90,10 @@ traffic: {fallback_rate: 0.5}
     for result in outcome:
         assert set(result.models) == {"primary", "fallback"}
         for summary in result.models.values():
-            assert summary["completed"] > 0 and summary["cold_start_s"] > 0
-            assert summary["memory_mib"] > 10  # resident memory of a real process
-            assert summary["server"]["engine"] == "sim"
+            assert summary.completed > 0
+            assert summary.cold_start_s is not None and summary.cold_start_s > 0
+            assert summary.memory_mib is not None and summary.memory_mib > 10  # a real process
+            assert summary.server is not None and summary.server.engine == "sim"
     assert any("starting engines" in m for m in messages)
 
 

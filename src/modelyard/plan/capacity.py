@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelyard.bench import results as bench_results
+from modelyard import results
 from modelyard.bench.workload import LengthDist
 from modelyard.catalog import GpuSpec
 from modelyard.catalog.mig import mig_gpu
@@ -124,7 +124,7 @@ def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, s
     errors (a rate sweep gives one file per level)."""
     best: dict[str, tuple[float, str]] = {}
     for path in paths:
-        data = bench_results.read(path)
+        data = results.read_bench(path).model_dump(by_alias=True)
         for model, summary in data["models"].items():
             errors = sum((summary.get("errors") or {}).values())
             ok = errors == 0 and summary.get("completed", 0) > 0
@@ -142,7 +142,7 @@ def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, s
 
 def measured_token_means(path: Path) -> tuple[int, int]:
     """Mean prompt and output tokens of a bench run's workload (uniform: the middle)."""
-    data = bench_results.read(path)
+    data = results.read_bench(path).model_dump(by_alias=True)
 
     def mean(dist: dict[str, Any]) -> int:
         if dist.get("kind") == "uniform" and dist.get("high") is not None:
