@@ -16,7 +16,8 @@ import numpy as np
 
 from modelyard.results import Percentiles, Samples, TargetSummary
 
-ERROR_CLASSES = ("connect", "timeout", "http_4xx", "http_5xx", "oom", "mid_stream")
+# protocol: an answer or stream event that is not the OpenAI protocol (not a JSON object)
+ERROR_CLASSES = ("connect", "timeout", "http_4xx", "http_5xx", "oom", "mid_stream", "protocol")
 PERCENTILES = (50, 90, 95, 99)
 SAMPLE_LIMIT = 20_000
 
