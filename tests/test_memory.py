@@ -295,3 +295,31 @@ def test_kv_heads_replicate_past_their_count(catalog: Catalog) -> None:
         FitSettings(max_model_len=8192, tensor_parallel_size=16),
     )
     assert fitted.kv_bytes_per_token == pytest.approx(131072 / 8)
+
+
+def test_cli_fit_exits_3_when_something_does_not_fit(write_fleet: Callable[[str], Path]) -> None:
+    single = subprocess.run(
+        [sys.executable, "-m", "modelyard", "fit", "--model", "llama-3.1-70b", "--gpu", "l4"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert single.returncode == 3
+    assert "no: llama-3.1-70b does not fit: weights" in single.stderr.replace("\n", " ")
+    fleet = write_fleet("name: x\nmodels:\n  big: {catalog: llama-3.1-70b, gpu: l4}\n")
+    for extra in ([], ["--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "modelyard", "fit", str(fleet), *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 3, done.stderr
+        assert "Traceback" not in done.stderr
+    fits = subprocess.run(
+        [sys.executable, "-m", "modelyard", "fit", "--model", "gemma-3-270m", "--gpu", "l4"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fits.returncode == 0

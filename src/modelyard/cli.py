@@ -179,9 +179,13 @@ def fit_command(
                     "fits": result.fits,
                 }
             )
+            if not result.fits:
+                raise SystemExit(NEGATIVE_EXIT)
             return
         for table in tables.fleet_fit_tables(result):
             console.print(table)
+        if not result.fits:
+            _negative("not everything fits where the fleet places it (see the reasons above)")
         return
     if model is None:
         raise typer.BadParameter("give a fleet file or --model", param_hint="--model")
@@ -203,9 +207,11 @@ def fit_command(
     single = fit(slug, spec, quant, loaded.quant(quant), device, settings)
     if as_json:
         _print_json(single.to_json())
-        return
-    console.print(tables.fit_table([single]))
-    console.print(single.reason)
+    else:
+        console.print(tables.fit_table([single]))
+        console.print(single.reason)
+    if not single.fits:
+        _negative(f"{slug} does not fit: {single.reason}")
 
 
 @app.command("quant")
@@ -671,6 +677,14 @@ def bench_command(
     ] = None,
     sharegpt: Annotated[Path | None, typer.Option(help="ShareGPT-format JSON file.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    max_error_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Exit 3 when more than this share of requests fail (always when all fail).",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark OpenAI-compatible endpoints: TTFT, TPOT, ITL, E2E, throughput, goodput."""
     if (rate is None) == (concurrency is None):
@@ -724,6 +738,7 @@ def bench_command(
         rate if rate is not None else concurrency, "--rate" if rate else "--concurrency"
     )
     options = BenchOptions(requests=requests, warmup=warmup, seed=seed)
+    outcomes: list[tuple[float, result_documents.TargetSummary]] = []
     for level in levels:
         if rate is not None:
             workload = replace(workload, arrivals=replace(workload.arrivals, rate=level))
@@ -764,6 +779,14 @@ def bench_command(
         result_documents.write(path, document)
         console.print(tables.bench_table(document))
         sys.stdout.write(f"results: {path}\n")
+        outcomes.append((level, document.all))
+    for level, overall in outcomes:
+        failed = overall.failed / max(overall.requests, 1)
+        if overall.completed == 0 or (max_error_rate is not None and failed > max_error_rate):
+            _negative(
+                f"{overall.failed} of {overall.requests} requests failed at {level:g}"
+                + (f" (more than --max-error-rate {max_error_rate:g})" if overall.completed else "")
+            )
 
 
 @app.command("compare")
@@ -1100,6 +1123,16 @@ def plan_command(
     if result.recommended is None:
         raise ModelyardError(result.why)
     console.print(f"why: {result.why}", highlight=False)
+
+
+# exit codes: 0 done, 1 an error (one line per problem), 2 bad usage, 3 the command ran and its
+# answer is "no" (something does not fit, too many requests failed), so CI can gate on it
+NEGATIVE_EXIT = 3
+
+
+def _negative(message: str) -> NoReturn:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]no:[/] {message}")
+    raise SystemExit(NEGATIVE_EXIT)
 
 
 def _fail(message: str) -> NoReturn:

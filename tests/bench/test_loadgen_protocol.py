@@ -4,6 +4,10 @@ recorded as data, and the run goes on (an in-process aiohttp server on a free po
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -59,3 +63,32 @@ def test_a_non_json_answer_fails_that_request_only() -> None:
     records = asyncio.run(_run(stream=False))
     assert [r.error for r in records] == [None, "protocol"] * 3
     assert "answer is not a JSON object" in (records[1].detail or "")
+
+
+def test_bench_exits_3_when_every_request_fails(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on (bound, never listening)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "modelyard",
+                "bench",
+                "--target",
+                f"http://127.0.0.1:{port}",
+                "--rate",
+                "50",
+                "--requests",
+                "5",
+                "--results",
+                str(tmp_path / "r.json"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    assert done.returncode == 3, done.stderr
+    assert "5 of 5 requests failed at 50" in done.stderr
+    assert (tmp_path / "r.json").exists()  # the results are written all the same
