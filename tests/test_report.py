@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from modelyard import results
-from modelyard.bench.compare import CompareOptions, compare_sim, document
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
+from modelyard.compare import CompareOptions, compare_sim, document
 from modelyard.fleet import load_fleet
 from modelyard.report.html import ReportError, write_report
 from modelyard.results import BenchDocument

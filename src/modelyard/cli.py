@@ -23,14 +23,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from modelyard import __version__
+from modelyard import __version__, compare
 from modelyard import results as result_documents
-from modelyard.bench import compare, datasets
+from modelyard.bench import datasets
 from modelyard.bench import run as bench_run
 from modelyard.bench.loadgen import LoadOptions, Target
 from modelyard.bench.metrics import Slo
 from modelyard.bench.run import BenchOptions
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
 from modelyard.catalog import Catalog
 from modelyard.engines import adapter_for, launcher
 from modelyard.engines import models as engine_models
@@ -47,6 +46,7 @@ from modelyard.sim.faults import load_fault_file
 from modelyard.sim.perf import load_calibration
 from modelyard.sim.run import SimOptions, default_mix, simulate
 from modelyard.sim.server import Endpoint, ServeOptions, serve
+from modelyard.workload import ArrivalProcess, LengthDist, Workload
 
 app = typer.Typer(
     name="modelyard",

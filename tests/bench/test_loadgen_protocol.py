@@ -13,7 +13,7 @@ from aiohttp import web
 
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.metrics import RequestRecord
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload, generate
+from modelyard.workload import ArrivalProcess, LengthDist, Workload, generate
 
 GOOD = b'data: {"choices":[{"index":0,"text":"a"}]}\n\ndata: [DONE]\n\n'
 NOT_JSON = b'data: {"choices":[{"index":0,"text":"a"}]}\n\ndata: not json\n\ndata: [DONE]\n\n'

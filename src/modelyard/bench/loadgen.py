@@ -20,9 +20,9 @@ import orjson
 
 from modelyard.bench.datasets import Prompt
 from modelyard.bench.metrics import RequestRecord
-from modelyard.bench.workload import Requests
 from modelyard.chunks import decode, has_content, plainly_has_token
-from modelyard.gateway.http1 import Pool, UpstreamConnectError, UpstreamResetError
+from modelyard.http.client import Pool, UpstreamConnectError, UpstreamResetError
+from modelyard.workload import Requests
 
 CONNECT_S = 10.0
 OOM_MARKERS = (b"out of memory", b"outofmemory", b"no available memory for the cache")
@@ -210,7 +210,9 @@ async def run_load(
     With `prompts`, request i sends prompts[i % len] (its max_tokens, else the workload's)."""
     count = len(requests)
     records: list[RequestRecord | None] = [None] * count
-    pool = Pool()  # keep-alive HTTP/1.1 on asyncio protocols: cheap per chunk (gateway/http1.py)
+    pool = (
+        Pool()
+    )  # keep-alive HTTP/1.1 on asyncio protocols: cheap per chunk (modelyard/http/client.py)
     with _collector_paused():
         try:
             return await _send_all(requests, targets, options, on_progress, prompts, records, pool)

@@ -12,8 +12,8 @@ from modelyard.bench.datasets import Prompt
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
 from modelyard.bench.server_metrics import sample
-from modelyard.bench.workload import Workload, WorkloadError, generate
 from modelyard.results import BenchDocument
+from modelyard.workload import Workload, WorkloadError, generate
 
 
 @dataclass(frozen=True)

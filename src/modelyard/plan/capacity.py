@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from modelyard import results
-from modelyard.bench.workload import LengthDist
 from modelyard.catalog import GpuSpec
 from modelyard.catalog.mig import mig_gpu
 from modelyard.fleet import (
@@ -30,6 +29,7 @@ from modelyard.plan.errors import PlanError
 from modelyard.sim.errors import SimError
 from modelyard.sim.perf import Calibration, calibration_for
 from modelyard.sim.run import SimOptions, SimResult, simulate
+from modelyard.workload import LengthDist
 
 SECONDS_PER_DAY = 86_400
 COARSE_BASE_RPS = 0.05  # the search grid: 0.05 x 2^k, then 14 steps per doubling (~5%)

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from modelyard import results
-from modelyard.bench.compare import COMPARED, compared_values, difference
+from modelyard.compare import COMPARED, compared_values, difference
 from modelyard.errors import ModelyardError
 from modelyard.results import (
     BenchDocument,

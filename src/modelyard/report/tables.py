@@ -7,9 +7,9 @@ from typing import Any
 
 from rich.table import Table
 
-from modelyard.bench.compare import COMPARED, PlacementResult, compared_values, difference
 from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
+from modelyard.compare import COMPARED, PlacementResult, compared_values, difference
 from modelyard.engines.launcher import EngineProcess, EngineStatus
 from modelyard.memory import FitResult, FleetFit
 from modelyard.quant import ProfileOption

@@ -17,13 +17,14 @@ from pathlib import Path
 from modelyard.bench.loadgen import LoadOptions, Target
 from modelyard.bench.metrics import Slo
 from modelyard.bench.run import BenchOptions, bench
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
 from modelyard.catalog import Catalog
 from modelyard.engines import launcher
 from modelyard.fleet import LoadedFleet
 from modelyard.placement import Layout, PlacementOverride, device_plans
 from modelyard.results import ComparedModel, CompareDocument, ComparedPlacement, Percentiles
 from modelyard.sim.run import SimOptions, default_mix, simulate
+from modelyard.units import HOURS_PER_MONTH
+from modelyard.workload import ArrivalProcess, LengthDist, Workload
 
 PLACEMENTS = ("shared", "isolated")
 
@@ -50,8 +51,6 @@ class PlacementResult:
     def monthly_usd(self, catalog: Catalog) -> float | None:
         """GPU cost of the placement at the catalog's cheapest listed prices, 730 h a month
         (the planner's rule); None without GPUs or prices."""
-        from modelyard.plan.cost import HOURS_PER_MONTH
-
         if not self.gpus:
             return None
         total = 0.0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench.compare import CompareOptions, compare_sim
+from modelyard.compare import CompareOptions, compare_sim
 from modelyard.fleet import load_fleet
 from tests.conftest import ROOT
 
@@ -64,7 +64,7 @@ def test_compare_with_real_processes_of_the_sim_engine(tmp_path: Path) -> None:
     """The demo's real-engine path (launcher + bench + down) with fast simulated engines."""
     import asyncio
 
-    from modelyard.bench.compare import compare_real
+    from modelyard.compare import compare_real
 
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("""\
