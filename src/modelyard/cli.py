@@ -33,7 +33,7 @@ from modelyard.bench.run import BenchOptions
 from modelyard.catalog import Catalog
 from modelyard.engines import adapter_for, launcher
 from modelyard.engines import models as engine_models
-from modelyard.engines.launcher import EngineProcess
+from modelyard.engines.state import EngineProcess
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
 from modelyard.fleet import fleet_json_schema, load_fleet, single_model_fleet
 from modelyard.gateway import server as gateway_server

@@ -10,7 +10,8 @@ from rich.table import Table
 from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
 from modelyard.compare import COMPARED, PlacementResult, compared_values, difference
-from modelyard.engines.launcher import EngineProcess, EngineStatus
+from modelyard.engines.launcher import EngineStatus
+from modelyard.engines.state import EngineProcess
 from modelyard.memory import FitResult, FleetFit
 from modelyard.quant import ProfileOption
 from modelyard.results import BenchDocument
