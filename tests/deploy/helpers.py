@@ -26,10 +26,15 @@ def render_fleet(
     return k8s.render(loaded, k8s.read_inputs(loaded, bounds), k8s.RenderOptions(**options))
 
 
+@functools.cache
+def example(name: str) -> LoadedFleet:
+    return load_fleet(EXAMPLES / name)
+
+
 def rendered(
     name: str, bounds: dict[str, k8s.ReplicaBounds] | None = None, **options: Any
 ) -> k8s.Rendered:
-    return render_fleet(load_fleet(EXAMPLES / name), bounds, **options)
+    return render_fleet(example(name), bounds, **options)
 
 
 @functools.cache

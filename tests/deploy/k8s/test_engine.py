@@ -45,7 +45,12 @@ def test_engine_pod_is_hardened_and_keeps_the_llm_protections() -> None:
     # what a non-root engine with a read-only root writes: the cache volume (not under /root),
     # HOME and /tmp
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts == {"/models": "model-cache", "/dev/shm": "dshm", "/tmp": "tmp", "/home/modelyard": "home"}
+    assert mounts == {
+        "/models": "model-cache",
+        "/dev/shm": "dshm",
+        "/tmp": "tmp",
+        "/home/modelyard": "home",
+    }
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HF_HOME"] == "/models" and env["HOME"] == "/home/modelyard"
     assert spec["enableServiceLinks"] is False and spec["automountServiceAccountToken"] is False
@@ -74,7 +79,9 @@ def test_startup_probe_is_sized_from_the_weights() -> None:
     seconds = (weights / 100e6 + 180) * 2
     assert probe["periodSeconds"] == 10
     assert abs(probe["failureThreshold"] - math.ceil(seconds / 10)) <= 1
-    slow = engine(rendered("isolated.yaml", load_bandwidth_bytes_s=20e6), "Deployment", "mistral-7b")
+    slow = engine(
+        rendered("isolated.yaml", load_bandwidth_bytes_s=20e6), "Deployment", "mistral-7b"
+    )
     assert slow["startupProbe"]["failureThreshold"] > probe["failureThreshold"]
 
 
@@ -85,7 +92,11 @@ def test_autoscaled_engine_has_no_fixed_replicas_a_budget_and_spread() -> None:
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
     scaled = find(result, "ScaledObject", "llama-8b")["spec"]
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (2, 6)
-    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "llama-8b"}
+    assert scaled["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "llama-8b",
+    }
     trigger = scaled["triggers"][0]
     assert trigger["metadata"]["threshold"] == "19.50"
     assert trigger["metadata"]["query"] == (
@@ -97,7 +108,11 @@ def test_autoscaled_engine_has_no_fixed_replicas_a_budget_and_spread() -> None:
     assert spread[0]["topologyKey"] == "kubernetes.io/hostname"
     assert spread[0]["whenUnsatisfiable"] == "DoNotSchedule"
     # the single-replica fallback: no budget (it would block drains), no spread
-    assert not [d for _, d in pairs(result) if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "mistral-7b"]
+    assert not [
+        d
+        for _, d in pairs(result)
+        if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "mistral-7b"
+    ]
     assert messages(pairs(result)) == []
 
 
@@ -136,17 +151,23 @@ def test_an_engine_that_drains_gets_its_own_timeout(write_fleet: Callable[..., P
 
 
 def test_fleets_that_cannot_be_deployed_say_why(write_fleet: Callable[..., Path]) -> None:
-    cpu = load_fleet(write_fleet("name: f\nmodels:\n  a: {catalog: gemma-3-270m, engine: llamacpp}\n"))
+    cpu = load_fleet(
+        write_fleet("name: f\nmodels:\n  a: {catalog: gemma-3-270m, engine: llamacpp}\n")
+    )
     with pytest.raises(DeployError, match=r"models.a: no `gpu:`"):
         render_fleet(cpu)
-    gguf = load_fleet(write_fleet("name: f\nmodels:\n  a: {catalog: gemma-3-270m, engine: llamacpp, gpu: l4}\n"))
+    gguf = load_fleet(
+        write_fleet("name: f\nmodels:\n  a: {catalog: gemma-3-270m, engine: llamacpp, gpu: l4}\n")
+    )
     with pytest.raises(DeployError, match=r"llama\.cpp needs a GGUF repository"):
         render_fleet(gguf)
     with pytest.raises(DeployError, match="no 'gke' node label value"):
         rendered("isolated.yaml", node_label="gke")
     with pytest.raises(DeployError, match="Multi-Attach"):
         rendered("isolated.yaml", workload="deployment")
-    ollama = load_fleet(write_fleet("name: f\nmodels:\n  a: {catalog: gemma-3-270m, engine: ollama, gpu: l4}\n"))
+    ollama = load_fleet(
+        write_fleet("name: f\nmodels:\n  a: {catalog: gemma-3-270m, engine: ollama, gpu: l4}\n")
+    )
     with pytest.raises(Exception, match="no container command"):
         render_fleet(ollama)
 

@@ -6,7 +6,16 @@ from pathlib import Path
 
 from modelyard.deploy import k8s
 from modelyard.fleet import load_fleet
-from tests.deploy.helpers import BOUNDS, EXAMPLES, engine, find, kinds, pod_spec, render_fleet, rendered
+from tests.deploy.helpers import (
+    BOUNDS,
+    EXAMPLES,
+    engine,
+    find,
+    kinds,
+    pod_spec,
+    render_fleet,
+    rendered,
+)
 
 
 def test_gateway_drains_longer_than_its_longest_request() -> None:
@@ -48,7 +57,9 @@ def test_a_changed_fleet_rolls_the_gateway_and_options_do_not(tmp_path: Path) ->
     base = rendered("isolated.yaml")
     assert digest(rendered("isolated.yaml", gateway_replicas=3)) == digest(base)
     changed = tmp_path / "changed.yaml"
-    changed.write_text((EXAMPLES / "isolated.yaml").read_text().replace("ttft_p99: 800ms", "ttft_p99: 1s"))
+    changed.write_text(
+        (EXAMPLES / "isolated.yaml").read_text().replace("ttft_p99: 800ms", "ttft_p99: 1s")
+    )
     assert digest(render_fleet(load_fleet(changed))) != digest(base)
 
 

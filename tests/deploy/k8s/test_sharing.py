@@ -71,12 +71,22 @@ def test_time_sliced_group_on_an_h100_renders_time_slicing_with_the_fractions(
 
 
 def test_given_mig_profiles_are_rendered_as_given(h100_pair: Callable[[str], Path]) -> None:
-    fleet = h100_pair("      sharing: mig\n      mig_profiles: {llama-8b: 4g.40gb, mistral-7b: 2g.20gb}")
-    text = fleet.read_text().replace("      memory_fractions: {llama-8b: 0.6, mistral-7b: 0.3}\n", "")
+    fleet = h100_pair(
+        "      sharing: mig\n      mig_profiles: {llama-8b: 4g.40gb, mistral-7b: 2g.20gb}"
+    )
+    text = fleet.read_text().replace(
+        "      memory_fractions: {llama-8b: 0.6, mistral-7b: 0.3}\n", ""
+    )
     fleet.write_text(text)
     result = render_fleet(load_fleet(fleet))
-    assert engine(result, "Deployment", "llama-8b")["resources"]["limits"]["nvidia.com/mig-4g.40gb"] == "1"
-    assert engine(result, "Deployment", "mistral-7b")["resources"]["limits"]["nvidia.com/mig-2g.20gb"] == "1"
+    assert (
+        engine(result, "Deployment", "llama-8b")["resources"]["limits"]["nvidia.com/mig-4g.40gb"]
+        == "1"
+    )
+    assert (
+        engine(result, "Deployment", "mistral-7b")["resources"]["limits"]["nvidia.com/mig-2g.20gb"]
+        == "1"
+    )
     parted = yaml.safe_load(result.node_config["mig-config.yaml"][0]["data"]["config.yaml"])
     assert parted["mig-configs"]["modelyard-fleet-as-written-0"][0]["mig-devices"] == {
         "4g.40gb": 1,
@@ -120,11 +130,20 @@ def test_mps_renders_the_device_plugins_mps_config() -> None:
 
 def test_modes_that_cannot_run_as_written_say_why(h100_pair: Callable[[str], Path]) -> None:
     # MPS gives each of two clients half the memory: 0.6 cannot start
-    with pytest.raises(DeployError, match=r"sharing mps: .*llama-8b asks for 0.6; give memory_fractions of at most 0.50"):
+    with pytest.raises(
+        DeployError,
+        match=r"sharing mps: .*llama-8b asks for 0.6; give memory_fractions of at most 0.50",
+    ):
         render_fleet(load_fleet(h100_pair("      sharing: mps")))
-    fleet = h100_pair("      sharing: mig\n      mig_profiles: {llama-8b: 7g.80gb, mistral-7b: 1g.10gb}")
-    fleet.write_text(fleet.read_text().replace("      memory_fractions: {llama-8b: 0.6, mistral-7b: 0.3}\n", ""))
-    with pytest.raises(DeployError, match=r"placement.shared.0: sharing mig: no MIG profiles of h100-sxm fit"):
+    fleet = h100_pair(
+        "      sharing: mig\n      mig_profiles: {llama-8b: 7g.80gb, mistral-7b: 1g.10gb}"
+    )
+    fleet.write_text(
+        fleet.read_text().replace("      memory_fractions: {llama-8b: 0.6, mistral-7b: 0.3}\n", "")
+    )
+    with pytest.raises(
+        DeployError, match=r"placement.shared.0: sharing mig: no MIG profiles of h100-sxm fit"
+    ):
         render_fleet(load_fleet(fleet))
     with pytest.raises(DeployError, match="GKE configures GPU sharing on the node pool"):
         render_fleet(load_fleet(h100_pair("")), node_label="gke")
@@ -136,4 +155,6 @@ def test_a10g_time_slicing_keeps_node_config_out_of_the_kustomization() -> None:
     kustomization = result.files["kustomization.yaml"][0]
     assert all(not r.startswith("node-config") for r in kustomization["resources"])
     assert "ConfigMap" in kinds(result)
-    assert find(result, "ConfigMap", "device-plugin-config")["metadata"]["namespace"] == "gpu-operator"
+    assert (
+        find(result, "ConfigMap", "device-plugin-config")["metadata"]["namespace"] == "gpu-operator"
+    )
