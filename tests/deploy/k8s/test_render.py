@@ -30,10 +30,7 @@ def test_namespace_enforces_restricted_and_every_object_is_in_it() -> None:
         assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "v1.33"
     cluster_scoped = {"Namespace", "PriorityClass", "Kustomization"}
     for _, doc in pairs(result):
-        if (
-            doc["kind"] not in cluster_scoped
-            and not doc["metadata"].get("namespace") == "gpu-operator"
-        ):
+        if doc["kind"] not in cluster_scoped and doc["metadata"].get("namespace") != "gpu-operator":
             assert doc["metadata"]["namespace"] == "llm", doc["kind"]
     assert "Namespace" not in kinds(rendered("isolated.yaml", namespace_object=False))
     own = rendered("isolated.yaml", priority_class="serving-high")

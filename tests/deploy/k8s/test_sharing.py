@@ -10,8 +10,18 @@ import yaml
 
 from modelyard.deploy.errors import DeployError
 from modelyard.fleet import load_fleet
-from tests.deploy.helpers import arg, engine, find, kinds, messages, node_terms, pairs
-from tests.deploy.helpers import pod_spec, render_fleet, rendered
+from tests.deploy.helpers import (
+    arg,
+    engine,
+    find,
+    kinds,
+    messages,
+    node_terms,
+    pairs,
+    pod_spec,
+    render_fleet,
+    rendered,
+)
 
 H100_PAIR = """\
 name: fleet-as-written

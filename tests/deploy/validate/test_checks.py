@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from tests.deploy.helpers import BOUNDS, Doc, everything, messages, pairs, rendered, DEPLOYABLE
+from tests.deploy.helpers import BOUNDS, DEPLOYABLE, Doc, everything, messages, pairs, rendered
 
 Docs = dict[tuple[str, str], Doc]
 
