@@ -138,7 +138,7 @@ BAD_FLEETS: list[tuple[str, str, list[str]]] = [
         [
             "fleet.yaml:4: models.mistral-7b.replica: unknown field (valid: catalog, engine, quant, gpu, "
             "replicas, endpoints, max_model_len, gpu_memory_utilization, max_num_seqs, "
-            "max_num_batched_tokens, kv_cache_dtype, engine_args, weights)"
+            "max_num_batched_tokens, kv_cache_dtype, tensor_parallel_size, engine_args, weights)"
         ],
     ),
     (
@@ -366,3 +366,62 @@ def test_cli_version() -> None:
     result = _cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == "modelyard 0.1.0"
+
+
+T4 = """\
+gpus:
+  t4:
+    display_name: NVIDIA T4
+    memory_gb: 16
+    visible_memory_mib: 15360
+    memory_bandwidth_gbps: 320
+    bf16_tflops: 65
+    compute_capability: "7.5"
+    source: https://www.nvidia.com/en-us/data-center/tesla-t4/
+    memory_source: nvidia-smi
+    as_of: 2026-12-01
+"""
+
+
+def test_compute_capability_is_checked_on_the_groups_gpu(
+    write_fleet: Callable[[str], Path], tmp_path: Path
+) -> None:
+    (tmp_path / "t4.yaml").write_text(T4)
+    path = write_fleet("""\
+name: x
+catalog: [t4.yaml]
+models:
+  a: {catalog: qwen2.5-7b, quant: awq-w4-g128}
+  b: {catalog: gemma-3-270m}
+placement:
+  shared: [{gpu: t4, models: [a, b]}]
+""")
+    with pytest.raises(FleetError) as caught:
+        load_fleet(path)
+    assert [p.replace(f"{path.parent}/", "") for p in caught.value.problems] == [
+        "fleet.yaml:4: models.a.quant: 'awq-w4-g128' needs compute capability 8.0+, t4 has 7.5",
+        "fleet.yaml:5: models.b.quant: 'bf16' needs compute capability 8.0+, t4 has 7.5",
+    ]
+
+
+def test_tensor_parallel_size_is_checked(write_fleet: Callable[[str], Path]) -> None:
+    path = write_fleet("""\
+name: x
+models:
+  big: {catalog: llama-3.1-70b, gpu: h100-sxm, tensor_parallel_size: 3}
+  small: {catalog: gemma-3-270m, engine: llamacpp, tensor_parallel_size: 2}
+  a: {catalog: llama-3.1-8b, gpu: h100-sxm, tensor_parallel_size: 2}
+  b: {catalog: mistral-7b-instruct-v0.2, gpu: h100-sxm}
+placement:
+  shared: [{gpu: h100-sxm, models: [a, b]}]
+""")
+    with pytest.raises(FleetError) as caught:
+        load_fleet(path)
+    assert [p.replace(f"{path.parent}/", "") for p in caught.value.problems] == [
+        "fleet.yaml:3: models.big.tensor_parallel_size: 64 attention heads do not split into 3 "
+        "equal parts",
+        "fleet.yaml:4: models.small.tensor_parallel_size: engine 'llamacpp' cannot split a model "
+        "over GPUs (engines that can: vllm, sglang, tgi, sim)",
+        "fleet.yaml:8: placement.shared.0.models.1: 'b' spans 1 GPUs but 'a' spans 2: members "
+        "of a group share the same GPUs",
+    ]

@@ -263,3 +263,35 @@ def test_cli_fit_unknown_gpu_is_one_line() -> None:
         "error: unknown GPU 'a10' (did you mean 'a10g'? known: a100-40gb, a100-80gb, a10g, "
         "h100-sxm, h200, l4)"
     ]
+
+
+def test_tensor_parallel_splits_weights_and_kv_heads(catalog: Catalog) -> None:
+    one = _fit(catalog, "llama-3.1-70b", "h100-sxm", "bf16", max_model_len=8192)
+    assert not one.fits  # 141 GB of bf16 weights on an 80 GB GPU
+    two = _fit(
+        catalog, "llama-3.1-70b", "h100-sxm", "bf16", max_model_len=8192, tensor_parallel_size=2
+    )
+    assert two.fits and two.tensor_parallel_size == 2
+    assert two.weights_bytes == pytest.approx(one.weights_bytes / 2)
+    # 8 KV heads over 2 ranks: each GPU holds 4 of each layer's heads
+    assert two.kv_bytes_per_token == pytest.approx(one.kv_bytes_per_token / 2)
+    eight = _fit(
+        catalog, "llama-3.1-70b", "h100-sxm", "bf16", max_model_len=8192, tensor_parallel_size=8
+    )
+    assert eight.kv_bytes_per_token == pytest.approx(one.kv_bytes_per_token / 8)
+    # the instance holds more tokens with more GPUs: each has more room and fewer heads
+    assert eight.kv_cache_tokens > 4 * two.kv_cache_tokens
+
+
+def test_kv_heads_replicate_past_their_count(catalog: Catalog) -> None:
+    # Llama-3.1-8B has 8 KV heads: at TP=16 every rank would still hold one whole head
+    spec = catalog.model("llama-3.1-8b")
+    fitted = fit(
+        "llama-3.1-8b",
+        spec.model_copy(update={"num_attention_heads": 32}),
+        "bf16",
+        catalog.quant("bf16"),
+        Device.from_gpu("h100-sxm", catalog.gpu("h100-sxm")),
+        FitSettings(max_model_len=8192, tensor_parallel_size=16),
+    )
+    assert fitted.kv_bytes_per_token == pytest.approx(131072 / 8)

@@ -41,6 +41,7 @@ from modelyard.gateway import server as gateway_server
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
+from modelyard.signals import Stopped, stop_on_signals
 from modelyard.sim.calibrate import fit_calibration, load_results
 from modelyard.sim.faults import load_fault_file
 from modelyard.sim.perf import load_calibration
@@ -521,7 +522,8 @@ def up_command(
                     description=(f"{process.name} ready, cold start {process.cold_start_s:.1f} s"),
                 )
 
-        started = launcher.up(loaded, state_dir, host, timeout, event)
+        with stop_on_signals():
+            started = launcher.up(loaded, state_dir, host, timeout, event)
     console.print(tables.engines_table(started))
 
 
@@ -799,9 +801,10 @@ def compare_command(
         outcome = compare.compare_sim(loaded, options)
         title = f"{loaded.fleet.name}: shared vs isolated (simulated{', ' + gpu if gpu else ''})"
     else:
-        outcome = run_async_value(
-            compare.compare_real(loaded, options, lambda text: console.print(f"[dim]{text}[/]"))
-        )
+        with stop_on_signals():
+            outcome = run_async_value(
+                compare.compare_real(loaded, options, lambda text: console.print(f"[dim]{text}[/]"))
+            )
         title = f"{loaded.fleet.name}: shared vs isolated (measured on this machine)"
     console.print(tables.compare_table(outcome, title))
     for result in outcome:
@@ -1238,5 +1241,7 @@ def main() -> None:
         _fail(str(exc))
     except ModelyardError as exc:
         _fail(str(exc))
+    except Stopped as exc:
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

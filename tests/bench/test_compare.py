@@ -1,25 +1,20 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from modelyard.bench.compare import CompareOptions, compare_sim, placed
-from modelyard.fleet import SharedPlacement, load_fleet
+from modelyard.bench.compare import CompareOptions, compare_sim
+from modelyard.fleet import load_fleet
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
-
-
-def test_placement_variants() -> None:
-    loaded = load_fleet(EXAMPLE)
-    shared = placed(loaded, "shared").fleet
-    assert isinstance(shared.placement, SharedPlacement)
-    assert shared.placement.shared[0].models == ["llama-8b", "mistral-7b"]
-    assert shared.placement.shared[0].gpu == "a10g"
-    assert placed(loaded, "isolated").fleet.placement == "isolated"
 
 
 def test_compare_in_the_simulator() -> None:
@@ -81,6 +76,7 @@ models:
              engine_args: [--speed, "20", --cold-start-s, "0"]}
 routes:
   - {targets: [primary, fallback]}
+traffic: {fallback_rate: 0.5}
 """)
     messages: list[str] = []
     outcome = asyncio.run(
@@ -98,3 +94,52 @@ routes:
             assert summary["memory_mib"] > 10  # resident memory of a real process
             assert summary["server"]["engine"] == "sim"
     assert any("starting engines" in m for m in messages)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_compare_stops_its_engines(tmp_path: Path, signum: int, code: int) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("""\
+name: slow
+models:
+  a: {catalog: gemma-3-270m, engine: sim, gpu: l4, engine_args: [--cold-start-s, "600"]}
+  b: {catalog: gemma-3-270m, engine: sim, gpu: l4, engine_args: [--cold-start-s, "600"]}
+""")
+    command = f"trap '' INT; exec {sys.executable} -m modelyard compare {fleet} --requests 5"
+    compare = subprocess.Popen(
+        ["sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    engines: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        # shared first: the two engines share the GPU, so the second waits for the first
+        while not engines and time.monotonic() < deadline and compare.poll() is None:
+            engines = _sim_engines()
+            time.sleep(0.02)  # between polls
+        assert engines, "compare never started an engine"
+        compare.send_signal(signum)
+        _, err = compare.communicate(timeout=60)
+        assert compare.returncode == code
+        assert "Traceback" not in err
+        assert _sim_engines() == []
+    finally:
+        compare.kill()
+        compare.communicate()
+        for pid in engines:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _sim_engines() -> list[int]:
+    """Pids of live `sim serve` processes started with this test's 600 s cold start."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"serve" in cmdline and b"--cold-start-s" in cmdline and b"600" in cmdline:
+                state = (proc / "stat").read_text().split()[2]
+                if state != "Z":
+                    pids.append(int(proc.name))
+    return pids

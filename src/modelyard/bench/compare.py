@@ -20,7 +20,8 @@ from modelyard.bench.metrics import Slo
 from modelyard.bench.run import BenchOptions, bench
 from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
 from modelyard.engines import launcher
-from modelyard.fleet import LoadedFleet, SharedGroup, SharedPlacement
+from modelyard.fleet import LoadedFleet
+from modelyard.placement import Layout, PlacementOverride, device_plans
 from modelyard.sim.run import SimOptions, default_mix, simulate
 
 PLACEMENTS = ("shared", "isolated")
@@ -61,16 +62,13 @@ class PlacementResult:
         return total
 
 
-def placed(loaded: LoadedFleet, placement: str) -> LoadedFleet:
-    """The fleet with every model isolated, or all of them in one shared group."""
-    fleet = loaded.fleet
-    if placement == "isolated":
-        variant = fleet.model_copy(update={"placement": "isolated"})
-    else:
-        gpus = {m.gpu for m in fleet.models.values()}
-        group = SharedGroup(gpu=gpus.pop() if len(gpus) == 1 else None, models=list(fleet.models))
-        variant = fleet.model_copy(update={"placement": SharedPlacement(shared=[group])})
-    return LoadedFleet(fleet=variant, catalog=loaded.catalog, path=loaded.path)
+def _gpu_counts(loaded: LoadedFleet, layout: Layout) -> dict[str, int]:
+    """GPUs a placement uses, by type: one per device plan that has a GPU."""
+    counts: dict[str, int] = {}
+    for device in device_plans(loaded, PlacementOverride(layout=layout)):
+        if device.gpu is not None:
+            counts[device.gpu] = counts.get(device.gpu, 0) + 1
+    return counts
 
 
 def _workload(loaded: LoadedFleet, options: CompareOptions) -> Workload:
@@ -103,10 +101,10 @@ async def compare_real(
     slo = Slo(ttft_s=loaded.fleet.slo.ttft_p99, tpot_s=loaded.fleet.slo.tpot_p99)
     results = []
     for placement in options.placements:
-        variant = placed(loaded, placement)
+        layout = _layout(placement)
         with tempfile.TemporaryDirectory() as state:
             say(f"{placement}: starting engines")
-            started = launcher.up(variant, Path(state))
+            started = launcher.up(loaded, Path(state), override=PlacementOverride(layout=layout))
             try:
                 memory = {p.model: _rss_mib(p.pid) for p in started}
                 targets = {p.model: Target(p.model, p.url, p.model) for p in started}
@@ -121,15 +119,7 @@ async def compare_real(
                 )
             finally:
                 launcher.down(Path(state))
-        gpus: dict[str, int] = {}
-        for name in {p.model for p in started}:
-            gpu = variant.gpu_name(name)
-            if gpu is not None:
-                units = 1 if variant.fleet.group_of(name) else variant.fleet.models[name].replicas
-                gpus[gpu] = gpus.get(gpu, 0) + units
-        if placement == "shared":
-            gpus = dict.fromkeys(gpus, 1)
-        result = PlacementResult(placement, gpus=gpus)
+        result = PlacementResult(placement, gpus=_gpu_counts(loaded, layout))
         for process in started:
             summary = document["models"].get(process.model, {})
             result.models[process.model] = {
@@ -141,13 +131,19 @@ async def compare_real(
     return results
 
 
+def _layout(placement: str) -> Layout:
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
+    return "shared" if placement == "shared" else "isolated"
+
+
 def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementResult]:
     results = []
     for placement in options.placements:
         sim = simulate(
             loaded,
             SimOptions(
-                placement=placement,  # type: ignore[arg-type]
+                placement=_layout(placement),
                 gpu=options.gpu,
                 requests=options.requests,
                 rate=options.rate,

@@ -62,7 +62,8 @@ async def bench(
     by_target: dict[str, list[RequestRecord]] = {}
     for record in measured:
         by_target.setdefault(record.target, []).append(record)
-    models = {name: summarise(rs, duration, slo) for name, rs in by_target.items()}
+    # every target, those the mix sends nothing to included (with zero requests)
+    models = {name: summarise(by_target.get(name, []), duration, slo) for name in targets}
     for name, view in server.items():
         if name in models:
             models[name]["server"] = view

@@ -54,6 +54,8 @@ class VllmAdapter(EngineAdapter):
             args += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
         if spec.kv_cache_dtype != "auto":
             args += ["--kv-cache-dtype", spec.kv_cache_dtype]
+        if spec.tensor_parallel_size > 1:
+            args += ["--tensor-parallel-size", str(spec.tensor_parallel_size)]
         return args + list(spec.extra_args)
 
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -125,6 +127,8 @@ class SglangAdapter(EngineAdapter):
             args += ["--max-running-requests", str(spec.max_num_seqs)]
         if spec.kv_cache_dtype == "fp8":
             args += ["--kv-cache-dtype", "fp8_e5m2"]
+        if spec.tensor_parallel_size > 1:
+            args += ["--tp-size", str(spec.tensor_parallel_size)]
         return args + list(spec.extra_args)
 
 
@@ -224,6 +228,8 @@ class TgiAdapter(EngineAdapter):
             args += ["--cuda-memory-fraction", f"{spec.gpu_memory_utilization:g}"]
         if spec.max_num_batched_tokens:
             args += ["--max-batch-prefill-tokens", str(spec.max_num_batched_tokens)]
+        if spec.tensor_parallel_size > 1:
+            args += ["--num-shard", str(spec.tensor_parallel_size)]
         return args + list(spec.extra_args)
 
 

@@ -30,6 +30,7 @@ class LaunchSpec:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     kv_cache_dtype: str = "auto"
+    tensor_parallel_size: int = 1
     cpus: tuple[int, ...] = ()
     gpu_devices: tuple[int, ...] = ()
     parallel: int = 4

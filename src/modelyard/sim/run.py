@@ -16,12 +16,14 @@ import numpy as np
 
 from modelyard.bench.workload import ArrivalProcess, LengthDist, Requests, Workload, generate
 from modelyard.fleet import LoadedFleet
-from modelyard.memory import FitSettings
+from modelyard.memory import fleet_settings
+from modelyard.placement import PlacementOverride, device_plans
 from modelyard.sim.engine import Engine, SimRequest
 from modelyard.sim.errors import SimError
 from modelyard.sim.gpu import EngineSpec, SharedDevice, StartedEngine, start_engine
 from modelyard.sim.loop import PRIORITY_ARRIVAL, Event, EventLoop
 from modelyard.sim.perf import Calibration, calibration_for
+from modelyard.traffic import model_shares, peak_rate_rps
 
 Placement = Literal["fleet", "shared", "isolated"]
 PERCENTILES = (50, 90, 99)
@@ -43,19 +45,13 @@ class SimOptions:
 
 
 def fleet_peak_rate(loaded: LoadedFleet) -> float:
-    """Requests per second at the daily peak: users x requests/user / 86400 x peak factor."""
-    traffic = loaded.fleet.traffic
-    return traffic.daily_active_users * traffic.requests_per_user / 86_400 * traffic.peak_factor
+    """Requests per second at the daily peak (modelyard.traffic's rule)."""
+    return peak_rate_rps(loaded.fleet.traffic)
 
 
 def default_mix(loaded: LoadedFleet) -> dict[str, float]:
-    """Primary gets 1 - fallback_rate and the first fallback the rest; else an equal split."""
-    fleet = loaded.fleet
-    route = fleet.default_route()
-    if route is not None and len(route.targets) >= 2 and fleet.traffic.fallback_rate > 0:
-        primary, fallback = route.targets[0], route.targets[1]
-        return {primary: 1 - fleet.traffic.fallback_rate, fallback: fleet.traffic.fallback_rate}
-    return {name: 1.0 for name in fleet.models}
+    """Each model's share of the requests (modelyard.traffic's rule)."""
+    return model_shares(loaded.fleet)
 
 
 @dataclass(frozen=True)
@@ -68,73 +64,29 @@ def plan_devices(loaded: LoadedFleet, options: SimOptions) -> list[PlannedDevice
     """Devices and the engines on each, as the placement (or its override) puts them."""
     fleet = loaded.fleet
     catalog = loaded.catalog
-
-    def spec_for(name: str, replica: int, gpu_name: str, fraction: float) -> EngineSpec:
-        entry = fleet.models[name]
-        calibration = calibration_for(gpu_name, list(options.calibrations))
-        return EngineSpec(
-            name=f"{name}/{replica}",
-            model_name=catalog.resolve_model_name(entry.catalog),
-            model=loaded.model_spec(name),
-            quant_name=entry.quant_name,
-            quant=loaded.quant(name),
-            gpu_name=gpu_name,
-            gpu=catalog.gpu(gpu_name),
-            calibration=calibration,
-            settings=FitSettings(
-                gpu_memory_utilization=fraction,
-                max_model_len=entry.max_model_len,
-                max_num_batched_tokens=entry.max_num_batched_tokens,
-                max_num_seqs=entry.max_num_seqs,
-                kv_cache_dtype=entry.kv_cache_dtype,
-            ),
-        )
-
-    def gpu_of(name: str) -> str:
-        gpu = options.gpu or loaded.gpu_name(name)
-        if gpu is None:
-            raise SimError(f"model '{name}' has no GPU to simulate: give it one or pass --gpu")
-        return gpu
-
-    groups: list[list[str]]
-    if options.placement == "isolated":
-        groups = [[name] for name in fleet.models]
-    elif options.placement == "shared":
-        groups = [list(fleet.models)]
-    else:
-        grouped = {m for g in fleet.shared_groups() for m in g.models}
-        groups = [list(g.models) for g in fleet.shared_groups()]
-        groups += [[name] for name in fleet.models if name not in grouped]
-
+    override = PlacementOverride(layout=options.placement, gpu=options.gpu)
     devices: list[PlannedDevice] = []
-    for members in groups:
-        gpus = {gpu_of(m) for m in members}
-        if len(gpus) > 1:
-            raise SimError(
-                f"models {', '.join(members)} cannot share one device: they name GPUs "
-                f"{', '.join(sorted(gpus))} (pass --gpu)"
+    for device in device_plans(loaded, override):
+        if device.gpu is None:
+            name = device.engines[0].model
+            raise SimError(f"model '{name}' has no GPU to simulate: give it one or pass --gpu")
+        calibration = calibration_for(device.gpu, list(options.calibrations))
+        specs = [
+            EngineSpec(
+                name=placed.name,
+                model_name=catalog.resolve_model_name(fleet.models[placed.model].catalog),
+                model=loaded.model_spec(placed.model),
+                quant_name=fleet.models[placed.model].quant_name,
+                quant=loaded.quant(placed.model),
+                gpu_name=device.gpu,
+                gpu=catalog.gpu(device.gpu),
+                calibration=calibration,
+                settings=fleet_settings(loaded, placed.model, placed.memory_fraction),
             )
-        gpu_name = gpus.pop()
-        fractions = _fractions(loaded, members)
-        replicas = max(fleet.models[m].replicas for m in members)
-        for replica in range(replicas):
-            specs = [
-                spec_for(m, replica, gpu_name, fractions[m])
-                for m in members
-                if replica < fleet.models[m].replicas
-            ]
-            devices.append(PlannedDevice(gpu_name, specs))
+            for placed in device.engines
+        ]
+        devices.append(PlannedDevice(device.gpu, specs))
     return devices
-
-
-def _fractions(loaded: LoadedFleet, members: list[str]) -> dict[str, float]:
-    if len(members) == 1:
-        return {members[0]: loaded.fleet.models[members[0]].gpu_memory_utilization or 0.9}
-    group = loaded.fleet.group_of(members[0])
-    if group is not None and set(group.models) == set(members):
-        return loaded.memory_fractions(group)
-    share = 0.9 / len(members)
-    return {m: loaded.fleet.models[m].gpu_memory_utilization or share for m in members}
 
 
 class _Collector:
