@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from modelyard.fleet import DEFAULT_MEMORY_LIMIT, LoadedFleet
+from modelyard.fleet import LoadedFleet
+from modelyard.placement import isolated_fraction
 from modelyard.plan.capacity import Capacity, CapacityModel, demand_from_fleet, roles
+from modelyard.traffic import model_shares, peak_rate_rps
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,11 @@ def size_replicas(
     if fleet.slo.ttft_p99 is None and fleet.slo.e2e_p99 is None:
         return {}, ["no autoscaler: the fleet has no slo.ttft_p99 (or e2e_p99) to size one for"]
     demand = demand_from_fleet(fleet)
-    if demand.peak_rps <= 0:
+    peak_rps = peak_rate_rps(fleet.traffic)
+    if peak_rps <= 0:
         return {}, ["no autoscaler: the fleet's traffic: gives no peak to size the maximum from"]
-    model_roles = roles(fleet)
-    shares = model_roles.shares(demand.fallback_rate)
+    primary = roles(fleet).primary
+    shares = model_shares(fleet)  # the traffic rule plan, sim and bench share
     capacity = CapacityModel(
         loaded, fleet.slo, demand.input_tokens, demand.output_tokens, given=dict(given or {})
     )
@@ -59,14 +62,14 @@ def size_replicas(
         gpu = loaded.gpu_name(name)
         if gpu is None:
             continue
-        fraction = entry.gpu_memory_utilization or DEFAULT_MEMORY_LIMIT
+        fraction = isolated_fraction(loaded, name)
         cap = capacity.isolated(name, gpu, fraction)
         if not cap.feasible:
             notes.append(f"{name}: no autoscaler: no capacity within the SLO ({cap.reason})")
             continue
-        rule = 2 if name == model_roles.primary else 1
+        rule = 2 if name == primary else 1
         minimum = max(rule, entry.replicas)
-        peak = demand.peak_rps * shares.get(name, 0.0)
+        peak = peak_rps * shares.get(name, 0.0)
         maximum = max(minimum, math.ceil(peak / cap.rps - 1e-9))
         in_flight = _in_flight(capacity, name, gpu, fraction, cap)
         out[name] = ReplicaSizing(name, cap, in_flight, peak, minimum, maximum)

@@ -192,3 +192,16 @@ def test_engine_named_service_is_renamed_and_llamacpp_fetches_its_repo(
 def test_awq_without_quantized_weights_warns() -> None:
     result = render_fleet(load_fleet(EXAMPLES.parent / "fleet.yaml"))
     assert any("needs a pre-quantized checkpoint" in w for w in result.warnings)
+
+
+def test_tensor_parallel_engines_request_their_gpus(write_fleet: Callable[..., Path]) -> None:
+    fleet = write_fleet(
+        "name: f\nmodels:\n  big: {catalog: llama-3.1-70b, quant: fp8, engine: vllm, gpu: h100-sxm,"
+        " tensor_parallel_size: 2, max_model_len: 8192}\n"
+    )
+    result = render_fleet(load_fleet(fleet))
+    container = engine(result, "Deployment", "big")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert container["args"][container["args"].index("--tensor-parallel-size") + 1] == "2"
+    assert messages(pairs(result)) == []

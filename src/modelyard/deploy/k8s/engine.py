@@ -197,8 +197,9 @@ class _Launch:
     adapter: EngineAdapter
     argv: list[str]
     image: ImageRef
-    served_bytes: float  # weights in GPU memory
+    served_bytes: float  # weights in GPU memory, all ranks together
     checkpoint_bytes: float  # what the cache volume holds
+    gpus: int  # tensor_parallel_size
 
 
 def _launch(scope: Scope, name: str, slot: Slot, warnings: list[str]) -> _Launch:
@@ -221,6 +222,7 @@ def _launch(scope: Scope, name: str, slot: Slot, warnings: list[str]) -> _Launch
         max_num_seqs=entry.max_num_seqs,
         max_num_batched_tokens=entry.max_num_batched_tokens,
         kv_cache_dtype=entry.kv_cache_dtype,
+        tensor_parallel_size=entry.tensor_parallel_size,
         extra_args=tuple(entry.engine_args),
     )
     argv = adapter.container_command(spec)
@@ -234,7 +236,8 @@ def _launch(scope: Scope, name: str, slot: Slot, warnings: list[str]) -> _Launch
     ).weights_bytes
     # on disk the checkpoint is bf16 when fp8 is applied at load time
     checkpoint = model.params * 2 if entry.quant_name in ("bf16", "fp8") else served
-    return _Launch(adapter, argv, _image(scope, adapter, name), served, checkpoint)
+    image = _image(scope, adapter, name)
+    return _Launch(adapter, argv, image, served, checkpoint, entry.tensor_parallel_size)
 
 
 def _pod(
@@ -248,9 +251,10 @@ def _pod(
     options = scope.options
     adapter = launch.adapter
     memory = quantity_gib(sizing.engine_memory_gib(launch.served_bytes, options.shm_size_gib))
+    gpus = str(launch.gpus)  # tensor parallelism: that many GPUs of one node
     resources = {
-        "requests": {"cpu": sizing.ENGINE_CPU_REQUEST, "memory": memory, slot.resource: "1"},
-        "limits": {"cpu": sizing.ENGINE_CPU_LIMIT, "memory": memory, slot.resource: "1"},
+        "requests": {"cpu": sizing.ENGINE_CPU_REQUEST, "memory": memory, slot.resource: gpus},
+        "limits": {"cpu": sizing.ENGINE_CPU_LIMIT, "memory": memory, slot.resource: gpus},
     }
     startup = sizing.startup_failure_threshold(
         launch.checkpoint_bytes,

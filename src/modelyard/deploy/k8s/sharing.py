@@ -1,5 +1,6 @@
 """Where each model's pods run: an isolated GPU, or the shared group's GPU in exactly the mode the
 fleet names (`sharing: time-sliced | mps | mig`), with the node configuration that mode needs.
+Memory fractions come from modelyard.placement, the one rule every capability reads.
 
 The fleet's choice is rendered as written and never swapped for another; where another mode
 would suit the group better, a suggestion says so. Facts about the NVIDIA device plugin used
@@ -24,8 +25,13 @@ from modelyard.catalog.mig import fits_on_one_gpu, mig_memory_gb, mig_slices
 from modelyard.deploy.errors import DeployError
 from modelyard.deploy.k8s.objects import Doc, k8s_name
 from modelyard.deploy.k8s.options import RenderOptions
-from modelyard.fleet import DEFAULT_MEMORY_LIMIT, LoadedFleet, SharedGroup
+from modelyard.fleet import LoadedFleet, SharedGroup
 from modelyard.memory import Device, fit_model
+from modelyard.placement import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    group_fractions,
+    isolated_fraction,
+)
 
 Mode = Literal["isolated", "time-sliced", "mps", "mig"]
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -101,7 +107,7 @@ def pick_mig_profiles(
             (
                 p
                 for p in by_size
-                if not _fits(loaded, name, mig_memory_gb(p) * 1e9, DEFAULT_MEMORY_LIMIT)
+                if not _fits(loaded, name, mig_memory_gb(p) * 1e9, DEFAULT_GPU_MEMORY_UTILIZATION)
             ),
             None,
         )
@@ -139,7 +145,7 @@ def _replicated(
     capped at its memory fraction. Returns the fractions."""
     assert group.gpu is not None
     fleet = loaded.fleet
-    fractions = loaded.memory_fractions(group)
+    fractions = group_fractions(loaded, group)
     replicas = len(group.models)
     key = _config_key(fleet.name, index)
     members = ", ".join(group.models)
@@ -218,11 +224,11 @@ def _mig(
             gpu,
             "mig",
             f"nvidia.com/mig-{profile}",
-            DEFAULT_MEMORY_LIMIT,
+            DEFAULT_GPU_MEMORY_UTILIZATION,
             ((MIG_CONFIG_LABEL, key),),
             group_members=tuple(group.models),
         )
-        problem = _fits(loaded, name, mig_memory_gb(profile) * 1e9, DEFAULT_MEMORY_LIMIT)
+        problem = _fits(loaded, name, mig_memory_gb(profile) * 1e9, DEFAULT_GPU_MEMORY_UTILIZATION)
         if problem:
             plan.warnings.append(f"{name}: modelyard fit finds no room in MIG {profile}: {problem}")
     counts: dict[str, int] = {}
@@ -272,7 +278,7 @@ def plan_sharing(loaded: LoadedFleet, options: RenderOptions) -> SharingPlan:
                 f"models.{name}: no `gpu:`; Kubernetes manifests are rendered for GPU "
                 "engines (run CPU engines locally with `modelyard up`)"
             )
-        utilization = entry.gpu_memory_utilization or DEFAULT_MEMORY_LIMIT
+        utilization = isolated_fraction(loaded, name)
         plan.slots[name] = Slot(entry.gpu, gpu, "isolated", GPU_RESOURCE, utilization)
     for index, group in enumerate(fleet.shared_groups()):
         gpu = loaded.gpu(group.models[0])
@@ -286,6 +292,13 @@ def plan_sharing(loaded: LoadedFleet, options: RenderOptions) -> SharingPlan:
                 f"placement.shared.{index}: shared groups render for the NVIDIA device plugin's "
                 "labels (--node-label nvidia); GKE configures GPU sharing on the node pool "
                 "itself (gke-gpu-sharing-strategy)"
+            )
+        parallel = [m for m in group.models if fleet.models[m].tensor_parallel_size > 1]
+        if parallel:
+            raise DeployError(
+                f"placement.shared.{index}: {', '.join(parallel)} uses tensor parallelism, "
+                "which the rendered GPU sharing cannot pair (one shared GPU per node); place "
+                "tensor-parallel models isolated"
             )
         if group.sharing == "mig":
             _mig(loaded, group, index, gpu, plan)
