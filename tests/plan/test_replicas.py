@@ -6,10 +6,10 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from modelyard.bench.workload import LengthDist
 from modelyard.fleet import load_fleet
 from modelyard.plan.replicas import size_replicas
 from modelyard.sim.run import SimOptions, simulate
+from modelyard.workload import LengthDist
 
 ISOLATED = Path(__file__).resolve().parents[2] / "examples" / "k8s" / "isolated.yaml"
 
