@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-from modelyard.cli import main
+from tests.conftest import Cli
 from tests.deploy.helpers import EXAMPLES, FIXTURES
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelyard", *args], capture_output=True, text=True, check=False
-    )
-
-
-def test_render_with_autoscaling_from_given_capacity_then_validate(tmp_path: Path) -> None:
+def test_render_with_autoscaling_from_given_capacity_then_validate(
+    tmp_path: Path, cli: Cli
+) -> None:
     out = tmp_path / "out"
-    done = _cli(
+    done = cli(
         "deploy",
         "k8s",
         str(EXAMPLES / "isolated.yaml"),
@@ -43,13 +36,13 @@ def test_render_with_autoscaling_from_given_capacity_then_validate(tmp_path: Pat
     docs = list(yaml.safe_load_all((out / "llama-8b.yaml").read_text()))
     scaled = next(d for d in docs if d["kind"] == "ScaledObject")
     assert scaled["spec"]["maxReplicaCount"] == 7
-    checked = _cli("deploy", "validate", str(out), "--k8s-version", "1.33")
+    checked = cli("deploy", "validate", str(out), "--k8s-version", "1.33")
     assert checked.returncode == 0, checked.stderr
     assert "documents valid for Kubernetes 1.33" in checked.stdout
 
 
-def test_stdout_is_what_kubectl_apply_takes() -> None:
-    printed = _cli("deploy", "k8s", str(EXAMPLES / "shared-timesliced.yaml"), "--stdout")
+def test_stdout_is_what_kubectl_apply_takes(cli: Cli) -> None:
+    printed = cli("deploy", "k8s", str(EXAMPLES / "shared-timesliced.yaml"), "--stdout")
     assert printed.returncode == 0, printed.stderr
     docs = list(yaml.safe_load_all(printed.stdout))
     kinds = [d["kind"] for d in docs]
@@ -62,19 +55,7 @@ def test_stdout_is_what_kubectl_apply_takes() -> None:
     assert "warning: shared group 0" in printed.stderr
 
 
-def _main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str]:
-    """The CLI's entry point in-process: exit code and stderr."""
-    monkeypatch.setattr(sys, "argv", ["modelyard", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return int(exit_info.value.code or 0), capsys.readouterr().err
-
-
-def test_bad_input_is_one_line_and_no_traceback(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_input_is_one_line_and_no_traceback(cli: Cli) -> None:
     fleet = str(EXAMPLES / "isolated.yaml")
     cases = {
         ("deploy", "k8s", fleet): "give exactly one of -o DIR or --stdout",
@@ -123,10 +104,12 @@ def test_bad_input_is_one_line_and_no_traceback(
         ): "exists and is not a directory",
     }
     for args, expected in cases.items():
-        code, err = _main(monkeypatch, capsys, *args)
+        done = cli(*args)
+        code, err = done.returncode, done.stderr
         assert code == 1, (args, err)
         assert expected in err and "Traceback" not in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
-    code, err = _main(monkeypatch, capsys, "deploy", "validate", str(FIXTURES))
+    done = cli("deploy", "validate", str(FIXTURES))
+    code, err = done.returncode, done.stderr
     assert code == 1 and "error: 11 problems" in err
     assert err.count("invalid:") == 11 and "Traceback" not in err
