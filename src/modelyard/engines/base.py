@@ -68,7 +68,9 @@ class EngineAdapter:
     image: str = ""  # pinned container image for Kubernetes
     gpu_image: str | None = None  # the image's GPU build, where it is a different tag
     container_port: int = 8000
-    cache_path: str = "/root/.cache/huggingface"
+    # where the model cache volume is mounted in a pod: not under /root, which a non-root
+    # user cannot traverse (deploy sets HF_HOME to it)
+    cache_path: str = "/models"
     metric_names: ClassVar[MetricNames] = {}
     # the OpenAI endpoints its server answers, and the fields of its non-streaming answers
     # that its streams leave out, per endpoint (engines/api.py)

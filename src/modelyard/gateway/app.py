@@ -34,12 +34,12 @@ from modelyard.gateway.endpoints import (
     wants_stream,
 )
 from modelyard.gateway.errors import Outcome, policy
-from modelyard.gateway.http1 import Pool
 from modelyard.gateway.metrics import GatewayMetrics
 from modelyard.gateway.relay import AnswerSink, StreamRelay
 from modelyard.gateway.routing import Resolution, RouteNotFoundError, Router, pick_replica
 from modelyard.gateway.streams import rules_for
 from modelyard.gateway.upstream import Attempt, Deadlines, attempt, exchange
+from modelyard.http.client import Pool
 
 TASK_HEADER = "X-Modelyard-Task"
 REQUEST_ID = web.RequestKey("modelyard_request_id", str)
@@ -137,7 +137,7 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     session: aiohttp.ClientSession | None = None  # health checks, metrics scrapes
-    pool: Pool = field(default_factory=Pool)  # requests to upstreams (gateway/http1.py)
+    pool: Pool = field(default_factory=Pool)  # requests to upstreams (modelyard/http/client.py)
     ids: itertools.count[int] = field(default_factory=itertools.count)
     keys: KeyCheck = field(default_factory=lambda: KeyCheck(()))
     limiter: RateLimiter | None = None

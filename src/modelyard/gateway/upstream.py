@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from modelyard.gateway.errors import Outcome, classify_status
-from modelyard.gateway.http1 import Pool, Response, UpstreamConnectError, UpstreamResetError
 from modelyard.gateway.streams import CHUNK_RULES, StreamRules
+from modelyard.http.client import Pool, Response, UpstreamConnectError, UpstreamResetError
 
 LineSink = Callable[[bytes], Awaitable[None]]
 Commit = Callable[[], Awaitable[None]]

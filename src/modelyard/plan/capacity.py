@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelyard.bench import results as bench_results
-from modelyard.bench.workload import LengthDist
+from modelyard import results
 from modelyard.catalog import GpuSpec
 from modelyard.catalog.mig import mig_gpu
 from modelyard.fleet import (
@@ -30,6 +29,7 @@ from modelyard.plan.errors import PlanError
 from modelyard.sim.errors import SimError
 from modelyard.sim.perf import Calibration, calibration_for
 from modelyard.sim.run import SimOptions, SimResult, simulate
+from modelyard.workload import LengthDist
 
 SECONDS_PER_DAY = 86_400
 COARSE_BASE_RPS = 0.05  # the search grid: 0.05 x 2^k, then 14 steps per doubling (~5%)
@@ -113,6 +113,7 @@ class Capacity:
     reason: str = ""
     ttft_p99_ms: float | None = None
     tpot_p99_ms: float | None = None
+    e2e_mean_ms: float | None = None  # at `rps`: with it, the in-flight requests it holds
 
     @property
     def feasible(self) -> bool:
@@ -124,7 +125,7 @@ def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, s
     errors (a rate sweep gives one file per level)."""
     best: dict[str, tuple[float, str]] = {}
     for path in paths:
-        data = bench_results.read(path)
+        data = results.read_bench(path).model_dump(by_alias=True)
         for model, summary in data["models"].items():
             errors = sum((summary.get("errors") or {}).values())
             ok = errors == 0 and summary.get("completed", 0) > 0
@@ -142,7 +143,7 @@ def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, s
 
 def measured_token_means(path: Path) -> tuple[int, int]:
     """Mean prompt and output tokens of a bench run's workload (uniform: the middle)."""
-    data = bench_results.read(path)
+    data = results.read_bench(path).model_dump(by_alias=True)
 
     def mean(dist: dict[str, Any]) -> int:
         if dist.get("kind") == "uniform" and dist.get("high") is not None:
@@ -320,7 +321,11 @@ class CapacityModel:
             at = self._run(sub, rps, mix, calibrations)
             worst = max(at.models, key=lambda m: m.ttft_ms.get("p99", 0.0))
             return Capacity(
-                rps, "simulated", ttft_p99_ms=worst.ttft_ms["p99"], tpot_p99_ms=worst.tpot_ms["p99"]
+                rps,
+                "simulated",
+                ttft_p99_ms=worst.ttft_ms["p99"],
+                tpot_p99_ms=worst.tpot_ms["p99"],
+                e2e_mean_ms=worst.e2e_ms["mean"],
             )
         # fails even at the lowest rate: is the SLO below the latency floor?
         floor = self._run(sub, 0.001, mix, calibrations)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench.compare import CompareOptions, compare_sim
+from modelyard.compare import CompareOptions, compare_sim
 from modelyard.fleet import load_fleet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
 
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 
@@ -26,9 +26,9 @@ def test_compare_in_the_simulator() -> None:
     assert set(by) == {"shared", "isolated"}
     for model in ("llama-8b", "mistral-7b"):
         shared, isolated = by["shared"].models[model], by["isolated"].models[model]
-        assert shared["completed"] == isolated["completed"]  # the identical workload
+        assert shared.completed == isolated.completed  # the identical workload
         # two engines time-sharing one A10G with half its memory each are slower
-        assert shared["tpot_ms"]["p99"] > isolated["tpot_ms"]["p99"]
+        assert shared.tpot_ms.p99 > isolated.tpot_ms.p99
     # monthly GPU cost at the catalog's cheapest A10G price (g5.xlarge $1.006/h), 730 h
     catalog = load_fleet(EXAMPLE).catalog
     assert by["isolated"].gpus == {"a10g": 2} and by["shared"].gpus == {"a10g": 1}
@@ -36,35 +36,20 @@ def test_compare_in_the_simulator() -> None:
     assert by["shared"].monthly_usd(catalog) == pytest.approx(1.006 * 730)
 
 
-def test_cli_compare_sim_prints_the_table() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "compare",
-            str(EXAMPLE),
-            "--sim",
-            "--requests",
-            "300",
-            "--rate",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+def test_cli_compare_sim_prints_the_table(cli: Cli) -> None:
+    out = cli("compare", str(EXAMPLE), "--sim", "--requests", "300", "--rate", "1")
+    assert out.returncode == 0, out.stderr
     assert "shared vs isolated" in out.stdout
     assert "llama-8b" in out.stdout and "mistral-7b" in out.stdout
     assert "isolated: 2x a10g, $1,469/month" in out.stdout
 
 
+@pytest.mark.process
 def test_compare_with_real_processes_of_the_sim_engine(tmp_path: Path) -> None:
     """The demo's real-engine path (launcher + bench + down) with fast simulated engines."""
     import asyncio
 
-    from modelyard.bench.compare import compare_real
+    from modelyard.compare import compare_real
 
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("""\
@@ -90,12 +75,14 @@ traffic: {fallback_rate: 0.5}
     for result in outcome:
         assert set(result.models) == {"primary", "fallback"}
         for summary in result.models.values():
-            assert summary["completed"] > 0 and summary["cold_start_s"] > 0
-            assert summary["memory_mib"] > 10  # resident memory of a real process
-            assert summary["server"]["engine"] == "sim"
+            assert summary.completed > 0
+            assert summary.cold_start_s is not None and summary.cold_start_s > 0
+            assert summary.memory_mib is not None and summary.memory_mib > 10  # a real process
+            assert summary.server is not None and summary.server.engine == "sim"
     assert any("starting engines" in m for m in messages)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_compare_stops_its_engines(tmp_path: Path, signum: int, code: int) -> None:
     fleet = tmp_path / "fleet.yaml"
