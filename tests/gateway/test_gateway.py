@@ -18,6 +18,8 @@ import pytest
 from modelyard.engines.launcher import free_port
 from tests.procs import GatewayProcess, SimServe, start_gateway, start_sim_serve, wait_http
 
+pytestmark = pytest.mark.process  # sim serve and the gateway as processes
+
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SimServe]]:

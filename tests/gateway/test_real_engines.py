@@ -27,7 +27,7 @@ from modelyard.fleet import load_fleet
 from tests.gateway.compare import assert_same
 from tests.procs import start_gateway
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 TOOLS = [
     {

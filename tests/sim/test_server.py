@@ -14,6 +14,8 @@ import pytest
 from modelyard.engines.launcher import free_port
 from tests.procs import SimServe, start_sim_serve, wait_http
 
+pytestmark = pytest.mark.process  # sim serve and the gateway as processes
+
 SPEED = 20.0
 
 
