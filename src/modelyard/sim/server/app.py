@@ -343,9 +343,11 @@ class SimServer:
         end_more = close + b',"logprobs":null,"finish_reason":null}]'
         end_last = close + b',"logprobs":null,"finish_reason":"length"}]'
         due = self.driver.clock.wall if self.timing_debug else None
+        words, first = answers.WORD_BYTES, answers.word_index(generation.seed, 0, 0)
+        count = len(words)
 
         def plain(token: int, last: bool, time_s: float) -> bytes:
-            piece = answers.WORD_BYTES[answers.word_index(generation.seed, 0, token)]
+            piece = words[(first + token) % count]  # answers.word_index, inlined: per token
             extra = b""
             if due is not None:  # when this token was due, on time.monotonic()
                 extra = b',"modelyard_sent_monotonic":%r,"modelyard_due_monotonic":%r' % (

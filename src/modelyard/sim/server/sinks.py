@@ -78,22 +78,21 @@ class StreamSink:
         self.stalled = False
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    def write(self, data: bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-
     def token(self, time_s: float) -> None:
         if self.stalled or self.done.done():
             return
         faults = self.faults
-        if faults.close_after_tokens is not None and self.sent >= faults.close_after_tokens:
+        if faults.close_after_tokens is not None and (
+            self.sent >= faults.close_after_tokens or self.transport.is_closing()
+        ):  # this choice's sink, or another of the request's, drops the connection
             self.transport.close()
             self.done.set_result("closed")
             return
         if faults.stall_after_tokens is not None and self.sent >= faults.stall_after_tokens:
             self.stalled = True  # send nothing more; the handler waits for the client to leave
             return
-        self.write(self.frame(self.sent, self.sent + 1 == self.output_tokens, time_s))
+        data = self.frame(self.sent, self.sent + 1 == self.output_tokens, time_s)
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # one chunked frame
         self.sent += 1
 
     def finish(self) -> None:
