@@ -160,12 +160,12 @@ async def _run(
                 Outcome.FIRST_TOKEN_TIMEOUT,
                 "no response headers in time",
             )
-        elif not result.committed:
-            result.outcome = Outcome.FIRST_TOKEN_TIMEOUT
-            result.detail = f"no first token within {deadlines.first_token:g} s"
         elif loop.time() >= watchdog.total_deadline:
             result.outcome = Outcome.TOTAL_TIMEOUT
             result.detail = f"not finished within {deadlines.total:g} s"
+        elif not result.committed:
+            result.outcome = Outcome.FIRST_TOKEN_TIMEOUT
+            result.detail = f"no first token within {deadlines.first_token:g} s"
         else:
             result.outcome = Outcome.IDLE_TIMEOUT
             result.detail = f"no event for {deadlines.idle:g} s"
