@@ -320,3 +320,21 @@ def test_an_endpoint_no_engine_of_the_route_serves_is_a_404(tmp_path: Path) -> N
 
     _run(tmp_path, skipped, engines={"primary": "tgi"})
     _run(tmp_path, refused, engines={"primary": "tgi", "fallback": "tgi"})
+
+
+def test_a_responses_stream_that_fails_part_way_ends_with_an_error_event(tmp_path: Path) -> None:
+    async def scenario(system: Running) -> None:
+        await system.faults("primary", close_after_tokens=2)
+        body = {"model": "primary", "input": "Hi", "max_output_tokens": 5, "stream": True}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(system.gateway_url + "/v1/responses", json=body) as response,
+        ):
+            lines = [line.strip() async for line in response.content if line.strip()]
+        kinds = [line.removeprefix(b"event: ") for line in lines if line.startswith(b"event:")]
+        assert kinds.count(b"response.output_text.delta") == 2
+        assert kinds[-1] == b"error" and b"response.incomplete" not in kinds
+        error = orjson.loads(lines[-1].removeprefix(b"data: "))
+        assert error["type"] == "error" and "failed mid-stream" in error["message"]
+
+    _run(tmp_path, scenario)

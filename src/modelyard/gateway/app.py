@@ -37,7 +37,7 @@ from modelyard.gateway.errors import Outcome, policy
 from modelyard.gateway.metrics import GatewayMetrics
 from modelyard.gateway.relay import AnswerSink, StreamRelay
 from modelyard.gateway.routing import Resolution, RouteNotFoundError, Router, pick_replica
-from modelyard.gateway.streams import rules_for
+from modelyard.gateway.streams import failure_event, rules_for
 from modelyard.gateway.upstream import Attempt, Deadlines, attempt, exchange
 from modelyard.http.client import Pool
 
@@ -399,9 +399,8 @@ async def _try_candidates(
             if committed_to_client:
                 assert isinstance(sink, StreamRelay) and sink.response is not None
                 message = f"upstream {model} failed mid-stream: {result.reason}"
-                error = {"error": {"message": message, "type": "upstream_error", "code": 502}}
                 with contextlib.suppress(ConnectionResetError):
-                    await sink.response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                    await sink.response.write(failure_event(endpoint.upstream, message))
                 gateway.metrics.of(
                     gateway.metrics.requests, resolution.route, model, "mid_stream"
                 ).inc()

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
 from modelyard.chunks import decode, has_output, plainly_has_token
 from modelyard.gateway.assemble import TERMINAL_RESPONSE_EVENTS
 from modelyard.gateway.endpoints import Upstream
@@ -67,3 +69,14 @@ EVENT_RULES = StreamRules(_event_starts_output, _event_is_error, _event_is_end)
 
 def rules_for(upstream: Upstream) -> StreamRules:
     return EVENT_RULES if upstream is Upstream.EVENTS else CHUNK_RULES
+
+
+def failure_event(upstream: Upstream, message: str) -> bytes:
+    """The event that tells a streaming client its stream failed part-way (then it closes,
+    never with a clean end): an `error` event for the Responses API, else an OpenAI error
+    object as data."""
+    if upstream is Upstream.EVENTS:
+        data = {"type": "error", "code": "upstream_error", "message": message, "param": None}
+        return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
+    error = {"error": {"message": message, "type": "upstream_error", "code": 502}}
+    return b"data: " + orjson.dumps(error) + b"\n\n"
