@@ -19,6 +19,15 @@ import numpy as np
 
 from modelyard.bench.compare import COMPARED, compared_values, difference
 from modelyard.errors import ModelyardError
+from modelyard.plan.planner import SCHEMA as PLAN_SCHEMA
+from modelyard.plan.sweep import sweep_png
+from modelyard.report.plan_tables import (
+    capacity_cell,
+    demand_line,
+    option_cells,
+    ranked_options,
+    status,
+)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
@@ -44,7 +53,9 @@ def _load(path: Path) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: cannot read: {exc}") from exc
-    if data.get("schema") not in ("modelyard.bench/1", "modelyard.compare/1", "modelyard.plan/1"):
+    if data.get("schema") == "modelyard.plan/1":
+        raise ReportError(f"{path}: a plan from an older modelyard (plan/1): run `plan -o` again")
+    if data.get("schema") not in ("modelyard.bench/1", "modelyard.compare/1", PLAN_SCHEMA):
         raise ReportError(f"{path}: not a modelyard bench, compare or plan result")
     data["_file"] = path.name
     return data
@@ -64,7 +75,7 @@ def _series(documents: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
     """(label, summary) for every model of every run."""
     out = []
     for doc in documents:
-        if doc["schema"] == "modelyard.plan/1":
+        if doc["schema"] == PLAN_SCHEMA:
             continue
         if doc["schema"] == "modelyard.bench/1":
             for model, summary in doc["models"].items():
@@ -219,43 +230,57 @@ def _compare_table(doc: dict[str, Any]) -> str:
 
 
 def _plan_section(doc: dict[str, Any], stem: str, out_dir: Path) -> tuple[str, list[Path]]:
-    """A plan's options (cheapest first), its recommendation and why, and its sweep plot."""
-    from modelyard.plan.planner import fmt_money, sweep_png
-
-    demand = doc["demand"]
+    """A plan's options (the fleet as written first, then cheapest first), its recommendation
+    and why (or what binds per model), the fleet's units, and its sweep plot."""
     parts = [
-        f"<h3>{html.escape(doc['fleet'])} ({html.escape(doc['_file'])})</h3><p class='note'>"
-        f"{demand['daily_active_users']:,.0f} users x {demand['requests_per_user']:g} req/day: "
-        f"{demand['average_rps']:.2f} req/s average, {demand['peak_rps']:.2f} at peak; fallback "
-        f"{demand['fallback_rate']:.0%}</p>"
+        f"<h3>{html.escape(doc['fleet'])} ({html.escape(doc['_file'])})</h3>"
+        f"<p class='note'>{html.escape(demand_line(doc))}</p>"
     ]
     rows, classes = [], []
-    ranked = sorted(doc["options"], key=lambda o: (not o["feasible"], o["monthly_usd"] or 1e18))
-    for option in ranked:
-        ok = option["feasible"]
+    for option in ranked_options(doc):
+        cells = [html.escape(option["name"]), *option_cells(option)]
         rows.append(
-            [
-                html.escape(option["name"]),
-                str(option["gpus"]) if ok else "—",
-                fmt_money(option["monthly_usd"]) if ok else "—",
-                _fmt(option["usd_per_million_output_tokens"], 2) if ok else "—",
-                f"{option['utilization']:.0%}" if ok else "—",
-                html.escape(option["binding"]),
-                "ok" if ok else html.escape(option["reason"]),
-            ]
+            [*cells, html.escape(", ".join(option["sized_by"])), html.escape(status(option))]
         )
         classes.append("better" if option["name"] == doc["recommended"] else "")
-    head = ("option", "GPUs", "$/month", "$/1M out tok", "util", "binding", "status")
+    head = (
+        "option",
+        "GPUs",
+        "$/month",
+        "$/1M out tok",
+        "GPU util",
+        "headroom",
+        "sized by",
+        "status",
+    )
     parts.append(_table(head, rows, classes))
     parts.append(f"<p>{html.escape(doc['why'])}</p>")
-    written = []
+    if doc["diagnosis"]:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in doc["diagnosis"])
+        parts.append(f"<p>What binds, per model:</p><ul>{items}</ul>")
+    written = next((o for o in doc["options"] if o["kind"] == "as written"), None)
+    if written is not None and written["units"]:
+        unit_rows = [
+            [
+                html.escape(" + ".join(dict.fromkeys(e["model"] for e in u["engines"]))),
+                html.escape(u["label"]),
+                str(u["replicas"]),
+                html.escape(capacity_cell(u)),
+                f"{sum(u['demand_rps'].values()):.2f}",
+                html.escape(u["source"]),
+            ]
+            for u in written["units"]
+        ]
+        unit_head = ("models", "device", "replicas", "capacity req/s", "demand req/s", "source")
+        parts.append("<p>The fleet as written:</p>" + _table(unit_head, unit_rows))
+    written_files = []
     if doc.get("sweep"):
         name = f"{stem}-plan-sweep.png"
         sweep_png(doc, out_dir / name)
         encoded = base64.b64encode((out_dir / name).read_bytes()).decode()
         parts.append(f'<img alt="{name}" src="data:image/png;base64,{encoded}">')
-        written.append(out_dir / name)
-    return "".join(parts), written
+        written_files.append(out_dir / name)
+    return "".join(parts), written_files
 
 
 def write_report(inputs: list[Path], output: Path) -> list[Path]:
@@ -278,7 +303,7 @@ def write_report(inputs: list[Path], output: Path) -> list[Path]:
     if compares:
         parts.append("<h2>Shared vs isolated</h2>")
         parts.extend(_compare_table(d) for d in compares)
-    plans = [d for d in documents if d["schema"] == "modelyard.plan/1"]
+    plans = [d for d in documents if d["schema"] == PLAN_SCHEMA]
     if plans:
         parts.append("<h2>Capacity and cost plan</h2>")
         for doc in plans:
@@ -310,8 +335,8 @@ def write_report(inputs: list[Path], output: Path) -> list[Path]:
     parts.append("<h2>Configuration</h2>")
     for doc in documents:
         config = doc.get("config") or doc.get("options")
-        if doc["schema"] == "modelyard.plan/1":
-            config = {k: doc[k] for k in ("demand", "slo", "roles", "notes")}
+        if doc["schema"] == PLAN_SCHEMA:
+            config = {k: doc[k] for k in ("demand", "models", "slo", "notes")}
         parts.append(
             f"<h3>{html.escape(doc['_file'])}</h3><pre>"
             f"{html.escape(json.dumps(config, indent=2, default=str))}</pre>"
