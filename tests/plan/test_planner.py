@@ -19,8 +19,9 @@ from modelyard.fleet import LoadedFleet, Slo, load_fleet
 from modelyard.plan.cost import HOURS_PER_MONTH, Option, Pricing
 from modelyard.plan.demand import demand_from_fleet
 from modelyard.plan.errors import PlanError
-from modelyard.plan.planner import PlanRequest, options_for, plan
+from modelyard.plan.planner import PlanRequest, plan
 from modelyard.plan.recommend import diagnose, recommend
+from modelyard.plan.search import options_for
 from modelyard.plan.sweep import parse_sweep
 from tests.plan.helpers import (
     A10G,

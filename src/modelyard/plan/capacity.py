@@ -28,8 +28,11 @@ FINE_STEPS = 14
 MAX_DOUBLINGS = 22
 MAX_INDEX = MAX_DOUBLINGS * FINE_STEPS
 ZERO_LOAD_RPS = 0.001
+COLD_START_RPS = 1.0  # where a search with no better guess starts (one GPU serves ~0.1-100)
 
-Constraint = Literal["memory", "slo", "capacity", "availability", "price", "layout", "placement"]
+Constraint = Literal[
+    "memory", "slo", "capacity", "availability", "price", "layout", "placement", "dominated"
+]
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,8 @@ class CapacityModel:
             return results[rate]
 
         try:
-            rps = highest_passing(lambda rate: self._meets(run(rate), mix), index_near(guess))
+            start = index_near(guess if guess > 0 else COLD_START_RPS)
+            rps = highest_passing(lambda rate: self._meets(run(rate), mix), start)
             if rps > 0:
                 worst = max(run(rps), key=lambda m: m.ttft_p99_ms if mix.get(m.model) else 0.0)
                 return Capacity(rps, "simulated", Verdict(), worst.ttft_p99_ms, worst.tpot_p99_ms)

@@ -33,6 +33,7 @@ PRECEDENCE: tuple[Constraint, ...] = (
     "capacity",
     "availability",
     "price",
+    "dominated",
 )
 
 
@@ -80,6 +81,7 @@ class Option:
     gpu_utilization: float = 0.0
     headroom: float = 0.0
     notes: list[str] = field(default_factory=list)
+    cost_floor_usd: float | None = None  # dominated: $/month its replica minimums cost at least
 
     @property
     def feasible(self) -> bool:
@@ -87,6 +89,9 @@ class Option:
 
     @property
     def sized_by(self) -> list[Binding]:
+        """What set its replica counts (nothing for an option that cannot meet the SLO)."""
+        if not self.feasible and self.kind != "as written":
+            return []
         found = {b for u in self.units for b in u.sized_by}
         order: tuple[Binding, ...] = ("as written", "SLO", "availability", "failover")
         return [b for b in order if b in found]

@@ -119,72 +119,123 @@ def pack(
     layouts = [GpuLayout(s) for s in _layouts(split) if s]
     layouts += [GpuLayout((o,)) for o in usable if o.profile is None]
     layouts = _pareto(layouts, models)
-    layouts.sort(key=lambda g: -sum(g.rps(m) / max(need_rps[m], EPSILON) for m in models))
-    return _branch_and_bound(layouts, models, need_rps, min_gpus)
+    layouts.sort(key=lambda g: -_value(g, models, need_rps))
+    return _Search(layouts, models, need_rps, min_gpus).run()
 
 
-def _branch_and_bound(
-    layouts: list[GpuLayout], models: list[str], need: dict[str, float], least: dict[str, int]
-) -> Packing | None:
-    best: list[int] | None = None
-    best_total = math.inf
-    best_score = -math.inf
-    counts = [0] * len(layouts)
-    nodes = 0
-    # the most a layout from index i on gives each model, for the lower bound
-    tail_max = [[0.0] * len(models) for _ in range(len(layouts) + 1)]
-    for i in range(len(layouts) - 1, -1, -1):
-        tail_max[i] = [max(tail_max[i + 1][k], layouts[i].rps(m)) for k, m in enumerate(models)]
+def _value(layout: GpuLayout, models: list[str], need: dict[str, float]) -> float:
+    """What a GPU of this layout contributes, each model's part capped at its need."""
+    return sum(min(layout.rps(m), need[m]) / need[m] for m in models if need[m] > EPSILON)
 
-    def bound(i: int, rest: list[float], present: list[int]) -> float:
-        gpus = max(present, default=0)
-        for k, left in enumerate(rest):
-            if left > EPSILON:
-                if tail_max[i][k] <= 0:
-                    return math.inf
-                gpus = max(gpus, math.ceil(left / tail_max[i][k] - EPSILON))
-        return gpus
 
-    def score(rest: list[float]) -> float:
-        """Among packings of as many GPUs, the one with the most headroom on its tightest
-        model (offered / needed) wins."""
-        ratios = [(need[m] - r) / need[m] for m, r in zip(models, rest, strict=True) if need[m] > 0]
-        return min(ratios, default=0.0)
+class _Search:
+    """Branch and bound over how many GPUs get each layout (layouts in order of value)."""
 
-    def search(i: int, used: int, rest: list[float], present: list[int]) -> None:
-        nonlocal best, best_total, best_score, nodes
-        nodes += 1
+    def __init__(
+        self,
+        layouts: list[GpuLayout],
+        models: list[str],
+        need: dict[str, float],
+        least: dict[str, int],
+    ) -> None:
+        self.layouts = layouts
+        self.models = models
+        self.need = [need[m] for m in models]
+        self.least = [least.get(m, 0) for m in models]
+        self.gives = [[g.rps(m) for m in models] for g in layouts]
+        self.holds = [[int(g.holds(m)) for m in models] for g in layouts]
+        self.counts = [0] * len(layouts)
+        self.best: list[int] | None = None
+        self.best_total = math.inf
+        self.best_score = -math.inf
+        self.nodes = 0
+        self.ties = False  # second pass: as few GPUs, more headroom on the tightest model
+
+    def run(self) -> Packing | None:
+        self._greedy()
+        self._search(0, 0, list(self.need), list(self.least))
+        proven = self.nodes <= NODE_BUDGET
+        if self.best is not None and proven:
+            self.ties = True
+            self._search(0, 0, list(self.need), list(self.least))
+        if self.best is None:
+            return None
+        chosen = tuple((self.layouts[i], c) for i, c in enumerate(self.best) if c > 0)
+        return Packing(chosen, exhausted=proven)
+
+    def _greedy(self) -> None:
+        """A first answer to prune with: add the GPU that helps most until all is served."""
+        rest, present = list(self.need), list(self.least)
+        counts = [0] * len(self.layouts)
+        while any(r > EPSILON for r in rest) or any(p > 0 for p in present):
+            gains = [
+                sum(
+                    min(g, r) / n
+                    for g, r, n in zip(gives, rest, self.need, strict=True)
+                    if r > EPSILON
+                )
+                + sum(1 for h, p in zip(holds, present, strict=True) if h and p > 0)
+                for gives, holds in zip(self.gives, self.holds, strict=True)
+            ]
+            pick = max(range(len(gains)), key=lambda i: gains[i])
+            if gains[pick] <= 0:
+                return
+            counts[pick] += 1
+            rest = [r - g for r, g in zip(rest, self.gives[pick], strict=True)]
+            present = [p - h for p, h in zip(present, self.holds[pick], strict=True)]
+        self._offer(counts, sum(counts), rest)
+
+    def _offer(self, counts: list[int], used: int, rest: list[float]) -> None:
+        ratios = [(n - r) / n for n, r in zip(self.need, rest, strict=True) if n > EPSILON]
+        mine = min(ratios, default=0.0)
+        if used < self.best_total or (used == self.best_total and mine > self.best_score + EPSILON):
+            self.best, self.best_total, self.best_score = counts.copy(), used, mine
+
+    def _bound(self, i: int, rest: list[float], present: list[int]) -> float:
+        """GPUs still needed at least: per model, and for all models at once (any GPU serves
+        at most the best tail layout's share of what is left, capped at what is left)."""
+        gpus = float(max(present, default=0))
+        left = [k for k, r in enumerate(rest) if r > EPSILON]
+        if not left:
+            return gpus
+        best_share = 0.0
+        most = [0.0] * len(rest)
+        for gives in self.gives[i:]:
+            best_share = max(best_share, sum(min(gives[k] / rest[k], 1.0) for k in left))
+            for k in left:
+                most[k] = max(most[k], gives[k])
+        if best_share <= 0 or any(most[k] <= 0 for k in left):
+            return math.inf
+        gpus = max(gpus, math.ceil(len(left) / best_share - EPSILON))
+        return max(gpus, *(math.ceil(rest[k] / most[k] - EPSILON) for k in left))
+
+    def _search(self, i: int, used: int, rest: list[float], present: list[int]) -> None:
+        self.nodes += 1
         if all(r <= EPSILON for r in rest) and all(p <= 0 for p in present):
-            mine = score(rest)
-            if used < best_total or (used == best_total and mine > best_score + EPSILON):
-                best, best_total, best_score = counts.copy(), used, mine
+            self._offer(self.counts, used, rest)
             return
-        if i == len(layouts) or nodes > NODE_BUDGET:
+        if i == len(self.layouts) or self.nodes > 2 * NODE_BUDGET:
             return
-        if used + bound(i, rest, present) > best_total:
+        if not self.ties and self.nodes > NODE_BUDGET:
             return
-        layout = layouts[i]
-        gives = [layout.rps(m) for m in models]
-        holds = [int(layout.holds(m)) for m in models]
+        bound = used + self._bound(i, rest, present)
+        if bound > self.best_total or (not self.ties and bound >= self.best_total):
+            return
+        gives, holds = self.gives[i], self.holds[i]
         most = 0
-        for k in range(len(models)):
+        for k in range(len(self.models)):
             if gives[k] > 0 and rest[k] > EPSILON:
                 most = max(most, math.ceil(rest[k] / gives[k] - EPSILON))
             if holds[k] and present[k] > 0:
                 most = max(most, present[k])
-        most = int(min(most, best_total - used)) if best is not None else most
+        limit = self.best_total - used - (0 if self.ties else 1)
+        most = int(min(most, limit))
         for count in range(most, -1, -1):
-            counts[i] = count
-            search(
+            self.counts[i] = count
+            self._search(
                 i + 1,
                 used + count,
                 [r - g * count for r, g in zip(rest, gives, strict=True)],
                 [p - h * count for p, h in zip(present, holds, strict=True)],
             )
-        counts[i] = 0
-
-    search(0, 0, [need[m] for m in models], [least.get(m, 0) for m in models])
-    if best is None:
-        return None
-    chosen = tuple((layouts[i], c) for i, c in enumerate(best) if c > 0)
-    return Packing(chosen, exhausted=nodes <= NODE_BUDGET)
+        self.counts[i] = 0

@@ -242,16 +242,21 @@ class UnitBuilder:
         return self._whole.get((model, gpu))
 
     def _finish(self, unit: UnitPlan) -> UnitPlan:
-        """The unit's work in whole GPUs, for the option's GPU utilisation."""
+        """The unit's work in whole GPUs (each model's demand over what one replica of it
+        alone on this GPU type serves, times that replica's GPUs), for GPU utilisation."""
+        if unit.gpus == 0:
+            return unit
         work = 0.0
+        rest = 0.0
         for model, rps in unit.demand_rps.items():
-            if rps <= 0:
-                continue
-            whole = self._whole.get((model, unit.gpu))
+            whole = self.whole_gpu(model, unit.gpu) if rps > 0 else None
             if whole is not None:
                 work += rps / whole[0] * whole[1]
-            elif unit.capacity_rps.get(model, 0.0) > 0:
-                work += rps / unit.capacity_rps[model] * unit.gpus_per_replica
+            else:
+                rest += rps
+        offered = sum(unit.capacity_rps.values())
+        if rest > 0 and offered > 0:  # a model that fits no GPU alone: its unit's own capacity
+            work += rest / offered * unit.gpus_per_replica
         unit.gpu_equivalents = work
         return unit
 

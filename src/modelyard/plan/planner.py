@@ -11,17 +11,16 @@ from typing import Any
 
 from modelyard.fleet import LoadedFleet, Slo
 from modelyard.plan.capacity import CapacityModel
-from modelyard.plan.cost import Option, Pricing, finish
+from modelyard.plan.cost import Option, Pricing
 from modelyard.plan.demand import Demand, FleetDemand, model_demands
 from modelyard.plan.errors import PlanError
 from modelyard.plan.fits import MemoryFits
 from modelyard.plan.measured import measured_capacities
 from modelyard.plan.options import PlanInputs, UnitBuilder
 from modelyard.plan.recommend import diagnose, recommend
-from modelyard.plan.search import isolated_option, mig_option, mixed_option, shared_option
+from modelyard.plan.search import options_for
 from modelyard.plan.simulator import PlanSimulator
 from modelyard.plan.sweep import sweep_rows
-from modelyard.plan.written import fleet_options
 from modelyard.sim.perf import Calibration
 from modelyard.traffic import route_shares
 
@@ -130,47 +129,6 @@ def _check(loaded: LoadedFleet, request: PlanRequest) -> list[str]:
     return gpu_types
 
 
-def options_for(
-    builder: UnitBuilder,
-    gpu_types: list[str],
-    optimize: bool,
-    progress: Callable[[str], None] | None = None,
-) -> list[Option]:
-    """The fleet as written (and resized), then per GPU type isolated, shared and MIG, then
-    (optimize) the cheapest mixed layout; each finished (verdict, cost) and repeats dropped."""
-    planned = builder.inputs.models.planned
-    options = fleet_options(builder)
-    for gpu in gpu_types:
-        if progress is not None:
-            progress(gpu)
-        options.append(isolated_option(builder, gpu, planned))
-        if len(planned) > 1:
-            options.append(shared_option(builder, gpu, planned))
-        mig = mig_option(builder, gpu, planned)
-        if mig is not None:
-            options.append(mig)
-    if optimize and len(gpu_types) > 1:
-        mixed = mixed_option(builder, gpu_types, planned)
-        if mixed is not None:
-            options.append(mixed)
-    inputs = builder.inputs
-    catalog = builder.loaded.catalog
-    finished = [finish(o, inputs.demand, inputs.models, catalog, inputs.pricing) for o in options]
-    return _dedupe(finished)
-
-
-def _dedupe(options: list[Option]) -> list[Option]:
-    """The as written option always stays; later options that are the same fleet go."""
-    seen: set[tuple[str, ...]] = set()
-    kept = []
-    for option in options:
-        key = option.key()
-        if option.kind == "as written" or key not in seen or not option.units:
-            kept.append(option)
-        seen.add(key)
-    return kept
-
-
 def plan(
     loaded: LoadedFleet, request: PlanRequest, progress: Callable[[str], None] | None = None
 ) -> PlanResult:
@@ -193,7 +151,8 @@ def plan(
         models = model_demands(loaded.fleet, demand)
         minimums = {**default_min_replicas(loaded, models), **request.min_replicas}
         builder = UnitBuilder(capacity, PlanInputs(demand, models, minimums, request.pricing))
-        options = options_for(builder, gpu_types, request.optimize, progress)
+        prune = request.optimize and request.sweep is None
+        options = options_for(builder, gpu_types, request.optimize, prune, progress)
         best, why = recommend(options)
         return models, options, best, why
 

@@ -30,13 +30,18 @@ def demand_line(result: dict[str, Any]) -> str:
 
 
 def ranked_options(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The fleet as written first, then feasible options cheapest first, then the rest."""
+    """The fleet as written first, then feasible options cheapest first, then the rest (less
+    the options not simulated because their floor costs more: plan_notes lists those)."""
     written = [o for o in result["options"] if o["kind"] == "as written"]
     others = sorted(
-        (o for o in result["options"] if o["kind"] != "as written"),
+        (o for o in result["options"] if o["kind"] != "as written" and not _dominated(o)),
         key=lambda o: (not o["feasible"], o["monthly_usd"] or math.inf, o["name"]),
     )
     return written + others
+
+
+def _dominated(option: dict[str, Any]) -> bool:
+    return bool(option["verdict"]["blocked_by"] == "dominated")
 
 
 def status(option: dict[str, Any]) -> str:
@@ -151,6 +156,16 @@ def sweep_table(sweep: dict[str, Any]) -> Table:
 def plan_notes(result: dict[str, Any]) -> list[str]:
     """Notes, and where the capacities came from, as plain lines."""
     notes = [f"note: {note}" for note in result["notes"]]
+    dominated = [o for o in result["options"] if _dominated(o)]
+    if dominated:
+        floors = ", ".join(
+            f"{o['name']} >= {fmt_money(o['cost_floor_usd'])}"
+            for o in sorted(dominated, key=lambda o: o["cost_floor_usd"])
+        )
+        notes.append(
+            f"not simulated: {len(dominated)} options whose replica minimums alone cost more "
+            f"than {result['recommended']} ({floors}); --sweep searches them all"
+        )
     for option in result["options"]:
         notes += [f"note: {option['name']}: {note}" for note in option["notes"]]
     notes.append(
