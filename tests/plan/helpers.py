@@ -44,7 +44,8 @@ traffic: {daily_active_users: 200000, requests_per_user: 10, peak_factor: 3, tas
 @dataclass
 class TableCapacity(CapacityModel):
     """Capacities looked up in `table`: ("isolated", model, gpu), ("shared", gpu) for a whole
-    group (split by the mix), ("mig", model, gpu, profile). Missing entries: the SLO binds."""
+    group (split by the mix; ("shared", gpu, model) when all traffic goes to one member),
+    ("mig", model, gpu, profile). Missing entries: the SLO binds."""
 
     table: dict[tuple[str, ...], float] = field(default_factory=dict)
 
@@ -66,6 +67,8 @@ class TableCapacity(CapacityModel):
         tensor_parallel: int,
         guess: float = 0.0,
     ) -> Capacity:
+        if len(mix) == 1 and ("shared", gpu, *mix) in self.table:
+            return self._look(("shared", gpu, *mix))
         return self._look(("shared", gpu))
 
     def mig_slice(self, model: str, gpu: str, profile: str, guess: float = 0.0) -> Capacity:

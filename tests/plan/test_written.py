@@ -11,6 +11,7 @@ import pytest
 from modelyard.fleet import load_fleet
 from modelyard.placement import device_plans
 from modelyard.plan.cost import Option, finish
+from modelyard.plan.demand import demand_from_fleet
 from modelyard.plan.written import fleet_options
 from tests.plan.helpers import THREE_MODELS, builder, table_capacity
 
@@ -20,9 +21,12 @@ TABLE = {
 }
 
 
-def _options(path: Path, table: dict[tuple[str, ...], float], **minimums: int) -> list[Option]:
+def _options(
+    path: Path, table: dict[tuple[str, ...], float], failover: bool = False, **minimums: int
+) -> list[Option]:
     loaded = load_fleet(path)
-    build = builder(table_capacity(loaded, table), min_replicas=minimums or None)
+    demand = demand_from_fleet(loaded.fleet, failover=failover)
+    build = builder(table_capacity(loaded, table), demand, min_replicas=minimums or None)
     inputs = build.inputs
     return [
         finish(o, inputs.demand, inputs.models, loaded.catalog, inputs.pricing)
@@ -93,3 +97,18 @@ def test_mps_mig_and_tensor_parallel_as_written(write_fleet: Callable[[str], Pat
         "      memory_fractions:", "      sharing: mps\n      memory_fractions:"
     )
     assert _options(write_fleet(mps, "mps.yaml"), TABLE)[0].units[0].sharing == "mps"
+
+
+def test_failover_checks_what_a_standby_member_serves_alone(
+    write_fleet: Callable[[str], Path],
+) -> None:
+    # mistral takes over llama's 55.56 req/s; alone on the shared H100 it serves 20
+    table = {**TABLE, ("shared", "h100-sxm", "mistral-7b"): 20.0, ("isolated", "coder", "l4"): 8.0}
+    written, resized = _options(write_fleet(THREE_MODELS), table, failover=True)
+    assert not written.feasible and written.verdict.blocked_by == "capacity"
+    assert "mistral-7b: 1 replica(s) serve 20.00 req/s within the SLO, 55.56 needed with " in (
+        written.verdict.reason
+    )
+    group = resized.units[0]
+    assert group.replicas == 3 and group.sized_by == ["failover"]
+    assert group.failover_capacity_rps == {"llama-8b": 60.0, "mistral-7b": 20.0}  # llama backs up the coder

@@ -16,7 +16,7 @@ from modelyard.plan.capacity import Capacity, CapacityModel, Verdict
 from modelyard.plan.cost import Pricing
 from modelyard.plan.demand import Demand, FleetDemand
 from modelyard.plan.mig import GpuLayout, Packing, SliceOption, pack
-from modelyard.plan.units import EnginePlan, UnitPlan, size
+from modelyard.plan.units import Binding, EnginePlan, UnitPlan, size
 
 MIN_SHARE_WEIGHT = 0.1  # a standby member still gets some of the spare memory
 
@@ -154,6 +154,7 @@ class UnitBuilder:
                     unit.verdict = alone.verdict
                     return self._finish(unit)
                 failover.append((models[member].need_rps, alone.rps))
+                unit.failover_capacity_rps[member] = alone.rps
         minimum = max(self.inputs.min_replicas.get(m, 0) for m in members)
         total = sum(models[m].rps for m in members)
         unit.replicas, unit.sized_by = size(total, cap.rps, minimum, failover)
@@ -217,6 +218,12 @@ class UnitBuilder:
             m: models[m].rps * layout.rps(m) * count / offered[m] if offered[m] > 0 else 0.0
             for m in held
         }
+        if any(d > 0 for d in demand.values()):
+            sized_by: list[Binding] = ["SLO"]
+        elif any(models[m].failover_rps > 0 for m in held):
+            sized_by = ["failover"]
+        else:
+            sized_by = ["availability"]
         unit = UnitPlan(
             label,
             gpu,
@@ -227,7 +234,7 @@ class UnitBuilder:
             {m: layout.rps(m) for m in held},
             demand,
             "simulated",
-            sized_by=["SLO"] if any(d > 0 for d in demand.values()) else ["availability"],
+            sized_by=sized_by,
         )
         return self._finish(unit)
 

@@ -48,6 +48,12 @@ class UnitPlan:
     verdict: Verdict = field(default_factory=Verdict)
     usd_per_gpu_hour: float | None = None
     gpu_equivalents: float = 0.0  # whole GPUs of this type its demand would keep busy alone
+    # per replica, of a model taking over its primary's traffic (--failover): in a shared unit
+    # the model alone at its fraction; elsewhere its capacity
+    failover_capacity_rps: dict[str, float] = field(default_factory=dict)
+
+    def takeover_rps(self, model: str) -> float:
+        return self.failover_capacity_rps.get(model, self.capacity_rps.get(model, 0.0))
 
     @property
     def gpus(self) -> int:

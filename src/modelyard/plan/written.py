@@ -128,17 +128,24 @@ def _check(builder: UnitBuilder, units: list[UnitPlan], verdict: Verdict) -> Ver
     for model, demand in builder.inputs.models.models.items():
         holding = [u for u in units if model in u.models]
         replicas = sum(u.replicas for u in holding)
-        offered = sum(u.capacity_rps.get(model, 0.0) * u.replicas for u in holding)
-        if offered + EPSILON < demand.need_rps and all(u.verdict.feasible for u in holding):
-            per = offered / replicas if replicas else 0.0
-            needed = math.ceil(demand.need_rps / per - EPSILON) if per > 0 else 0
-            problems.append(
-                Verdict(
-                    "capacity",
-                    f"{model}: {replicas} replica(s) serve {offered:.2f} req/s within the SLO, "
-                    f"{demand.need_rps:.2f} needed at the peak ({needed:.0f} replicas)",
+        if not all(u.verdict.feasible for u in holding):
+            continue
+        for need, per_replica, what in (
+            (demand.rps, [u.capacity_rps.get(model, 0.0) for u in holding], "at the peak"),
+            (demand.need_rps, [u.takeover_rps(model) for u in holding], "with --failover"),
+        ):
+            offered = sum(c * u.replicas for c, u in zip(per_replica, holding, strict=True))
+            if need > 0 and offered + EPSILON < need:
+                each = offered / replicas if replicas else 0.0
+                needed = f" ({math.ceil(need / each - EPSILON)} replicas)" if each > 0 else ""
+                problems.append(
+                    Verdict(
+                        "capacity",
+                        f"{model}: {replicas} replica(s) serve {offered:.2f} req/s within the "
+                        f"SLO, {need:.2f} needed {what}{needed}",
+                    )
                 )
-            )
+                break
         minimum = builder.inputs.min_replicas.get(model, 0)
         if replicas < minimum:
             problems.append(
