@@ -102,6 +102,20 @@ def plan_tables(result: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def unit_status(unit: dict[str, Any]) -> str:
+    """ok, the unit's own verdict, or (the fleet as written) too few replicas for a model."""
+    verdict = unit["verdict"]
+    if verdict["blocked_by"] is not None:
+        return f"{verdict['blocked_by']}: {verdict['reason']}"
+    short = [
+        f"{model} needs {math.ceil(demand / unit['capacity_rps'][model] - 1e-9)}"
+        for model, demand in unit["demand_rps"].items()
+        if unit["capacity_rps"].get(model, 0.0) > 0
+        and demand > unit["capacity_rps"][model] * unit["replicas"] + 1e-9
+    ]
+    return "short: " + ", ".join(short) if short else "ok"
+
+
 def units_table(option: dict[str, Any], title: str) -> Table:
     table = _new_table(
         title,
@@ -119,7 +133,6 @@ def units_table(option: dict[str, Any], title: str) -> Table:
         left=("models", "device", "source", "sized by", "status"),
     )
     for unit in option["units"]:
-        verdict = unit["verdict"]
         table.add_row(
             " + ".join(dict.fromkeys(e["model"] for e in unit["engines"])),
             unit["label"],
@@ -129,9 +142,7 @@ def units_table(option: dict[str, Any], title: str) -> Table:
             f"{sum(unit['demand_rps'].values()):.2f}",
             unit["source"],
             ", ".join(unit["sized_by"]),
-            "ok"
-            if verdict["blocked_by"] is None
-            else f"{verdict['blocked_by']}: {verdict['reason']}",
+            unit_status(unit),
         )
     return table
 
