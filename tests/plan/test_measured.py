@@ -8,37 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench import results as bench_results
 from modelyard.fleet import Slo, load_fleet
 from modelyard.plan.cost import Pricing
 from modelyard.plan.demand import demand_from_fleet
 from modelyard.plan.errors import PlanError
 from modelyard.plan.measured import measured_capacities, measured_token_means
 from modelyard.plan.planner import PlanRequest, plan
-from tests.conftest import ROOT
+from tests.conftest import ROOT, bench_file, target_summary
 from tests.plan.helpers import EXAMPLE
-
-
-def _summary(rps: float, ttft99: float, errors: int = 0) -> dict[str, object]:
-    pct = {"mean": ttft99 / 2, "p50": ttft99 / 2, "p90": ttft99, "p95": ttft99, "p99": ttft99}
-    return {
-        "requests": 100,
-        "completed": 100 - errors,
-        "errors": {"5xx": errors} if errors else {},
-        "ttft_ms": pct,
-        "tpot_ms": {"p50": 20, "p99": 30},
-        "e2e_ms": {"p50": 1000, "p99": 2000},
-        "throughput_rps": rps,
-    }
 
 
 def test_measured_capacity_is_the_best_run_within_the_slo(tmp_path: Path) -> None:
     paths = []
     for rate, ttft, errors in ((1.0, 300, 0), (2.0, 700, 0), (3.0, 900, 0), (2.5, 500, 3)):
         path = tmp_path / f"r{rate}.json"
-        bench_results.write(
-            path, bench_results.build({}, 10, {"llama-8b": _summary(rate, ttft, errors)}, {})
-        )
+        bench_file(path, {"llama-8b": target_summary(rate, ttft, errors)})
         paths.append(path)
     best = measured_capacities(paths, Slo(ttft_p99=0.8, tpot_p99=0.06))
     assert best == {"llama-8b": (2.0, "measured (r2.0.json)")}  # 3.0 misses TTFT, 2.5 had errors
@@ -47,7 +31,7 @@ def test_measured_capacity_is_the_best_run_within_the_slo(tmp_path: Path) -> Non
 def test_plan_states_each_capacity_source(tmp_path: Path) -> None:
     loaded = load_fleet(EXAMPLE)
     path = tmp_path / "bench.json"
-    bench_results.write(path, bench_results.build({}, 10, {"llama-8b": _summary(1.5, 500)}, {}))
+    bench_file(path, {"llama-8b": target_summary(1.5, 500)})
     request = PlanRequest(
         demand=demand_from_fleet(loaded.fleet),
         slo=loaded.fleet.slo,
@@ -73,10 +57,10 @@ def test_token_lengths_from_a_bench_file(tmp_path: Path) -> None:
         "input_tokens": {"kind": "lognormal", "mean": 480.4, "std": 50, "low": 1, "high": None},
         "output_tokens": {"kind": "uniform", "mean": 1, "std": 0, "low": 100, "high": 300},
     }
-    bench_results.write(path, bench_results.build({"workload": workload}, 1, {}, {}))
+    bench_file(path, {}, {"workload": workload})
     assert measured_token_means(path) == (480, 200)
     bare = tmp_path / "bare.json"
-    bench_results.write(bare, bench_results.build({}, 1, {}, {}))
+    bench_file(bare, {})
     with pytest.raises(PlanError, match="no workload token lengths"):
         measured_token_means(bare)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,13 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelyard.fleet import LoadedFleet, Slo, load_fleet
-from modelyard.plan.cost import HOURS_PER_MONTH, Option, Pricing
+from modelyard.plan.cost import Option, Pricing
 from modelyard.plan.demand import demand_from_fleet
 from modelyard.plan.errors import PlanError
 from modelyard.plan.planner import PlanRequest, plan
 from modelyard.plan.recommend import diagnose, recommend
 from modelyard.plan.search import options_for
 from modelyard.plan.sweep import parse_sweep
+from modelyard.units import HOURS_PER_MONTH
+from tests.conftest import Cli
 from tests.plan.helpers import (
     A10G,
     EXAMPLE,
@@ -250,18 +250,10 @@ def test_a_plan_counts_its_simulations_and_fits_and_caches_across_a_sweep(
     assert [p["recommended"] for p in (swept.sweep or {})["points"]][-1] is not None
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelyard", *args], capture_output=True, text=True, check=False
-    )
-
-
-def test_cli_plan_json_mix_and_errors(tmp_path: Path) -> None:
+def test_cli_plan_json_mix_and_errors(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "plan.json"
     given = ["--capacity", "llama-8b=3", "--capacity", "mistral-7b=3"]
-    done = _cli(
-        "plan", str(EXAMPLE), *given, "--mix", "llama-8b=0.5,mistral-7b=0.5", "-o", str(out)
-    )
+    done = cli("plan", str(EXAMPLE), *given, "--mix", "llama-8b=0.5,mistral-7b=0.5", "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert "the fleet as written" in done.stdout and "why:" in done.stdout
     data = json.loads(out.read_text())
@@ -276,11 +268,13 @@ def test_cli_plan_json_mix_and_errors(tmp_path: Path) -> None:
         (["--gpu", "a10"], "error: unknown GPU 'a10' (did you mean 'a10g'?"),
         (["--price", "a10g"], "error: --price a10g: expected NAME=NUMBER"),
         (["--mix", "llama=1"], "error: --mix llama: not a model of the fleet"),
-        (["--slo-ttft-ms", "20"], "error: no option meets the SLO"),
     ):
-        failed = _cli("plan", str(EXAMPLE), *args)
+        failed = cli("plan", str(EXAMPLE), *args)
         assert failed.returncode == 1, (args, failed.stdout)
         assert message in failed.stderr, (args, failed.stderr)
         assert "Traceback" not in failed.stderr
-    floor = _cli("plan", str(EXAMPLE), "--slo-ttft-ms", "20")
+    # the command ran and its answer is no: exit 3, with what binds for each model
+    floor = cli("plan", str(EXAMPLE), "--slo-ttft-ms", "20")
+    assert floor.returncode == 3, floor.stderr
+    assert "no: no option meets the SLO" in floor.stderr
     assert "llama-8b — slo: SLO impossible: llama-8b TTFT p99 is" in floor.stderr

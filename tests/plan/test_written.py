@@ -111,4 +111,7 @@ def test_failover_checks_what_a_standby_member_serves_alone(
     )
     group = resized.units[0]
     assert group.replicas == 3 and group.sized_by == ["failover"]
-    assert group.failover_capacity_rps == {"llama-8b": 60.0, "mistral-7b": 20.0}  # llama backs up the coder
+    assert group.failover_capacity_rps == {
+        "llama-8b": 60.0,
+        "mistral-7b": 20.0,
+    }  # llama backs up the coder

@@ -326,7 +326,7 @@ def test_fixed_latency_mode_is_exact(tmp_path: Path) -> None:
     """--fixed-ttft-ms/--fixed-itl-ms: tokens due exactly ITL apart, and the load generator
     (which measures from the scheduled send) never sees a TTFT below the injected one."""
     from modelyard.bench.loadgen import LoadOptions, Target, run_load
-    from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload, generate
+    from modelyard.workload import ArrivalProcess, LengthDist, Workload, generate
 
     running = start_sim_serve(
         [

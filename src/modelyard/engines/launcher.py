@@ -17,36 +17,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.engines.adapters import adapter_for
 from modelyard.engines.base import EngineAdapter, LaunchSpec
 from modelyard.engines.errors import EngineError, EngineStartupError
 from modelyard.engines.models import default_weights
+from modelyard.engines.state import EngineProcess, read_state, state_path, write_state
 from modelyard.fleet import LoadedFleet
 from modelyard.placement import PlacementOverride, device_plans
 
-STATE_NAME = "state.json"
 LOG_TAIL_LINES = 15
-
-
-@dataclass
-class EngineProcess:
-    """One engine `up` started. Times are seconds; `started_at` is wall-clock epoch."""
-
-    name: str
-    model: str
-    engine: str
-    pid: int
-    port: int
-    url: str
-    log: str
-    command: list[str]
-    cpus: list[int]
-    gpu_devices: list[int]
-    started_at: float
-    cold_start_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,29 +97,6 @@ def plan(
             )
             planned.append(PlannedEngine(placed.name, adapter_for(entry.engine), spec))
     return planned
-
-
-def _state_path(state_dir: Path) -> Path:
-    return state_dir / STATE_NAME
-
-
-def read_state(state_dir: Path) -> list[EngineProcess]:
-    path = _state_path(state_dir)
-    if not path.exists():
-        return []
-    try:
-        return [EngineProcess(**row) for row in json.loads(path.read_text())["engines"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EngineError(f"{path}: unreadable state file ({exc}); remove it by hand") from exc
-
-
-def _write_state(state_dir: Path, fleet_name: str, engines: list[EngineProcess]) -> None:
-    path = _state_path(state_dir)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(
-        json.dumps({"fleet": fleet_name, "engines": [asdict(e) for e in engines]}, indent=2)
-    )
-    partial.replace(path)
 
 
 def is_running(process: EngineProcess) -> bool:
@@ -285,7 +244,7 @@ def up(
         for item, process, clock in waiting:
             process.cold_start_s = wait_ready(process, item.adapter, clock, timeout_s)
             pending.remove((item, process, clock))
-            _write_state(state_dir, loaded.fleet.name, started)
+            write_state(state_dir, loaded.fleet.name, started)
             if on_event:
                 on_event("ready", process)
 
@@ -298,14 +257,14 @@ def up(
             process = _start(item, state_dir)
             pending.append((item, process, time.monotonic()))
             started.append(process)
-            _write_state(state_dir, loaded.fleet.name, started)
+            write_state(state_dir, loaded.fleet.name, started)
             if on_event:
                 on_event("started", process)
         wait_for(list(pending))
     except BaseException:
         stop(started)
         with contextlib.suppress(OSError):
-            _state_path(state_dir).unlink()
+            state_path(state_dir).unlink()
         raise
     return started
 
@@ -336,7 +295,7 @@ def down(state_dir: Path) -> list[str]:
     processes = read_state(state_dir)
     stopped = stop(processes)
     with contextlib.suppress(OSError):
-        _state_path(state_dir).unlink()
+        state_path(state_dir).unlink()
     return stopped
 
 

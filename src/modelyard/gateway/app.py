@@ -24,10 +24,10 @@ from modelyard.fleet import LoadedFleet
 from modelyard.gateway.auth import KeyCheck, RateLimiter
 from modelyard.gateway.breaker import Breaker, State
 from modelyard.gateway.errors import Outcome, policy
-from modelyard.gateway.http1 import Pool
 from modelyard.gateway.metrics import GatewayMetrics
 from modelyard.gateway.routing import Resolution, RouteNotFoundError, Router, pick_replica
 from modelyard.gateway.upstream import Attempt, Deadlines, attempt
+from modelyard.http.client import Pool
 
 TASK_HEADER = "X-Modelyard-Task"
 REQUEST_ID = "modelyard_request_id"
@@ -120,7 +120,7 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     session: aiohttp.ClientSession | None = None  # health checks, metrics scrapes
-    pool: Pool = field(default_factory=Pool)  # requests to upstreams (gateway/http1.py)
+    pool: Pool = field(default_factory=Pool)  # requests to upstreams (modelyard/http/client.py)
     ids: itertools.count[int] = field(default_factory=itertools.count)
     keys: KeyCheck = field(default_factory=lambda: KeyCheck(()))
     limiter: RateLimiter | None = None

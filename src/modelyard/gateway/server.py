@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from modelyard.engines.launcher import read_state
+from modelyard.engines.state import read_state
 from modelyard.errors import ModelyardError
 from modelyard.fleet import LoadedFleet, load_fleet
 from modelyard.gateway.app import Gateway, create_app

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from modelyard.chunks import decode, has_content, plainly_has_token
 from modelyard.gateway.errors import Outcome, classify_status
-from modelyard.gateway.http1 import Pool, Response, UpstreamConnectError, UpstreamResetError
+from modelyard.http.client import Pool, Response, UpstreamConnectError, UpstreamResetError
 
 LineSink = Callable[[bytes], Awaitable[None]]
 Commit = Callable[[], Awaitable[None]]

@@ -57,6 +57,7 @@ class Capacity:
     verdict: Verdict = field(default_factory=Verdict)
     ttft_p99_ms: float | None = None
     tpot_p99_ms: float | None = None
+    e2e_mean_ms: float | None = None  # at `rps` (simulated): with it, the requests in flight
 
     @property
     def feasible(self) -> bool:
@@ -240,7 +241,14 @@ class CapacityModel:
             rps = highest_passing(lambda rate: self._meets(run(rate), mix), start)
             if rps > 0:
                 worst = max(run(rps), key=lambda m: m.ttft_p99_ms if mix.get(m.model) else 0.0)
-                return Capacity(rps, "simulated", Verdict(), worst.ttft_p99_ms, worst.tpot_p99_ms)
+                return Capacity(
+                    rps,
+                    "simulated",
+                    Verdict(),
+                    worst.ttft_p99_ms,
+                    worst.tpot_p99_ms,
+                    worst.e2e_mean_ms,
+                )
             floor = run(ZERO_LOAD_RPS)
         except SimError as exc:
             return Capacity(0.0, "simulated", Verdict("placement", str(exc)))

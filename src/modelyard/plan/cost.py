@@ -19,8 +19,8 @@ from modelyard.plan.capacity import Constraint, Verdict
 from modelyard.plan.demand import Demand, FleetDemand
 from modelyard.plan.errors import PlanError
 from modelyard.plan.units import Binding, UnitPlan
+from modelyard.units import HOURS_PER_MONTH
 
-HOURS_PER_MONTH = 730
 SECONDS_PER_HOUR = 3600
 
 OptionKind = Literal["as written", "fleet layout", "isolated", "shared", "mig", "mixed"]

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from modelyard.bench import results as bench_results
+from modelyard import results
 from modelyard.fleet import Slo
 from modelyard.plan.errors import PlanError
 
@@ -16,7 +16,7 @@ def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, s
     errors (a rate sweep gives one file per level), and where it came from."""
     best: dict[str, tuple[float, str]] = {}
     for path in paths:
-        data = bench_results.read(path)
+        data = results.read_bench(path).model_dump(by_alias=True)
         for model, summary in data["models"].items():
             errors = sum((summary.get("errors") or {}).values())
             ok = errors == 0 and summary.get("completed", 0) > 0
@@ -36,7 +36,7 @@ def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, s
 
 def measured_token_means(path: Path) -> tuple[int, int]:
     """Mean prompt and output tokens of a bench run's workload (uniform: the middle)."""
-    data = bench_results.read(path)
+    data = results.read_bench(path).model_dump(by_alias=True)
 
     def mean(dist: dict[str, Any]) -> int:
         if dist.get("kind") == "uniform" and dist.get("high") is not None:

@@ -13,10 +13,11 @@ import math
 from collections.abc import Callable, Iterator
 
 from modelyard.plan.capacity import Verdict
-from modelyard.plan.cost import HOURS_PER_MONTH, Option, OptionKind, finish
+from modelyard.plan.cost import Option, OptionKind, finish
 from modelyard.plan.options import UnitBuilder
 from modelyard.plan.units import UnitPlan
 from modelyard.plan.written import fleet_options
+from modelyard.units import HOURS_PER_MONTH
 
 MAX_PARTITIONED_MODELS = 5  # beyond: only "each model alone" and "the rest shared"
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.bench.workload import LengthDist
 from modelyard.catalog import Catalog, GpuSpec
 from modelyard.fleet import Fleet, LoadedFleet, check_fleet
 from modelyard.placement import SharingMode
 from modelyard.plan.errors import PlanError
 from modelyard.sim.perf import Calibration, calibration_for
 from modelyard.sim.run import SimOptions, simulate
+from modelyard.workload import LengthDist
 
 MIN_REQUESTS = 400  # enough arrivals for a p99 from the tail, not the first few requests
 REQUESTS_PER_RPS = 180  # about three simulated minutes of traffic at the tested rate
@@ -76,6 +76,7 @@ class EngineLatency:
     ttft_p99_ms: float
     tpot_p99_ms: float
     e2e_p99_ms: float
+    e2e_mean_ms: float
 
 
 @dataclass
@@ -115,6 +116,7 @@ class PlanSimulator:
                 m.ttft_ms["p99"],
                 m.tpot_ms["p99"],
                 m.e2e_ms["p99"],
+                m.e2e_ms["mean"],
             )
             for m in result.models
         ]

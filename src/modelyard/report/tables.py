@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.table import Table
 
-from modelyard.bench.compare import COMPARED, PlacementResult, compared_values, difference
 from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
-from modelyard.engines.launcher import EngineProcess, EngineStatus
+from modelyard.compare import COMPARED, PlacementResult, compared_values, difference
+from modelyard.engines.launcher import EngineStatus
+from modelyard.engines.state import EngineProcess
 from modelyard.memory import FitResult, FleetFit
 from modelyard.quant import ProfileOption
+from modelyard.results import BenchDocument
 from modelyard.sim.calibrate import Fit
 from modelyard.sim.run import SimResult
 
@@ -296,8 +296,8 @@ def status_table(rows: list[EngineStatus]) -> Table:
     return table
 
 
-def bench_table(document: dict[str, Any]) -> Table:
-    config = document["config"]
+def bench_table(document: BenchDocument) -> Table:
+    config = document.config
     load = config["load"]
     mode = (
         f"concurrency {load['concurrency']}"
@@ -305,7 +305,7 @@ def bench_table(document: dict[str, Any]) -> Table:
         else f"{config['workload']['arrivals']['rate']:g} req/s "
         f"{config['workload']['arrivals']['kind']}"
     )
-    title = f"bench: {config['requests']} requests, {mode}, {document['duration_s']:.1f} s"
+    title = f"bench: {config['requests']} requests, {mode}, {document.duration_s:.1f} s"
     table = _new_table(
         title,
         (
@@ -325,25 +325,24 @@ def bench_table(document: dict[str, Any]) -> Table:
         ),
         left=("target",),
     )
-    rows = list(document["models"].items())
+    rows = list(document.models.items())
     if len(rows) > 1:
-        rows.append(("all", document["all"]))
+        rows.append(("all", document.all))
     for name, m in rows:
-        errors = sum(m["errors"].values())
         table.add_row(
             name,
-            str(m["completed"]),
-            str(errors),
-            f"{m['ttft_ms']['p50']:.1f}",
-            f"{m['ttft_ms']['p99']:.1f}",
-            f"{m['tpot_ms']['p50']:.2f}",
-            f"{m['tpot_ms']['p99']:.2f}",
-            f"{m['itl_ms']['p99']:.2f}",
-            f"{m['e2e_ms']['p99']:.0f}",
-            f"{m['throughput_rps']:.2f}",
-            f"{m['output_tokens_per_s']:.0f}",
-            f"{m['goodput_rps']:.2f}",
-            f"{m['schedule_delay_ms']['p99']:.2f}",
+            str(m.completed),
+            str(m.failed),
+            f"{m.ttft_ms.p50:.1f}",
+            f"{m.ttft_ms.p99:.1f}",
+            f"{m.tpot_ms.p50:.2f}",
+            f"{m.tpot_ms.p99:.2f}",
+            f"{m.itl_ms.p99:.2f}",
+            f"{m.e2e_ms.p99:.0f}",
+            f"{m.throughput_rps:.2f}",
+            f"{m.output_tokens_per_s:.0f}",
+            f"{m.goodput_rps:.2f}",
+            f"{m.schedule_delay_ms.p99:.2f}",
         )
     return table
 

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Requests, Workload, generate
 from modelyard.fleet import LoadedFleet
 from modelyard.memory import fleet_settings
 from modelyard.placement import PlacementOverride, device_plans
@@ -24,6 +23,7 @@ from modelyard.sim.gpu import EngineSpec, SharedDevice, StartedEngine, start_eng
 from modelyard.sim.loop import PRIORITY_ARRIVAL, Event, EventLoop
 from modelyard.sim.perf import Calibration, calibration_for
 from modelyard.traffic import model_shares, peak_rate_rps
+from modelyard.workload import ArrivalProcess, LengthDist, Requests, Workload, generate
 
 Placement = Literal["fleet", "shared", "isolated"]
 PERCENTILES = (50, 90, 99)

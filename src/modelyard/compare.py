@@ -11,18 +11,20 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from modelyard.bench.loadgen import LoadOptions, Target
 from modelyard.bench.metrics import Slo
 from modelyard.bench.run import BenchOptions, bench
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
+from modelyard.catalog import Catalog
 from modelyard.engines import launcher
 from modelyard.fleet import LoadedFleet
 from modelyard.placement import Layout, PlacementOverride, device_plans
+from modelyard.results import ComparedModel, CompareDocument, ComparedPlacement, Percentiles
 from modelyard.sim.run import SimOptions, default_mix, simulate
+from modelyard.units import HOURS_PER_MONTH
+from modelyard.workload import ArrivalProcess, LengthDist, Workload
 
 PLACEMENTS = ("shared", "isolated")
 
@@ -43,14 +45,12 @@ class CompareOptions:
 @dataclass
 class PlacementResult:
     placement: str
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, ComparedModel] = field(default_factory=dict)
     gpus: dict[str, int] = field(default_factory=dict)  # GPU type -> count this placement used
 
-    def monthly_usd(self, catalog: Any) -> float | None:
+    def monthly_usd(self, catalog: Catalog) -> float | None:
         """GPU cost of the placement at the catalog's cheapest listed prices, 730 h a month
         (the planner's rule); None without GPUs or prices."""
-        from modelyard.plan.cost import HOURS_PER_MONTH
-
         if not self.gpus:
             return None
         total = 0.0
@@ -121,12 +121,15 @@ async def compare_real(
                 launcher.down(Path(state))
         result = PlacementResult(placement, gpus=_gpu_counts(loaded, layout))
         for process in started:
-            summary = document["models"].get(process.model, {})
-            result.models[process.model] = {
-                **summary,
-                "cold_start_s": process.cold_start_s,
-                "memory_mib": memory[process.model],
-            }
+            summary = document.models[process.model]
+            server = summary.server
+            result.models[process.model] = ComparedModel(
+                **summary.model_dump(exclude={"server"}),
+                server=server,
+                cold_start_s=process.cold_start_s,
+                memory_mib=memory[process.model],
+                preemptions=server.preemptions if server is not None else None,
+            )
         results.append(result)
     return results
 
@@ -154,19 +157,18 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
         )
         result = PlacementResult(placement, gpus=dict(sim.gpus))
         for model in sim.models:
-            result.models[model.name] = {
-                "requests": model.requests,
-                "completed": model.completed,
-                "errors": {"oom": 0, "http_4xx": model.rejected},
-                "ttft_ms": model.ttft_ms,
-                "tpot_ms": model.tpot_ms,
-                "e2e_ms": model.e2e_ms,
-                "throughput_rps": model.throughput_rps,
-                "goodput_rps": model.goodput_rps,
-                "cold_start_s": model.cold_start_s,
-                "memory_mib": None,
-                "preemptions": model.preemptions,
-            }
+            result.models[model.name] = ComparedModel(
+                requests=model.requests,
+                completed=model.completed,
+                errors={"oom": 0, "http_4xx": model.rejected},
+                ttft_ms=Percentiles(**model.ttft_ms),
+                tpot_ms=Percentiles(**model.tpot_ms),
+                e2e_ms=Percentiles(**model.e2e_ms),
+                throughput_rps=model.throughput_rps,
+                goodput_rps=model.goodput_rps,
+                cold_start_s=model.cold_start_s,
+                preemptions=model.preemptions,
+            )
         results.append(result)
     return results
 
@@ -185,28 +187,48 @@ COMPARED = (
 )
 
 
-def per_10k(summary: dict[str, Any], kind: str | None) -> float:
+def per_10k(summary: ComparedModel, kind: str | None) -> float:
     """Errors (all, or of one class) per 10,000 requests."""
-    requests = float(max(summary.get("requests", 0), 1))
-    errors = summary.get("errors", {})
+    requests = float(max(summary.requests, 1))
+    errors = summary.errors
     count = sum(errors.values()) if kind is None else errors.get(kind, 0)
     return float(count) / requests * 10_000
 
 
-def compared_values(summary: dict[str, Any]) -> list[float | None]:
+def compared_values(summary: ComparedModel) -> list[float | None]:
     """The comparison table's columns (COMPARED) for one model in one placement."""
     return [
-        summary.get("cold_start_s"),
-        summary.get("memory_mib"),
-        summary["ttft_ms"]["p50"],
-        summary["ttft_ms"]["p99"],
-        summary["e2e_ms"]["p99"],
-        summary["tpot_ms"]["p99"],
-        summary["throughput_rps"],
-        summary["goodput_rps"],
+        summary.cold_start_s,
+        summary.memory_mib,
+        summary.ttft_ms.p50,
+        summary.ttft_ms.p99,
+        summary.e2e_ms.p99,
+        summary.tpot_ms.p99,
+        summary.throughput_rps,
+        summary.goodput_rps,
         per_10k(summary, None),
         per_10k(summary, "oom"),
     ]
+
+
+def document(
+    loaded: LoadedFleet, options: CompareOptions, outcome: list[PlacementResult]
+) -> CompareDocument:
+    """The comparison as a result document (`compare -o`, read by `report`)."""
+    return CompareDocument(
+        fleet=loaded.fleet.name,
+        simulated=options.sim,
+        options=asdict(options),
+        placements=[
+            ComparedPlacement(
+                placement=r.placement,
+                models=r.models,
+                gpus=r.gpus,
+                monthly_usd=r.monthly_usd(loaded.catalog),
+            )
+            for r in outcome
+        ],
+    )
 
 
 def difference(shared: float | None, isolated: float | None) -> str:

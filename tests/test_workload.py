@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelyard.bench.workload import (
+from modelyard.workload import (
     ArrivalProcess,
     LengthDist,
     Workload,

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from modelyard.gateway.http1 import Pool, UpstreamConnectError, UpstreamResetError
+from modelyard.http.client import Pool, UpstreamConnectError, UpstreamResetError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
