@@ -105,8 +105,9 @@ demo: install llamacpp
 test: test-deps lint
 	MODELYARD_LLMCOMPRESSOR_PYTHON=$(LLMC_VENV)/bin/python $(PY) -m pytest
 
+# in-process tests only: a test that starts a process must be marked `process` (tests/conftest.py)
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	MODELYARD_TEST_NO_PROCESSES=1 $(PY) -m pytest -m "not slow and not process"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -12,7 +12,7 @@ import pytest
 
 from modelyard.compare import CompareOptions, compare_sim
 from modelyard.fleet import load_fleet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
 
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 
@@ -36,30 +36,15 @@ def test_compare_in_the_simulator() -> None:
     assert by["shared"].monthly_usd(catalog) == pytest.approx(1.006 * 730)
 
 
-def test_cli_compare_sim_prints_the_table() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "compare",
-            str(EXAMPLE),
-            "--sim",
-            "--requests",
-            "300",
-            "--rate",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+def test_cli_compare_sim_prints_the_table(cli: Cli) -> None:
+    out = cli("compare", str(EXAMPLE), "--sim", "--requests", "300", "--rate", "1")
+    assert out.returncode == 0, out.stderr
     assert "shared vs isolated" in out.stdout
     assert "llama-8b" in out.stdout and "mistral-7b" in out.stdout
     assert "isolated: 2x a10g, $1,469/month" in out.stdout
 
 
+@pytest.mark.process
 def test_compare_with_real_processes_of_the_sim_engine(tmp_path: Path) -> None:
     """The demo's real-engine path (launcher + bench + down) with fast simulated engines."""
     import asyncio
@@ -97,6 +82,7 @@ traffic: {fallback_rate: 0.5}
     assert any("starting engines" in m for m in messages)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_compare_stops_its_engines(tmp_path: Path, signum: int, code: int) -> None:
     fleet = tmp_path / "fleet.yaml"

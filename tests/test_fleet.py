@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +8,7 @@ import pytest
 
 from modelyard.errors import FleetError
 from modelyard.fleet import fleet_json_schema, load_fleet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
 
 GOOD = """\
 name: chat-prod
@@ -333,37 +331,31 @@ def test_json_schema_describes_fleet() -> None:
     json.dumps(schema)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelyard", *args], capture_output=True, text=True, check=False
-    )
-
-
-def test_cli_validate_ok_and_errors(write_fleet: Callable[[str], Path]) -> None:
-    ok = _cli("validate", str(ROOT / "examples" / "fleet.yaml"))
+def test_cli_validate_ok_and_errors(write_fleet: Callable[[str], Path], cli: Cli) -> None:
+    ok = cli("validate", str(ROOT / "examples" / "fleet.yaml"))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("OK ")
     bad = write_fleet(BAD_FLEETS[0][1])
-    failed = _cli("validate", str(bad))
+    failed = cli("validate", str(bad))
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr
     assert f"error: {bad}:3: models.llama-8b.gpu: unknown GPU 'a10'" in failed.stderr
 
 
-def test_cli_schema_is_json() -> None:
-    result = _cli("schema")
+def test_cli_schema_is_json(cli: Cli) -> None:
+    result = cli("schema")
     assert result.returncode == 0
     assert json.loads(result.stdout)["title"] == "modelyard fleet file"
 
 
-def test_cli_usage_error_is_exit_2() -> None:
-    result = _cli("validate")
+def test_cli_usage_error_is_exit_2(cli: Cli) -> None:
+    result = cli("validate")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
 
 
-def test_cli_version() -> None:
-    result = _cli("--version")
+def test_cli_version(cli: Cli) -> None:
+    result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == "modelyard 0.1.0"
 

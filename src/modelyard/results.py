@@ -68,28 +68,33 @@ class ServerView(_Doc):
     server_prompt_tokens: float | None = None
 
 
-class TargetSummary(_Doc):
-    """One target's metrics over the measured window (docs/metrics.md)."""
+class LatencySummary(_Doc):
+    """What every summary of a model's requests has, measured or simulated (docs/metrics.md)."""
 
     requests: int
     completed: int
     errors: dict[str, int]
     ttft_ms: Percentiles
     tpot_ms: Percentiles
-    itl_ms: Percentiles
     e2e_ms: Percentiles
-    schedule_delay_ms: Percentiles
     throughput_rps: float
-    output_tokens_per_s: float
     goodput_rps: float
-    usage_missing: int = 0
-    usage_chunk_mismatch: int = 0
     samples: Samples = Field(default_factory=Samples)
     server: ServerView | None = None
 
     @property
     def failed(self) -> int:
         return sum(self.errors.values())
+
+
+class TargetSummary(LatencySummary):
+    """One target's metrics over a bench run's measured window."""
+
+    itl_ms: Percentiles
+    schedule_delay_ms: Percentiles
+    output_tokens_per_s: float
+    usage_missing: int = 0
+    usage_chunk_mismatch: int = 0
 
 
 class BenchDocument(_Doc):
@@ -103,22 +108,12 @@ class BenchDocument(_Doc):
     all: TargetSummary
 
 
-class ComparedModel(_Doc):
+class ComparedModel(LatencySummary):
     """One model in one placement of a comparison: measured (a bench summary) or simulated."""
 
-    requests: int
-    completed: int
-    errors: dict[str, int]
-    ttft_ms: Percentiles
-    tpot_ms: Percentiles
-    e2e_ms: Percentiles
-    throughput_rps: float
-    goodput_rps: float
     cold_start_s: float | None = None
     memory_mib: float | None = None
     preemptions: float | None = None
-    samples: Samples = Field(default_factory=Samples)
-    server: ServerView | None = None
 
 
 class ComparedPlacement(_Doc):

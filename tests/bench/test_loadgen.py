@@ -12,6 +12,8 @@ import pytest
 
 from tests.procs import SimServe, start_sim_serve
 
+pytestmark = pytest.mark.process  # sim serve engines and the bench command
+
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SimServe]]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -14,6 +12,7 @@ from aiohttp import web
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.metrics import RequestRecord
 from modelyard.workload import ArrivalProcess, LengthDist, Workload, generate
+from tests.conftest import Cli
 
 GOOD = b'data: {"choices":[{"index":0,"text":"a"}]}\n\ndata: [DONE]\n\n'
 NOT_JSON = b'data: {"choices":[{"index":0,"text":"a"}]}\n\ndata: not json\n\ndata: [DONE]\n\n'
@@ -65,29 +64,20 @@ def test_a_non_json_answer_fails_that_request_only() -> None:
     assert "answer is not a JSON object" in (records[1].detail or "")
 
 
-def test_bench_exits_3_when_every_request_fails(tmp_path: Path) -> None:
+def test_bench_exits_3_when_every_request_fails(tmp_path: Path, cli: Cli) -> None:
     with socket.socket() as probe:  # a port nothing listens on (bound, never listening)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modelyard",
-                "bench",
-                "--target",
-                f"http://127.0.0.1:{port}",
-                "--rate",
-                "50",
-                "--requests",
-                "5",
-                "--results",
-                str(tmp_path / "r.json"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
+        done = cli(
+            "bench",
+            "--target",
+            f"http://127.0.0.1:{port}",
+            "--rate",
+            "50",
+            "--requests",
+            "5",
+            "--results",
+            str(tmp_path / "r.json"),
         )
     assert done.returncode == 3, done.stderr
     assert "5 of 5 requests failed at 50" in done.stderr

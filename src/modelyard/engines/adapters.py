@@ -29,7 +29,6 @@ VLLM_PYTHON = Path(
 class VllmAdapter(EngineAdapter):
     name = "vllm"
     image = "vllm/vllm-openai:v0.11.0"
-    cache_path = "/root/.cache/huggingface"
     metric_names: ClassVar[MetricNames] = {
         "running": "vllm:num_requests_running",
         "waiting": "vllm:num_requests_waiting",

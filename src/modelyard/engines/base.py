@@ -66,7 +66,9 @@ class EngineAdapter:
     image: str = ""  # pinned container image for Kubernetes
     gpu_image: str | None = None  # the image's GPU build, where it is a different tag
     container_port: int = 8000
-    cache_path: str = "/root/.cache/huggingface"
+    # where the model cache volume is mounted in a pod: not under /root, which a non-root
+    # user cannot traverse (deploy sets HF_HOME to it)
+    cache_path: str = "/models"
     metric_names: ClassVar[MetricNames] = {}
     # log lines that mean the engine ran out of memory (at start or at run time)
     oom_patterns: tuple[str, ...] = (

@@ -113,6 +113,7 @@ class Capacity:
     reason: str = ""
     ttft_p99_ms: float | None = None
     tpot_p99_ms: float | None = None
+    e2e_mean_ms: float | None = None  # at `rps`: with it, the in-flight requests it holds
 
     @property
     def feasible(self) -> bool:
@@ -320,7 +321,11 @@ class CapacityModel:
             at = self._run(sub, rps, mix, calibrations)
             worst = max(at.models, key=lambda m: m.ttft_ms.get("p99", 0.0))
             return Capacity(
-                rps, "simulated", ttft_p99_ms=worst.ttft_ms["p99"], tpot_p99_ms=worst.tpot_ms["p99"]
+                rps,
+                "simulated",
+                ttft_p99_ms=worst.ttft_ms["p99"],
+                tpot_p99_ms=worst.tpot_ms["p99"],
+                e2e_mean_ms=worst.e2e_ms["mean"],
             )
         # fails even at the lowest rate: is the SLO below the latency floor?
         floor = self._run(sub, 0.001, mix, calibrations)
