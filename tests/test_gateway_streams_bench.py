@@ -6,6 +6,7 @@ a lost, repeated or reordered chunk."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import sys
 import time
@@ -31,6 +32,7 @@ def _module(name: str, path: Path) -> ModuleType:
 
 
 tools_module = _module("stream_tools", BENCHMARKS / "native" / "stream_tools.py")
+procfs = _module("procfs", BENCHMARKS / "native" / "procfs.py")
 INTERVAL_S = 0.02
 
 
@@ -47,6 +49,7 @@ def upstream(tools: Any) -> Iterator[Any]:
     assert running.process.returncode is not None
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_upstream_streams_every_chunk_in_order_at_the_interval(
     tools: Any, upstream: Any, path: str
@@ -78,12 +81,14 @@ def test_upstream_streams_every_chunk_in_order_at_the_interval(
     assert min(spans) >= (chunks - 1) * INTERVAL_S * 1e9 - 3e6
 
 
+@pytest.mark.process
 def test_upstream_answers_health(upstream: Any) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{upstream.port}/health", timeout=5) as reply:
         assert reply.status == 200
         assert reply.read() == b"ok"
 
 
+@pytest.mark.process
 def test_client_stops_at_its_deadline_and_marks_what_did_not_finish(
     tools: Any, upstream: Any
 ) -> None:
@@ -96,6 +101,7 @@ def test_client_stops_at_its_deadline_and_marks_what_did_not_finish(
     assert not tools_module.complete(records).any()
 
 
+@pytest.mark.process
 def test_client_records_a_refused_connection(tools: Any) -> None:
     with socket.socket() as bound:  # bound, not listening: connecting is refused
         bound.bind(("127.0.0.1", 0))
@@ -142,3 +148,14 @@ def test_gaps_stay_within_each_stream_and_the_window() -> None:
     # arrivals (µs): stream 0 at 0, 2, 4; stream 1 at 1, 3, 5
     assert sorted(tools_module.gaps_ns(records)) == [2000] * 4
     assert sorted(tools_module.gaps_ns(records, (1500, 5000))) == [2000]
+
+
+def test_procfs_reads_this_process_cpu_time_and_memory() -> None:
+    assert os.getpid() in procfs.process_group(os.getpgid(0))
+    before, started = procfs.usage([os.getpid()]), time.process_time()
+    while time.process_time() - started < 0.2:
+        pass
+    after = procfs.usage([os.getpid()])
+    assert after.cpu_s - before.cpu_s == pytest.approx(0.2, abs=0.03)  # clock ticks: 10 ms
+    assert after.rss_bytes > 20 * 2**20  # an interpreter with numpy
+    assert after.runnable_wait_s >= before.runnable_wait_s
