@@ -355,7 +355,8 @@ def report(points: list[Point], dropped: dict[str, str], layout: Layout, console
             f"{point.streams:,}" + "*" * load_fell_behind(point, layout),
             point.path if direct else f"+ {point.path}",
             f"{point.seen.complete:,}/{point.streams:,}"
-            + (f" {point.seen.errors}" if point.seen.errors else ""),
+            + (f" {point.seen.errors}" if point.seen.errors else "")
+            + (f" {point.seen.out_of_order} OUT OF ORDER" if point.seen.out_of_order else ""),
             f"{_f(source['ttft_p50_ms'])} / {_f(source['ttft_p99_ms'])}",
             f"{_f(source['gap_p50_ms'], 3)} / {_f(source['gap_p99_ms'], 3)}",
             _f(point.proxy_cpu_us_per_chunk, 1),

@@ -131,8 +131,11 @@ def _records(seqs: list[list[int]], chunks_per_stream: int) -> Any:
 
 
 def test_complete_catches_lost_repeated_and_reordered_chunks() -> None:
-    records = _records([[0, 1, 2], [0, 2, 1], [0, 1], [0, 1, 1], [0, 1, 2]], 3)
-    assert list(tools_module.complete(records)) == [True, False, False, False, True]
+    records = _records([[0, 1, 2], [0, 2, 1], [0, 1], [0, 1, 1], [0, 1, 2], [1, 2]], 3)
+    assert list(tools_module.complete(records)) == [True, False, False, False, True, False]
+    # a stream cut short is not complete, but what did arrive was in order
+    assert list(tools_module.in_order(records)) == [True, False, True, False, True, False]
+    assert tools_module.summarise(records).out_of_order == 3
 
 
 def test_complete_needs_the_done_event_and_a_clean_end() -> None:

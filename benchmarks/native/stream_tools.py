@@ -259,23 +259,28 @@ def by_stream(records: Records) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.
     return chunks["stream"], chunks
 
 
+def in_order(records: Records) -> npt.NDArray[np.bool_]:
+    """Per stream: the chunks that arrived are 0, 1, ... k-1 in that order (none lost, repeated
+    or reordered so far), however the stream ended."""
+    ordered = np.ones(len(records.streams), dtype=bool)
+    ids, chunks = by_stream(records)
+    if ids.size:
+        position = np.arange(ids.size) - np.searchsorted(ids, ids, side="left")
+        ordered[np.unique(ids[chunks["seq"] != position])] = False
+    return ordered
+
+
 def complete(records: Records) -> npt.NDArray[np.bool_]:
     """Per stream: HTTP 200, ended cleanly with [DONE], and exactly chunks 0, 1, ... C-1 in
     that order."""
     streams = records.streams
-    ok = (
+    return (
         (streams["status"] == 200)
         & (streams["error"] == StreamError.OK)
         & ((streams["flags"] & (FLAG_DONE_EVENT | FLAG_BODY_END)) == 3)
         & (streams["chunks"] == records.chunks_per_stream)
+        & in_order(records)
     )
-    ids, chunks = by_stream(records)
-    if ids.size:
-        starts = np.searchsorted(ids, ids, side="left")
-        position = np.arange(ids.size) - starts
-        misplaced = np.unique(ids[chunks["seq"] != position])
-        ok[misplaced] = False
-    return ok
 
 
 def gaps_ns(records: Records, window_ns: tuple[int, int] | None = None) -> npt.NDArray[np.int64]:
@@ -301,6 +306,7 @@ class StreamSummary:
     streams: int
     chunks_per_stream: int
     complete: int
+    out_of_order: int  # streams whose chunks so far were not 0, 1, ... in order
     errors: dict[str, int]  # how the incomplete streams ended
     ttft_p50_ms: float  # scheduled start -> first content chunk
     ttft_p99_ms: float
@@ -329,11 +335,12 @@ def summarise(records: Records, window_ns: tuple[int, int] | None = None) -> Str
     relay = chunks["arrival_ns"] - chunks["written_ns"]
     ok = complete(records)
     errors = {e.name.lower(): int(np.sum(streams["error"] == e)) for e in StreamError if e}
-    errors["incomplete_or_out_of_order"] = int(np.sum(~ok & (streams["error"] == 0)))
+    errors["ended_incomplete"] = int(np.sum(~ok & (streams["error"] == 0)))
     return StreamSummary(
         len(streams),
         records.chunks_per_stream,
         int(ok.sum()),
+        int(np.sum(~in_order(records))),
         {name: count for name, count in errors.items() if count},
         _ms(ttft, 50),
         _ms(ttft, 99),
