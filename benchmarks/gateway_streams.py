@@ -27,7 +27,7 @@ The most streams modelyard holds (all complete, added gap p99 <= 1 ms) is then b
 the highest level that held and the next one (3 steps). `--workers N` writes `gateway.workers:
 N` into the gateway's fleet (only a gateway that supports it accepts the fleet).
 
-    python benchmarks/gateway_streams.py            # about 4 minutes
+    python benchmarks/gateway_streams.py            # about 3.5 minutes
     python benchmarks/gateway_streams.py --quick    # 100 and 1,000 streams, no bisection
 
 Needs gcc; nginx and LiteLLM (`make bench-deps`) are skipped with a note when missing.
