@@ -285,10 +285,7 @@ def measure(
                 if path not in ("direct", "modelyard") and not keeps_up(point):
                     dropped[path] = f"did not keep up at {streams} streams"
         if "modelyard" in paths:
-            held = [p.streams for p in points if p.path == "modelyard" and holds(p)]
-            failed = [p.streams for p in points if p.path == "modelyard" and not holds(p)]
-            low = max(held, default=0)
-            high = min((n for n in failed if n > low), default=None)
+            low, high = bracket(points, "modelyard")
             for _ in range(settings.search_steps if high is not None else 0):
                 assert high is not None
                 middle = int(round((low + high) / 2, -1 if high - low < 500 else -2))
@@ -301,16 +298,19 @@ def measure(
     return points, dropped
 
 
+def bracket(points: list[Point], path: str) -> tuple[int, int | None]:
+    """The most streams `path` held (0: none), and the fewest above that it did not (None:
+    none did not)."""
+    low = max((p.streams for p in points if p.path == path and holds(p)), default=0)
+    above = [p.streams for p in points if p.path == path and not holds(p) and p.streams > low]
+    return low, min(above, default=None)
+
+
 def most_streams(points: list[Point], path: str) -> str:
-    held = [p.streams for p in points if p.path == path and holds(p)]
-    failed = [p.streams for p in points if p.path == path and not holds(p)]
-    low = max(held, default=0)
-    above = [n for n in failed if n > low]
-    if not held and not failed:
-        return "not measured"
-    if not above:
-        return f">= {low:,} (held at every count tried)"
-    return f"{low:,} (held; {min(above):,} did not)" if held else f"< {min(above):,}"
+    low, high = bracket(points, path)
+    if high is None:
+        return f">= {low:,} (held at every count tried)" if low else "not measured"
+    return f"{low:,} (held; {high:,} did not)" if low else f"< {high:,}"
 
 
 def _f(value: float | None, digits: int = 2) -> str:

@@ -5,6 +5,7 @@ a lost, repeated or reordered chunk."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import socket
@@ -162,3 +163,41 @@ def test_procfs_reads_this_process_cpu_time_and_memory() -> None:
     assert after.cpu_s - before.cpu_s == pytest.approx(0.2, abs=0.03)  # clock ticks: 10 ms
     assert after.rss_bytes > 20 * 2**20  # an interpreter with numpy
     assert after.runnable_wait_s >= before.runnable_wait_s
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[ModuleType]:
+    """benchmarks/gateway_streams.py, imported as its script sees its siblings."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        yield importlib.import_module("gateway_streams")
+
+
+def _point(harness: ModuleType, streams: int, complete: int, added_gap_p99_ms: float) -> Any:
+    latencies = [float("nan")] * (len(dataclasses.fields(harness.StreamSummary)) - 5)
+    seen = harness.StreamSummary(streams, 80, complete, 0, {}, *latencies)
+    return harness.Point("modelyard", seen, added={"gap_p99_ms": added_gap_p99_ms})
+
+
+def test_most_streams_is_the_highest_count_held_below_the_lowest_not_held(
+    harness: ModuleType,
+) -> None:
+    points = [
+        _point(harness, 100, 100, 0.4),
+        _point(harness, 400, 400, 0.9),
+        _point(harness, 700, 700, 1.2),  # gap over the bar
+        _point(harness, 1000, 990, 0.5),  # incomplete
+    ]
+    assert harness.bracket(points, "modelyard") == (400, 700)
+    assert harness.most_streams(points, "modelyard") == "400 (held; 700 did not)"
+    assert harness.most_streams(points[:2], "modelyard") == ">= 400 (held at every count tried)"
+    assert harness.most_streams(points[2:], "modelyard") == "< 700"
+    assert harness.most_streams(points, "nginx proxy") == "not measured"
+
+
+def test_a_plan_holds_every_stream_open_for_the_hold_window(harness: ModuleType) -> None:
+    plan = harness.Settings().plan(5000, start_ns=0)
+    assert plan.ramp_s == 5.0  # 1,000 new streams a second
+    # the last stream starts at the end of the ramp and still has 3 s of chunks to go
+    assert (plan.chunks - 1) / harness.TOKENS_PER_S >= plan.ramp_s + 3.0
+    assert plan.deadline_ns == round((5.0 + (plan.chunks - 1) / 20 + 3.0) * 1e9)
