@@ -169,8 +169,6 @@ static void on_bytes(uint32_t s, const char *data, size_t len, int64_t now) {
         case HEAD: {
             size_t before = c->head.len;
             buf_append(&c->head, data, len);
-            buf_reserve(&c->head, 1);
-            c->head.data[c->head.len] = '\0';
             const char *end = memmem(c->head.data, c->head.len, "\r\n\r\n", 4);
             if (end == NULL) {
                 if (c->head.len > 65536) end_stream(s, now, STREAM_PARSE);

@@ -56,16 +56,16 @@ static inline void arm_timer(int timer_fd, int64_t at_ns) {
     if (timerfd_settime(timer_fd, TFD_TIMER_ABSTIME, &spec, NULL) != 0) die("timerfd_settime");
 }
 
-/* A growable byte buffer. */
+/* A growable byte buffer, kept NUL-terminated past `len` so that strto* calls on it stop. */
 typedef struct {
     char *data;
     size_t len, cap;
 } buf_t;
 
 static inline void buf_reserve(buf_t *b, size_t extra) {
-    if (b->len + extra <= b->cap) return;
+    if (b->len + extra + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra) cap *= 2;
+    while (cap < b->len + extra + 1) cap *= 2;
     char *data = realloc(b->data, cap);
     if (data == NULL) die("realloc");
     b->data = data;
@@ -76,11 +76,13 @@ static inline void buf_append(buf_t *b, const char *data, size_t len) {
     buf_reserve(b, len);
     memcpy(b->data + b->len, data, len);
     b->len += len;
+    b->data[b->len] = '\0';
 }
 
 static inline void buf_consume(buf_t *b, size_t len) {
     memmove(b->data, b->data + len, b->len - len);
     b->len -= len;
+    b->data[b->len] = '\0';
 }
 
 static inline void buf_free(buf_t *b) {
