@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.engines.launcher import free_port
 from tests.procs import SimServe, start_sim_serve
 
 pytestmark = pytest.mark.process  # sim serve engines and the bench command
@@ -36,7 +37,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SimS
             ],
             folder,
         )
-        for name, port in (("a", 18421), ("b", 18422))
+        for name, port in (("a", free_port("127.0.0.1")), ("b", free_port("127.0.0.1")))
     }
     yield started
     for server in started.values():
