@@ -60,8 +60,8 @@ def test_report_rejects_other_files(tmp_path: Path) -> None:
 
 def test_report_shows_a_plan_with_its_sweep(tmp_path: Path) -> None:
     from modelyard.fleet import load_fleet
-    from modelyard.plan.capacity import demand_from_fleet
     from modelyard.plan.cost import Pricing
+    from modelyard.plan.demand import demand_from_fleet
     from modelyard.plan.planner import PlanRequest, plan
 
     loaded = load_fleet(Path(__file__).resolve().parents[1] / "examples" / "fleet.yaml")
@@ -69,7 +69,6 @@ def test_report_shows_a_plan_with_its_sweep(tmp_path: Path) -> None:
         demand=demand_from_fleet(loaded.fleet),
         slo=loaded.fleet.slo,
         pricing=Pricing(),
-        min_replicas={},
         capacity={"llama-8b": 2.0, "mistral-7b": 2.0},
         sweep=("daily_active_users", [1e3, 1e4, 1e5]),
     )
@@ -78,6 +77,12 @@ def test_report_shows_a_plan_with_its_sweep(tmp_path: Path) -> None:
     written = write_report([path], tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
     assert "Capacity and cost plan" in page and 'tr class="better"' in page
-    assert "isolated (fleet&#x27;s GPUs)" in page and "$2,203" in page
+    assert page.index("<td>as written</td>") < page.index("fleet layout, resized")
+    assert "capacity: llama-8b: 1 replica(s) serve 2.00 req/s" in page  # as written falls short
+    assert "The fleet as written:" in page and "$2,203" in page
     assert tmp_path / "r-plan-sweep.png" in written
     assert "Latency summary" not in page  # a plan alone has no latencies
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema": "modelyard.plan/1", "fleet": "f", "options": []}))
+    with pytest.raises(ReportError, match=r"a plan from an older modelyard \(modelyard.plan/1\)"):
+        write_report([old], tmp_path / "o.html")

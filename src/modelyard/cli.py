@@ -1087,16 +1087,24 @@ def _key_values(flag: str, items: list[str] | None, kind: type = float) -> dict[
 def plan_command(
     fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
     optimize: Annotated[
-        bool, typer.Option("--optimize", help="Search every GPU type x placement.")
+        bool,
+        typer.Option("--optimize", help="Search every GPU type x placement, mixed layouts too."),
     ] = False,
     daily_active_users: Annotated[float | None, typer.Option(help="Override traffic.")] = None,
     requests_per_user: Annotated[float | None, typer.Option(help="Per user per day.")] = None,
     peak_factor: Annotated[float | None, typer.Option(help="Peak rate / average rate.")] = None,
-    fallback_rate: Annotated[float | None, typer.Option(help="Share the fallback serves.")] = None,
+    fallback_rate: Annotated[
+        float | None, typer.Option(help="Share of each route its first fallback serves.")
+    ] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(help="Each model's share, e.g. llama-8b=0.7,coder=0.3 (replaces routes')."),
+    ] = None,
     input_tokens: Annotated[int | None, typer.Option(help="Mean prompt tokens.")] = None,
     output_tokens: Annotated[int | None, typer.Option(help="Mean output tokens.")] = None,
     failover: Annotated[
-        bool, typer.Option("--failover", help="Size the fallback to absorb all traffic.")
+        bool,
+        typer.Option("--failover", help="Size each fallback to absorb its primary's traffic."),
     ] = False,
     slo_ttft_ms: Annotated[float | None, typer.Option(help="Override the TTFT p99 SLO.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="Override the TPOT p99 SLO.")] = None,
@@ -1112,15 +1120,19 @@ def plan_command(
     ] = 0.0,
     min_replicas: Annotated[
         list[str] | None,
-        typer.Option("--min-replicas", help="MODEL=N (default 2 for the primary, 1 else)."),
+        typer.Option("--min-replicas", help="MODEL=N (default 2 for a primary, 1 else)."),
     ] = None,
     capacity: Annotated[
         list[str] | None,
-        typer.Option("--capacity", help="MODEL[@GPU]=req/s per GPU at the SLO (explicit)."),
+        typer.Option("--capacity", help="MODEL[@GPU]=req/s per replica at the SLO (explicit)."),
     ] = None,
     measured: Annotated[
         list[Path] | None, typer.Option("--measured", help="bench results file(s) (a sweep).")
     ] = None,
+    calibration: Annotated[
+        list[Path] | None, typer.Option(help="Calibration YAML taking precedence (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated workloads.")] = 0,
     sweep: Annotated[
         str | None, typer.Option(help="e.g. daily_active_users=1e3..1e6: cost vs traffic.")
     ] = None,
@@ -1130,30 +1142,32 @@ def plan_command(
     as_json: JsonOption = False,
     catalog: CatalogOption = None,
 ) -> None:
-    """GPUs and $/month for the fleet's traffic, shared vs isolated (vs MIG), at the SLO; the
-    cheapest option that meets it, and why."""
+    """Does the fleet as written meet its SLO, and what does it cost; then GPUs and $/month
+    for isolated, shared, MIG (and mixed) placements, and the cheapest that meets the SLO."""
     from modelyard.fleet import Slo as FleetSlo
-    from modelyard.plan.capacity import demand_from_fleet
     from modelyard.plan.cost import Pricing
-    from modelyard.plan.planner import PlanRequest, parse_sweep, plan, sweep_png
+    from modelyard.plan.demand import demand_from_fleet
+    from modelyard.plan.measured import measured_token_means
+    from modelyard.plan.planner import PlanRequest, plan
+    from modelyard.plan.sweep import parse_sweep, sweep_png
+    from modelyard.report.plan_tables import plan_notes, plan_tables
 
     loaded = load_fleet(fleet, catalog)
     if measured and input_tokens is None and output_tokens is None:
-        from modelyard.plan.capacity import measured_token_means
-
         input_tokens, output_tokens = measured_token_means(measured[0])
         sys.stderr.write(
             f"token lengths from {measured[0].name}: {input_tokens} in, {output_tokens} out\n"
         )
     demand = demand_from_fleet(
         loaded.fleet,
+        failover=failover,
+        mix=_key_values("--mix", mix.split(",")) if mix else None,
         daily_active_users=daily_active_users,
         requests_per_user=requests_per_user,
         peak_factor=peak_factor,
         fallback_rate=fallback_rate,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        failover=failover,
     )
     slo = loaded.fleet.slo
     for flag, value in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
@@ -1173,6 +1187,8 @@ def plan_command(
         gpus=tuple(gpu or ()),
         capacity=_key_values("--capacity", capacity),
         measured=tuple(measured or ()),
+        calibrations=tuple(load_calibration(p) for p in calibration or []),
+        seed=seed,
         sweep=parse_sweep(sweep) if sweep else None,
     )
     with Progress(
@@ -1195,39 +1211,15 @@ def plan_command(
         sys.stderr.write(f"wrote {png}\n")
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return
-    for table in tables.plan_tables(data):
-        console.print(table)
-    if result.sweep is not None:
-        sweep_table = tables._new_table(
-            f"cheapest $/month vs {result.sweep['parameter']}",
-            (result.sweep["parameter"], "isolated", "shared", "mig", "recommended"),
-            left=("recommended",),
-        )
-        from modelyard.plan.planner import fmt_money
-
-        for point in result.sweep["points"]:
-            cheapest = point["cheapest_usd_by_placement"]
-            value = point["value"]
-            sweep_table.add_row(
-                f"{value:,.0f}" if value >= 100 else f"{value:.3g}",
-                fmt_money(cheapest["isolated"]),
-                fmt_money(cheapest["shared"]),
-                fmt_money(cheapest["mig"]),
-                f"{point['recommended']} ({point['gpus']} GPUs)" if point["recommended"] else "—",
-            )
-        console.print(sweep_table)
-    for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(
-        f"capacity: {result.simulations} simulations (simulated capacity = the highest Poisson "
-        "rate whose p99s meet the SLO); $/month at 730 h",
-        highlight=False,
-        style="dim",
-    )
+    else:
+        for table in plan_tables(data):
+            console.print(table)
+        for line in plan_notes(data):
+            console.print(line, highlight=False)
     if result.recommended is None:
-        raise ModelyardError(result.why)
-    console.print(f"why: {result.why}", highlight=False)
+        _negative("\n".join([result.why, *(f"  {d}" for d in result.diagnosis)]))
+    if not as_json:
+        console.print(f"why: {result.why}", highlight=False)
 
 
 # exit codes: 0 done, 1 an error (one line per problem), 2 bad usage, 3 the command ran and its

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.engines.launcher import free_port
 from tests.procs import SimServe, start_sim_serve
 
 pytestmark = pytest.mark.process  # sim serve engines and the bench command
@@ -36,14 +37,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SimS
             ],
             folder,
         )
-        for name, port in (("a", 18421), ("b", 18422))
+        for name, port in (("a", free_port("127.0.0.1")), ("b", free_port("127.0.0.1")))
     }
     yield started
     for server in started.values():
         server.stop()
 
 
-def _bench(tmp_path: Path, *args: str) -> dict[str, object]:
+def _bench(tmp_path: Path, *args: str, exit_code: int = 0) -> dict[str, object]:
     path = tmp_path / "r.json"
     done = subprocess.run(
         [sys.executable, "-m", "modelyard", "bench", *args, "--results", str(path)],
@@ -52,7 +53,7 @@ def _bench(tmp_path: Path, *args: str) -> dict[str, object]:
         timeout=120,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == exit_code, done.stderr
     return json.loads(path.read_text())
 
 
@@ -123,6 +124,7 @@ def test_errors_are_classified(servers: dict[str, SimServe], tmp_path: Path) -> 
             "50",
             "--requests",
             "10",
+            exit_code=3,  # every request failed
         )
         assert data["all"]["errors"]["http_5xx"] == 10  # type: ignore[index]
         asyncio.run(set_faults(close_after_tokens=2))
@@ -138,6 +140,7 @@ def test_errors_are_classified(servers: dict[str, SimServe], tmp_path: Path) -> 
             "5",
             "--output-tokens",
             "10",
+            exit_code=3,
         )
         assert data["all"]["errors"]["mid_stream"] == 5  # type: ignore[index]
     finally:
@@ -152,6 +155,7 @@ def test_errors_are_classified(servers: dict[str, SimServe], tmp_path: Path) -> 
         "50",
         "--requests",
         "3",
+        exit_code=3,
     )
     assert data["all"]["errors"]["connect"] == 3  # type: ignore[index]
 

@@ -1,7 +1,7 @@
 """Replica bounds for an autoscaler, from the planner's rules: each isolated model's capacity
 per replica within the SLO, its share of the peak, and the availability minimum.
 
-min = the availability rule (two replicas of the primary, one of the others), never below the
+min = the availability rule (two replicas of a primary, one of the others), never below the
 fleet's own `replicas:`; max = ceil(peak share / capacity), at least min; the autoscaler's
 target = in-flight requests one replica holds at that capacity (capacity x mean E2E latency
 there, Little's law).
@@ -14,8 +14,11 @@ from dataclasses import dataclass
 
 from modelyard.fleet import LoadedFleet
 from modelyard.placement import isolated_fraction
-from modelyard.plan.capacity import Capacity, CapacityModel, demand_from_fleet, roles
-from modelyard.traffic import model_shares, peak_rate_rps
+from modelyard.plan.capacity import Capacity, CapacityModel
+from modelyard.plan.demand import demand_from_fleet, model_demands
+from modelyard.plan.fits import MemoryFits
+from modelyard.plan.planner import default_min_replicas
+from modelyard.plan.simulator import PlanSimulator, SimDevice, SimEngine, SimLoad
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,17 @@ class ReplicaSizing:
     max_replicas: int
 
 
-def _in_flight(model: CapacityModel, name: str, gpu: str, fraction: float, cap: Capacity) -> float:
+def _in_flight(model: CapacityModel, name: str, gpu: str, cap: Capacity) -> float:
     """Requests in flight at the capacity rate: from the search's own run, or (a given or
     measured capacity) from one simulation at that rate."""
     e2e_ms = cap.e2e_mean_ms
     if e2e_ms is None:
-        sub = model._sub_fleet({name: gpu}, {name: fraction}, shared=False)
-        run = model._run(sub, cap.rps, {name: 1.0}, model.calibrations)
-        e2e_ms = run.models[0].e2e_ms["mean"]
+        tp = model.loaded.fleet.models[name].tensor_parallel_size
+        spec = model.loaded.catalog.gpu(gpu)
+        engine = SimEngine(name, isolated_fraction(model.loaded, name), gpu, spec, tp)
+        load = SimLoad(cap.rps, {name: 1.0}, model.input_tokens, model.output_tokens, model.seed)
+        (latency,) = model.simulator.latencies(SimDevice(gpu, "isolated", (engine,)), load)
+        e2e_ms = latency.e2e_mean_ms
     return cap.rps * e2e_ms / 1000
 
 
@@ -47,13 +53,18 @@ def size_replicas(
     if fleet.slo.ttft_p99 is None and fleet.slo.e2e_p99 is None:
         return {}, ["no autoscaler: the fleet has no slo.ttft_p99 (or e2e_p99) to size one for"]
     demand = demand_from_fleet(fleet)
-    peak_rps = peak_rate_rps(fleet.traffic)
-    if peak_rps <= 0:
+    if demand.peak_rps <= 0:
         return {}, ["no autoscaler: the fleet's traffic: gives no peak to size the maximum from"]
-    primary = roles(fleet).primary
-    shares = model_shares(fleet)  # the traffic rule plan, sim and bench share
+    planned = model_demands(fleet, demand)  # the traffic rule plan, sim and bench share
+    minimums = default_min_replicas(loaded, planned)
     capacity = CapacityModel(
-        loaded, fleet.slo, demand.input_tokens, demand.output_tokens, given=dict(given or {})
+        loaded,
+        fleet.slo,
+        demand.traffic.input_tokens,
+        demand.traffic.output_tokens,
+        PlanSimulator(loaded),
+        MemoryFits(loaded),
+        given=dict(given or {}),
     )
     out: dict[str, ReplicaSizing] = {}
     notes: list[str] = []
@@ -62,20 +73,21 @@ def size_replicas(
         gpu = loaded.gpu_name(name)
         if gpu is None:
             continue
-        fraction = isolated_fraction(loaded, name)
-        cap = capacity.isolated(name, gpu, fraction)
+        cap = capacity.isolated(name, gpu, entry.tensor_parallel_size)
         if not cap.feasible:
-            notes.append(f"{name}: no autoscaler: no capacity within the SLO ({cap.reason})")
+            reason = cap.verdict.reason
+            notes.append(f"{name}: no autoscaler: no capacity within the SLO ({reason})")
             continue
-        rule = 2 if name == primary else 1
+        rule = minimums.get(name, 1)
         minimum = max(rule, entry.replicas)
-        peak = peak_rps * shares.get(name, 0.0)
+        found = planned.models.get(name)
+        peak = found.rps if found is not None else 0.0
         maximum = max(minimum, math.ceil(peak / cap.rps - 1e-9))
-        in_flight = _in_flight(capacity, name, gpu, fraction, cap)
+        in_flight = _in_flight(capacity, name, gpu, cap)
         out[name] = ReplicaSizing(name, cap, in_flight, peak, minimum, maximum)
         if rule > entry.replicas:
             notes.append(
-                f"{name}: at least {minimum} replicas (the primary keeps two for availability; "
+                f"{name}: at least {minimum} replicas (a primary keeps two for availability; "
                 f"the fleet says {entry.replicas})"
             )
     return out, notes

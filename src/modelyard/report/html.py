@@ -21,6 +21,15 @@ import numpy as np
 from modelyard import results
 from modelyard.compare import COMPARED, compared_values, difference
 from modelyard.errors import ModelyardError
+from modelyard.plan.planner import SCHEMA as PLAN_SCHEMA
+from modelyard.plan.sweep import sweep_png
+from modelyard.report.plan_tables import (
+    capacity_cell,
+    demand_line,
+    option_cells,
+    ranked_options,
+    status,
+)
 from modelyard.results import (
     BenchDocument,
     ComparedModel,
@@ -226,43 +235,57 @@ def _compare_table(doc: CompareDocument) -> str:
 
 
 def _plan_section(doc: dict[str, Any], stem: str, out_dir: Path) -> tuple[str, list[Path]]:
-    """A plan's options (cheapest first), its recommendation and why, and its sweep plot."""
-    from modelyard.plan.planner import fmt_money, sweep_png
-
-    demand = doc["demand"]
+    """A plan's options (the fleet as written first, then cheapest first), its recommendation
+    and why (or what binds per model), the fleet's units, and its sweep plot."""
     parts = [
-        f"<h3>{html.escape(doc['fleet'])} ({html.escape(doc['_file'])})</h3><p class='note'>"
-        f"{demand['daily_active_users']:,.0f} users x {demand['requests_per_user']:g} req/day: "
-        f"{demand['average_rps']:.2f} req/s average, {demand['peak_rps']:.2f} at peak; fallback "
-        f"{demand['fallback_rate']:.0%}</p>"
+        f"<h3>{html.escape(doc['fleet'])} ({html.escape(doc['_file'])})</h3>"
+        f"<p class='note'>{html.escape(demand_line(doc))}</p>"
     ]
     rows, classes = [], []
-    ranked = sorted(doc["options"], key=lambda o: (not o["feasible"], o["monthly_usd"] or 1e18))
-    for option in ranked:
-        ok = option["feasible"]
+    for option in ranked_options(doc):
+        cells = [html.escape(option["name"]), *option_cells(option)]
         rows.append(
-            [
-                html.escape(option["name"]),
-                str(option["gpus"]) if ok else "—",
-                fmt_money(option["monthly_usd"]) if ok else "—",
-                _fmt(option["usd_per_million_output_tokens"], 2) if ok else "—",
-                f"{option['utilization']:.0%}" if ok else "—",
-                html.escape(option["binding"]),
-                "ok" if ok else html.escape(option["reason"]),
-            ]
+            [*cells, html.escape(", ".join(option["sized_by"])), html.escape(status(option))]
         )
         classes.append("better" if option["name"] == doc["recommended"] else "")
-    head = ("option", "GPUs", "$/month", "$/1M out tok", "util", "binding", "status")
+    head = (
+        "option",
+        "GPUs",
+        "$/month",
+        "$/1M out tok",
+        "GPU util",
+        "headroom",
+        "sized by",
+        "status",
+    )
     parts.append(_table(head, rows, classes))
     parts.append(f"<p>{html.escape(doc['why'])}</p>")
-    written = []
+    if doc["diagnosis"]:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in doc["diagnosis"])
+        parts.append(f"<p>What binds, per model:</p><ul>{items}</ul>")
+    written = next((o for o in doc["options"] if o["kind"] == "as written"), None)
+    if written is not None and written["units"]:
+        unit_rows = [
+            [
+                html.escape(" + ".join(dict.fromkeys(e["model"] for e in u["engines"]))),
+                html.escape(u["label"]),
+                str(u["replicas"]),
+                html.escape(capacity_cell(u)),
+                f"{sum(u['demand_rps'].values()):.2f}",
+                html.escape(u["source"]),
+            ]
+            for u in written["units"]
+        ]
+        unit_head = ("models", "device", "replicas", "capacity req/s", "demand req/s", "source")
+        parts.append("<p>The fleet as written:</p>" + _table(unit_head, unit_rows))
+    written_files = []
     if doc.get("sweep"):
         name = f"{stem}-plan-sweep.png"
         sweep_png(doc, out_dir / name)
         encoded = base64.b64encode((out_dir / name).read_bytes()).decode()
         parts.append(f'<img alt="{name}" src="data:image/png;base64,{encoded}">')
-        written.append(out_dir / name)
-    return "".join(parts), written
+        written_files.append(out_dir / name)
+    return "".join(parts), written_files
 
 
 def write_report(paths: list[Path], output: Path) -> list[Path]:
@@ -290,6 +313,11 @@ def write_report(paths: list[Path], output: Path) -> list[Path]:
         parts.append("<h2>Capacity and cost plan</h2>")
         for item in plans:
             plan = {**item.document.model_dump(by_alias=True), "_file": item.file}
+            if plan["schema"] != PLAN_SCHEMA:
+                raise ReportError(
+                    f"{item.file}: a plan from an older modelyard ({plan['schema']}): "
+                    "run `modelyard plan -o` again"
+                )
             section, files = _plan_section(plan, stem, out_dir)
             parts.append(section)
             written.extend(files)
@@ -325,7 +353,7 @@ def write_report(paths: list[Path], output: Path) -> list[Path]:
             config = document.options
         else:
             extra = document.model_extra or {}
-            config = {k: extra.get(k) for k in ("demand", "slo", "roles", "notes")}
+            config = {k: extra.get(k) for k in ("demand", "models", "slo", "notes")}
         parts.append(
             f"<h3>{html.escape(item.file)}</h3><pre>"
             f"{html.escape(json.dumps(config, indent=2, default=str))}</pre>"

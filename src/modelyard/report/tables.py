@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from rich.table import Table
 
 from modelyard.catalog import Catalog
@@ -371,80 +368,3 @@ def compare_table(results: list[PlacementResult], title: str) -> Table:
                 "shared vs isolated", model, *[difference(a, b) for a, b in pairs], style="bold"
             )
     return table
-
-
-def plan_tables(result: dict[str, Any]) -> list[Table]:
-    """`modelyard plan`: every option, then the recommended option's units."""
-    from modelyard.plan.planner import fmt_money
-
-    demand = result["demand"]
-    title = (
-        f"{result['fleet']}: {demand['daily_active_users']:,.0f} users x "
-        f"{demand['requests_per_user']:g} req/day = {demand['average_rps']:.2f} req/s average, "
-        f"{demand['peak_rps']:.2f} at peak (x{demand['peak_factor']:g}); fallback "
-        f"{demand['fallback_rate']:.0%}" + (" + failover" if demand["failover"] else "")
-    )
-    columns = (
-        "option",
-        "GPUs",
-        "$/GPU-h",
-        "$/month",
-        "$/1M out tok",
-        "util",
-        "headroom",
-        "binding",
-        "status",
-    )
-    options = _new_table(title, columns, left=("option", "binding", "status"))
-    ranked = sorted(
-        result["options"],
-        key=lambda o: (not o["feasible"], o["monthly_usd"] or math.inf, o["name"]),
-    )
-    for option in ranked:
-        mark = "★ " if option["name"] == result["recommended"] else ""
-        ok = option["feasible"]
-        options.add_row(
-            mark + option["name"],
-            str(option["gpus"]) if ok else "—",
-            f"{option['usd_per_gpu_hour']:.3f}" if ok and option["usd_per_gpu_hour"] else "—",
-            fmt_money(option["monthly_usd"]) if ok else "—",
-            f"{option['usd_per_million_output_tokens']:.2f}"
-            if ok and option["usd_per_million_output_tokens"] is not None
-            else "—",
-            f"{option['utilization']:.0%}" if ok else "—",
-            f"{option['headroom']:.0%}" if ok else "—",
-            option["binding"],
-            "ok" if ok else option["reason"],
-        )
-    tables = [options]
-    best = next((o for o in result["options"] if o["name"] == result["recommended"]), None)
-    if best is not None:
-        units = _new_table(
-            f"recommended: {best['name']}",
-            (
-                "models",
-                "device",
-                "demand req/s",
-                "capacity req/s",
-                "source",
-                "replicas",
-                "GPUs",
-                "binding",
-            ),
-            left=("models", "device", "source", "binding"),
-        )
-        for unit in best["units"]:
-            units.add_row(
-                " + ".join(unit["models"]),
-                unit["device"],
-                f"{unit['demand_rps']:.2f}",
-                f"{unit['capacity_rps']:.2f}",
-                unit["capacity_source"],
-                str(unit["replicas"]),
-                str(unit["replicas"] * unit["gpus_per_replica"])
-                if unit["gpus_per_replica"]
-                else "shared",
-                unit["binding"],
-            )
-        tables.append(units)
-    return tables

@@ -20,7 +20,8 @@ from modelyard.catalog.entries import GIB
 from modelyard.memory import Device, FitResult, FitSettings, fit
 from modelyard.sim.engine import BLOCK_TOKENS, Engine, EngineListener
 from modelyard.sim.errors import EngineStartError
-from modelyard.sim.perf import Calibration, Hardware, StepModel
+from modelyard.sim.parallel import step_model_for
+from modelyard.sim.perf import Calibration, Hardware
 
 
 @dataclass
@@ -111,7 +112,10 @@ def start_engine(
         raise EngineStartError(f"{spec.name}: {oom_message(result)}")
     kv_dtype = 1.0 if spec.settings.kv_cache_dtype == "fp8" else spec.quant.kv_cache_bytes
     hardware = Hardware.for_gpu(spec.gpu_name, spec.gpu, spec.quant_name, spec.calibration)
-    step_model = StepModel(spec.model, spec.quant, hardware, spec.calibration, kv_dtype)
+    ranks = spec.settings.tensor_parallel_size
+    step_model = step_model_for(
+        spec.model, spec.quant, hardware, spec.calibration, kv_dtype, ranks, spec.gpu_name, spec.gpu
+    )
     engine = Engine(
         name=spec.name,
         step_model=step_model,

@@ -15,6 +15,7 @@ docs/simulator.md derives each term; calibration files hold the efficiency facto
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -74,6 +75,7 @@ def _parse_calibration(doc: YamlDocument) -> Calibration:
         raise CalibrationError(validation_problems(exc, doc, Calibration)) from exc
 
 
+@functools.cache  # the packaged files do not change while a process runs; callers only read
 def builtin_calibrations() -> list[Calibration]:
     folder = resources.files("modelyard.sim").joinpath("calibrations")
     found = []
