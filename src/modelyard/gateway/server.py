@@ -56,6 +56,7 @@ def reload(gateway: Gateway, path: Path, state_dir: Path | None) -> None:
     gateway.loaded = loaded
     gateway.backends = fresh.backends
     gateway.router = Router(loaded.fleet)
+    gateway.cards.clear()  # engines' model entries are fetched again, from the new endpoints
 
 
 async def serve(
