@@ -350,10 +350,11 @@ class Phase:
         )
 
     def down(self) -> None:
-        _run(_modelyard("down", "--state-dir", str(self.state)), self.log, 120)
+        # the engines' logs first: `down` removes the state file that names them
         for engine in _engines(self.state).values():
             with contextlib.suppress(OSError):
                 shutil.copy(engine["log"], self.dir / f"engine-{engine['model']}.log")
+        _run(_modelyard("down", "--state-dir", str(self.state)), self.log, 120)
 
     def write(self) -> None:
         self.summary["gpu_after"] = nvidia_smi()
