@@ -329,6 +329,8 @@ def sim_run(
         raise typer.BadParameter("must be fleet, shared or isolated", param_hint="--placement")
     if arrival not in ("constant", "poisson", "gamma"):
         raise typer.BadParameter("must be constant, poisson or gamma", param_hint="--arrival")
+    if rate is not None and rate <= 0:
+        raise typer.BadParameter(f"must be > 0 (got {rate:g})", param_hint="--rate")
     loaded = load_fleet(fleet, catalog)
     if gpu is not None:
         loaded.catalog.gpu(gpu)
