@@ -58,6 +58,7 @@ def default_mix(loaded: LoadedFleet) -> dict[str, float]:
 class PlannedDevice:
     gpu_name: str
     engines: list[EngineSpec]
+    gpu_count: int = 1  # GPUs the device's engines span (tensor parallelism)
 
 
 def plan_devices(loaded: LoadedFleet, options: SimOptions) -> list[PlannedDevice]:
@@ -85,7 +86,7 @@ def plan_devices(loaded: LoadedFleet, options: SimOptions) -> list[PlannedDevice
             )
             for placed in device.engines
         ]
-        devices.append(PlannedDevice(device.gpu, specs))
+        devices.append(PlannedDevice(device.gpu, specs, device.gpu_count))
     return devices
 
 
@@ -201,7 +202,7 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
     by_model: dict[str, list[StartedEngine]] = {}
     gpus: dict[str, int] = {}
     for device in devices:
-        gpus[device.gpu_name] = gpus.get(device.gpu_name, 0) + 1
+        gpus[device.gpu_name] = gpus.get(device.gpu_name, 0) + device.gpu_count
         shared = SharedDevice(device.gpu_name, device.engines[0].calibration.contention_slowdown)
         for spec in device.engines:
             started = start_engine(spec, collector, shared)
