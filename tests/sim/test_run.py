@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,24 +125,14 @@ def test_cli_sim_run_json() -> None:
 
 
 @pytest.mark.parametrize(("gpu", "rate"), [("h100-sxm", 10.0), ("a10g", 2.0)])
-def test_shared_device_spans_equal_per_step_simulation(
-    gpu: str, rate: float, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_shared_device_spans_equal_per_step_simulation(gpu: str, rate: float) -> None:
     """Chained decode spans on a shared GPU end where another engine could change its busy
     state, so they give exactly what simulating every step as its own event gives — here
     with and without preemptions (the A10G case is overloaded)."""
-    import modelyard.sim.run as run
-
     loaded = load_fleet(EXAMPLE)
     options = SimOptions(gpu=gpu, rate=rate, placement="shared", requests=3000)
     spans = simulate(loaded, options)
-    original = run.start_engine
-    monkeypatch.setattr(
-        run,
-        "start_engine",
-        lambda spec, listener, device: original(spec, listener, device, max_span_steps=1),
-    )
-    per_step = simulate(loaded, options)
+    per_step = simulate(loaded, replace(options, per_step=True))
     for a, b in zip(spans.models, per_step.models, strict=True):
         for key in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms"):
             for q in ("p50", "p99"):

@@ -37,6 +37,7 @@ class CompareOptions:
     seed: int = 0
     sim: bool = False
     gpu: str | None = None
+    concurrency: int | None = None  # with sim: closed loop instead of `rate`
 
 
 @dataclass
@@ -151,6 +152,7 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
                 gpu=options.gpu,
                 requests=options.requests,
                 rate=options.rate,
+                concurrency=options.concurrency,
                 input_tokens=LengthDist(mean=options.input_tokens),
                 output_tokens=LengthDist(mean=options.output_tokens),
                 seed=options.seed,
