@@ -83,16 +83,21 @@ PARAMS = [
 ]
 
 # Values no fit-set case constrains, and why they are what they are.
-PRIORS: dict[str, dict[str, tuple[float, str]]] = {
-    name: {
-        "mfu": (
-            0.5,
-            "prior, not fitted: no Ampere prefill measurement in the fit set; the "
-            "earlier hand-set default (the usual prefill MFU of 7-8B models in vLLM)",
-        )
-    }
-    for name in AMPERE_SHARED
+AMPERE_MFU = (
+    0.5,
+    "prior, not fitted: no Ampere prefill measurement in the fit set; the earlier hand-set "
+    "default (the usual prefill MFU of 7-8B models in vLLM)",
+)
+TRT_FRONTEND = (2.0, "assumed, not fitted: no TensorRT-LLM case loads its API server")
+NO_FP8 = (None, "not measured: FP8 compute falls back to mfu against the FP8 peak (wider band)")
+PRIORS: dict[str, dict[str, tuple[float | None, str]]] = {
+    **{name: {"mfu": AMPERE_MFU} for name in AMPERE_SHARED},
+    **{name: {"frontend_ms_per_request": TRT_FRONTEND} for name in TRT},
 }
+for _name in ("tensorrt-llm-ampere", "tensorrt-llm-default"):
+    PRIORS[_name]["fp8_mfu"] = NO_FP8
+
+
 COPIES = {  # file: (source file, fields) for numbers a fit-set case cannot reach
     "vllm-v0.6-hopper": (
         "vllm-v1-hopper",

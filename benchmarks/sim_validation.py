@@ -105,10 +105,12 @@ def _markdown(results: dict[str, list[Replay]]) -> str:
         "|---|---|---:|---:|---:|",
     ]
     for name, replays in results.items():
-        for metric, (count, mean, worst) in summary(replays).items():
-            lines.append(
-                f"| {name} | {LABELS.get(metric, metric)} | {count} | {mean:.1%} | {worst:.1%} |"
-            )
+        stats = summary(replays)
+        for metric in (*METRICS, "all"):
+            if metric in stats:
+                count, mean, worst = stats[metric]
+                label = LABELS.get(metric, metric)
+                lines.append(f"| {name} | {label} | {count} | {mean:.1%} | {worst:.1%} |")
     return "\n".join(lines)
 
 

@@ -143,3 +143,75 @@ def test_shared_device_spans_equal_per_step_simulation(gpu: str, rate: float) ->
                 )
         assert a.preemptions == b.preemptions and a.completed == b.completed
     assert sum(m.preemptions for m in per_step.models) > 0 or gpu != "a10g"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_sim_run_sweeps_closed_loop_and_names_the_calibration() -> None:
+    out = _cli("sim", "run", str(EXAMPLE), "--requests", "200", "--concurrency", "1,8", "--json")
+    assert out.returncode == 0, out.stderr
+    docs = json.loads(out.stdout)
+    assert [d["load"] for d in docs] == [
+        {"kind": "closed", "concurrency": 1},
+        {"kind": "closed", "concurrency": 8},
+    ]
+    accuracy = docs[0]["models"][0]["accuracy"]
+    assert accuracy["gpu"] == "a10g" and accuracy["measured_on_gpu"] is False
+    assert accuracy["band"] > 0 and accuracy["calibration"].startswith("vllm-v1")
+    text = _cli(
+        "sim", "run", str(EXAMPLE), "--requests", "100", "--offline", "--engine-version", "0.6.3"
+    )
+    assert text.returncode == 0, text.stderr
+    assert "load: kind offline" in text.stdout and "vllm-v0.6-default" in text.stdout
+    both = _cli("sim", "run", str(EXAMPLE), "--offline", "--concurrency", "4")
+    assert both.returncode == 2 and "give one of --rate, --concurrency, --offline" in both.stderr
+
+
+def test_cli_catalog_lists_calibrations() -> None:
+    out = _cli("catalog", "--json")
+    assert out.returncode == 0, out.stderr
+    names = {c["name"]: c for c in json.loads(out.stdout)["calibrations"]}
+    assert {"vllm-v0.6-hopper", "vllm-v1-hopper", "sglang-hopper", "tensorrt-llm-hopper"} <= set(
+        names
+    )
+    assert names["vllm-v0.6-hopper"]["versions"] == ">=0.6,<0.8"
+
+
+def test_cli_calibrate_from_a_real_bench_sweep(tmp_path: Path) -> None:
+    """The vLLM-CPU sweep recorded on this project's machine (benchmarks/results): the written
+    calibration reproduces what the fit printed when `sim run` replays the sweep."""
+    sweep = [
+        ROOT / "benchmarks" / "results" / f"bench_vllm_cpu_gemma_sweep_2026-12-01-c{c}.json"
+        for c in (1, 2, 4)
+    ]
+    output = tmp_path / "cpu.yaml"
+    catalogs = ["--catalog", str(ROOT / "benchmarks/results/cpu_host_catalog.yaml")]
+    catalogs += ["--catalog", str(ROOT / "benchmarks/results/cpu_bf16_quant.yaml")]
+    out = _cli(
+        "sim",
+        "calibrate",
+        *map(str, sweep),
+        "--gpu",
+        "cpu-1core",
+        "--model",
+        "gemma-3-270m",
+        "--quant",
+        "bf16-cpu",
+        "--engine-version",
+        "vllm 0.32.0",
+        "--max-model-len",
+        "2048",
+        *catalogs,
+        "-o",
+        str(output),
+    )
+    assert out.returncode == 0, out.stderr
+    from modelyard.sim.perf import load_calibration
+
+    fitted = load_calibration(output)
+    assert fitted.measured_on == ["cpu-1core"] and "c4.json" in fitted.provenance.source
+    assert fitted.error_band < 0.2

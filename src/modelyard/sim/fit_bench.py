@@ -221,7 +221,7 @@ def fit_bench(
 
     start_values = {k.field: float(getattr(start, k.field)) for k in KNOBS}
     values, _ = coordinate_search(start_values, KNOBS, loss, spreads)
-    calibration = calibration_of(values)
+    calibration = calibration_of({k: float(f"{v:.4g}") for k, v in values.items()})
     fits = [LevelFit(level, replay_level(loaded, level, calibration)) for level in levels]
     worst = max(abs(f.error(m)) for f in fits for m in METRICS)
     files = ", ".join(Path(level.path).name for level in levels)

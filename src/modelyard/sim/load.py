@@ -20,10 +20,9 @@ an offline run of a million requests never holds a million requests at once.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from modelyard.bench.workload import ArrivalKind, Requests
@@ -96,17 +95,17 @@ class Feed:
         self._outputs = requests.output_tokens
         self.on_rejected = on_rejected
         self._free_at = [0.0] * len(engines)  # when each front end is next free
-        self._pending: list[list[float]] = [[] for _ in engines]  # scheduled submit times
         self._offered: deque[tuple[float, int]] = deque()
         self._arrivals: list[float] = []  # open loop and offline: known in advance
         self._indices: list[int] = []
         self._cursor = 0
         self._process_at = math.inf  # when the next process event fires (inf: none pending)
         self._token = 0  # the current process event; older ones are stale
-        for position, engine in enumerate(engines):
-            engine.horizon = self._horizon_of(position)
+        self._latency = path.latency_s
+        self._frontend = path.frontend_s
+        for engine in engines:
+            engine.horizon = self._horizon
             engine.post = loop.schedule
-            engine.refill = self._refill
 
     # -- sources ---------------------------------------------------------------------
     def preload(self, arrivals: list[float], indices: list[int]) -> None:
@@ -132,55 +131,67 @@ class Feed:
             self._offered.popleft()
 
     # -- the request path ------------------------------------------------------------
-    def _ready_at(self, arrival: float) -> float:
-        """When a request that arrived at `arrival` can enter a front end."""
-        ready = arrival + self.path.latency_s
-        return max(ready, min(self._free_at)) if self.path.frontend_s else ready
+    def _due(self, arrival: float, position: int) -> float:
+        """When a request that arrived at `arrival` reaches engine `position`: after the fixed
+        latency and its turn at that engine's front end."""
+        ready = arrival + self._latency
+        return max(ready, self._free_at[position]) + self._frontend if self._frontend else ready
 
     def _schedule_process(self, now: float) -> None:
-        self._token += 1
+        """One event per request: when the head of the queue reaches its engine."""
         head = self._head()
         if head is None:
+            self._token += 1
             self._process_at = math.inf
             return
-        at = max(self._ready_at(head[0]), now)
+        position = self._route()
+        self._arm(max(self._due(head[0], position), now), position)
+
+    def _arm(self, at: float, position: int) -> None:
+        self._token += 1
         self._process_at = at
+        engine = self.engines[position]
+        if engine.busy:
+            engine.interrupt(at)  # a span it runs must see the arrival
         self.loop.schedule([(at, PRIORITY_ARRIVAL, self._process, self._token)])
 
     def _process(self, now: float, token: int, only: Engine | None = None) -> list[Event]:
-        """Hand every request that is ready by `now` to the path (`only`: to that engine,
-        which is topping up its waiting queue)."""
+        """Hand every request due by `now` to its engine (`only`: to that engine, which is
+        topping up its waiting queue), then wait for the next one."""
         if token != self._token:
             return []  # superseded by a later process event
-        frontend = self.path.frontend_s
         while True:
             head = self._head()
-            if head is None or self._ready_at(head[0]) > now:
-                break
-            position = self.engines.index(only) if only is not None else self._route(now)
+            if head is None:
+                self._token += 1
+                self._process_at = math.inf
+                return []
+            position = self.engines.index(only) if only is not None else self._route()
+            due = self._due(head[0], position)
+            if due > now:
+                self._arm(due, position)
+                return []
             engine = self.engines[position]
-            if not frontend and len(engine.waiting) >= engine.max_num_seqs:
+            if not self._frontend and len(engine.waiting) >= engine.max_num_seqs:
                 self._token += 1  # a step cannot admit more; `_refill` resumes before its next
                 self._process_at = math.inf
+                for each in self.engines:  # the engines ask for more before their next step
+                    each.refill = self._refill
                 return []
             arrival, index = head
             self._pop()
-            due = max(now, self._free_at[position]) + frontend
-            self._free_at[position] = due
+            if self._frontend:
+                self._free_at[position] = due
             request = self._request(now, arrival, index)
             if request is None:
                 continue
             if only is not None:
                 request.target = request.prompt_tokens
                 engine.waiting.append(request)
-            elif due <= now:
-                self._submit(now, (position, request))
-            else:
-                heapq.heappush(self._pending[position], due)
-                engine.interrupt(due)
-                self.loop.schedule([(due, PRIORITY_ARRIVAL, self._submit, (position, request))])
-        self._schedule_process(now)
-        return []
+                continue
+            if engine.busy and engine.running < engine.max_num_seqs and not engine.waiting:
+                engine.interrupt(now)  # it can admit this request at its next step
+            self.loop.schedule(engine.submit(now, request))
 
     def _request(self, now: float, arrival: float, index: int) -> SimRequest | None:
         prompt, output = int(self._inputs[index]), int(self._outputs[index])
@@ -197,40 +208,27 @@ class Feed:
             payload=self.model_id,
         )
 
-    def _submit(self, now: float, item: tuple[int, SimRequest]) -> list[Event]:
-        position, request = item
-        pending = self._pending[position]
-        if pending and pending[0] <= now:
-            heapq.heappop(pending)
-        engine = self.engines[position]
-        if engine.busy and engine.running < engine.max_num_seqs and not engine.waiting:
-            engine.interrupt(now)  # it can admit this request at its next step
-        self.loop.schedule(engine.submit(now, request))
-        return []
-
-    def _route(self, now: float) -> int:
+    def _route(self) -> int:
+        """The engine the head goes to: the least loaded of those whose front end frees
+        first (the least loaded, without a front-end cost)."""
         engines = self.engines
         if len(engines) == 1:
             return 0
-        free = self._free_at
-        choices = [i for i in range(len(engines)) if free[i] <= now] or list(range(len(engines)))
+        choices: Sequence[int] = range(len(engines))
+        if self._frontend:
+            first = min(self._free_at)
+            choices = [i for i in choices if self._free_at[i] <= first]
         return min(choices, key=lambda i: engines[i].running + len(engines[i].waiting))
 
     def _refill(self, engine: Engine, now: float) -> None:
-        if self._process_at == math.inf and self._head() is not None:
-            self._process(now, self._token, only=engine)
+        for each in self.engines:
+            each.refill = None
+        self._process(now, self._token, only=engine)
 
-    def _horizon_of(self, position: int) -> Callable[[], float]:
-        pending = self._pending[position]
-
-        def horizon() -> float:
-            head = self._head()
-            soonest = pending[0] if pending else math.inf
-            if head is not None:
-                soonest = min(soonest, self._ready_at(head[0]) + self.path.frontend_s)
-            return soonest
-
-        return horizon
+    def _horizon(self) -> float:
+        # the next request reaches an engine at the pending process event (when requests are
+        # ready but stalled, nothing can be admitted anyway)
+        return self._process_at
 
 
 class ClosedLoopUsers:
