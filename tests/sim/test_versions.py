@@ -76,3 +76,20 @@ def test_user_calibration_wins_for_its_engine_only() -> None:
     mine = calibration_for("h100-sxm").model_copy(update={"name": "mine", "devices": ["h100-sxm"]})
     assert calibration_for("h100-sxm", [mine]).name == "mine"
     assert calibration_for("h100-sxm", [mine], engine="sglang").name == "sglang-hopper"
+
+
+def test_an_unmeasured_request_path_widens_the_band() -> None:
+    from modelyard.sim.devices import one_model_fleet
+    from modelyard.sim.run import SimOptions, simulate
+
+    def accuracy(version: str) -> tuple[float, str]:
+        entry = {"catalog": "llama-3.1-8b", "gpu": "h100-sxm", "engine_version": version}
+        result = simulate(one_model_fleet(entry, "t"), SimOptions(requests=20, concurrency=1))
+        found = result.models[0].accuracy
+        assert found is not None and found.measured_on_gpu
+        return found.band, " ".join(found.notes)
+
+    v1_band, v1_notes = accuracy("0.11.0")
+    v0_band, v0_notes = accuracy("0.6.3")  # its request path is copied from V1, not measured
+    assert "request path" in v0_notes and "request path" not in v1_notes
+    assert v0_band > v1_band

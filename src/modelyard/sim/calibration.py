@@ -34,6 +34,10 @@ class Provenance(BaseModel):
     source: str = Field(description="URL or repository path of the data")
 
 
+# how `parameters` notes begin for numbers no measurement of this profile constrains
+UNMEASURED_NOTES = ("not constrained", "assumed", "prior", "not measured")
+
+
 class Calibration(BaseModel):
     """Efficiency factors for one engine (version range) on one device class."""
 
@@ -131,6 +135,11 @@ class Calibration(BaseModel):
 
     def measured(self, device: str) -> bool:
         return device in self.measured_on
+
+    def unmeasured(self, field: str) -> bool:
+        """Whether `parameters` says the field was assumed or copied, not fitted."""
+        note = self.parameters.get(field, "")
+        return note.startswith(UNMEASURED_NOTES)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,12 @@ def _accuracy(
         notes.append(extra_note)
     if not version.stated:
         notes.append(f"engine version not given: {version} assumed")
+    if cal.request_latency_ms and cal.unmeasured("request_latency_ms"):
+        band = max(band, cal.unmeasured_error_band)
+        notes.append(
+            f"request path (API server latency) not measured for {cal.name}: "
+            "low-load TTFT may be off by tens of ms"
+        )
     fp8_compute = spec.quant_name == "fp8" and spec.gpu.fp8_tflops is not None
     if fp8_compute and cal.fp8_mfu is None:
         band = max(band, FP8_UNMEASURED_BAND)
