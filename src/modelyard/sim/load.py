@@ -91,8 +91,8 @@ class Feed:
         self.model_id = model_id
         self.max_len = max_len
         self.rejected = 0
-        self._inputs = requests.input_tokens
-        self._outputs = requests.output_tokens
+        self._inputs: list[int] = requests.input_tokens.tolist()
+        self._outputs: list[int] = requests.output_tokens.tolist()
         self.on_rejected = on_rejected
         self._free_at = [0.0] * len(engines)  # when each front end is next free
         self._offered: deque[tuple[float, int]] = deque()
@@ -124,12 +124,6 @@ class Feed:
             return self._arrivals[self._cursor], self._indices[self._cursor]
         return self._offered[0] if self._offered else None
 
-    def _pop(self) -> None:
-        if self._cursor < len(self._arrivals):
-            self._cursor += 1
-        else:
-            self._offered.popleft()
-
     # -- the request path ------------------------------------------------------------
     def _due(self, arrival: float, position: int) -> float:
         """When a request that arrived at `arrival` reaches engine `position`: after the fixed
@@ -160,53 +154,63 @@ class Feed:
         topping up its waiting queue), then wait for the next one."""
         if token != self._token:
             return []  # superseded by a later process event
+        engines, arrivals, indices = self.engines, self._arrivals, self._indices
+        preloaded, offered = len(arrivals), self._offered
+        latency, frontend, free_at = self._latency, self._frontend, self._free_at
+        inputs, outputs, max_len = self._inputs, self._outputs, self.max_len
+        fixed = engines.index(only) if only is not None else 0 if len(engines) == 1 else -1
+        schedule = self.loop.schedule
         while True:
-            head = self._head()
-            if head is None:
+            cursor = self._cursor
+            if cursor < preloaded:
+                arrival, index = arrivals[cursor], indices[cursor]
+            elif offered:
+                arrival, index = offered[0]
+            else:
                 self._token += 1
                 self._process_at = math.inf
                 return []
-            position = self.engines.index(only) if only is not None else self._route()
-            due = self._due(head[0], position)
+            position = fixed if fixed >= 0 else self._route()
+            due = arrival + latency  # the request path: fixed latency, then the front end
+            if frontend:
+                free = free_at[position]
+                due = (due if due > free else free) + frontend
             if due > now:
                 self._arm(due, position)
                 return []
-            engine = self.engines[position]
-            if not self._frontend and len(engine.waiting) >= engine.max_num_seqs:
+            engine = engines[position]
+            if not frontend and len(engine.waiting) >= engine.max_num_seqs:
                 self._token += 1  # a step cannot admit more; `_refill` resumes before its next
                 self._process_at = math.inf
-                for each in self.engines:  # the engines ask for more before their next step
+                for each in engines:  # the engines ask for more before their next step
                     each.refill = self._refill
                 return []
-            arrival, index = head
-            self._pop()
-            if self._frontend:
-                self._free_at[position] = due
-            request = self._request(now, arrival, index)
-            if request is None:
+            if cursor < preloaded:
+                self._cursor = cursor + 1
+            else:
+                offered.popleft()
+            if frontend:
+                free_at[position] = due
+            prompt, output = inputs[index], outputs[index]
+            if prompt + output > max_len:
+                self.rejected += 1  # vLLM answers 400: context length exceeded
+                if self.on_rejected is not None:
+                    self.on_rejected(now)
                 continue
+            request = SimRequest(
+                rid=index,
+                arrival=arrival,
+                prompt_tokens=prompt,
+                output_tokens=output,
+                payload=self.model_id,
+            )
             if only is not None:
-                request.target = request.prompt_tokens
+                request.target = prompt
                 engine.waiting.append(request)
                 continue
             if engine.busy and engine.running < engine.max_num_seqs and not engine.waiting:
                 engine.interrupt(now)  # it can admit this request at its next step
-            self.loop.schedule(engine.submit(now, request))
-
-    def _request(self, now: float, arrival: float, index: int) -> SimRequest | None:
-        prompt, output = int(self._inputs[index]), int(self._outputs[index])
-        if prompt + output > self.max_len:
-            self.rejected += 1  # vLLM answers 400: context length exceeded
-            if self.on_rejected is not None:
-                self.on_rejected(now)
-            return None
-        return SimRequest(
-            rid=index,
-            arrival=arrival,
-            prompt_tokens=prompt,
-            output_tokens=output,
-            payload=self.model_id,
-        )
+            schedule(engine.submit(now, request))
 
     def _route(self) -> int:
         """The engine the head goes to: the least loaded of those whose front end frees
