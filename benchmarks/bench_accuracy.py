@@ -29,7 +29,7 @@ from rich.table import Table
 
 from modelyard.bench import loadgen
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload, generate
+from modelyard.workload import ArrivalProcess, LengthDist, Workload, generate
 
 PORT = 18961
 

@@ -105,7 +105,7 @@ def _nginx_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
 
 
-def nginx_conf(directory: Path, port: int, body: str) -> Path:
+def nginx_conf(directory: Path, port: int, body: str, connections: int = 4096) -> Path:
     temp = directory / f"nginx-{port}"
     temp.mkdir()
     temp.chmod(0o777)
@@ -113,10 +113,11 @@ def nginx_conf(directory: Path, port: int, body: str) -> Path:
     conf.write_text(
         f"""
 worker_processes 1;
+worker_rlimit_nofile {connections + 64};
 daemon off;
 error_log {temp}/error.log warn;
 pid {temp}/nginx.pid;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;
@@ -145,7 +146,9 @@ def upstream_conf(directory: Path, port: int) -> Path:
     )
 
 
-def proxy_conf(directory: Path, port: int, upstream: int, path: str) -> Path:
+def proxy_conf(
+    directory: Path, port: int, upstream: int, path: str, connections: int = 4096
+) -> Path:
     return nginx_conf(
         directory,
         port,
@@ -160,6 +163,7 @@ def proxy_conf(directory: Path, port: int, upstream: int, path: str) -> Path:
             proxy_buffering off;
         }}
     }}""",
+        connections,
     )
 
 
@@ -502,35 +506,44 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 
 
 def start_target(
-    name: str, directory: Path, upstream: int, console: Console, streaming: bool = False
+    name: str,
+    directory: Path,
+    upstream: int,
+    console: Console,
+    streaming: bool = False,
+    fleet_extra: str = "",
+    connections: int = 4096,
+    core: str = GATEWAY_CORE,
 ) -> Server | None:
-    """The gateway `name`, pinned to the gateway core, in front of the nginx upstream (its
-    `/sse` location for modelyard, which always streams upstream, and `/json` for the others) or,
-    `streaming`, in front of the simulated engine on `upstream`."""
+    """The gateway `name`, pinned to `core`, in front of the nginx upstream (its `/sse`
+    location for modelyard, which always streams upstream, and `/json` for the others) or,
+    `streaming`, in front of a streaming upstream on `upstream`. `fleet_extra` is YAML appended
+    to modelyard's fleet; `connections` is nginx's worker_connections."""
     port = free_port()
     sse, json_base = ("", "") if streaming else ("/sse", "/json")
     tag = "-stream" if streaming else ""
     if name == "aiohttp floor":  # the server framework alone: a fixed reply, no proxying
         script = directory / "aiohttp_floor.py"
         script.write_text(AIOHTTP_FLOOR)
-        return start(name, [sys.executable, str(script), str(port)], port, GATEWAY_CORE)
+        return start(name, [sys.executable, str(script), str(port)], port, core)
     if name == "modelyard":
         fleet = directory / f"fleet{tag}.yaml"
         fleet.write_text(
             "name: bench\nmodels:\n  bench:\n    catalog: llama-3.1-8b\n    engine: vllm\n"
             f"    gpu: a10g\n    endpoints: ['http://127.0.0.1:{upstream}{sse}']\n"
             "policy:\n  retry: {attempts: 2, backoff: 50ms}\n  health: {interval: 5s}\n"
+            + fleet_extra
         )
         return start(
             "modelyard gateway",
             [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)],
             port,
-            GATEWAY_CORE,
+            core,
             log=directory / f"modelyard{tag}.log",
         )
     if name == "nginx proxy":
-        conf = proxy_conf(directory, port, upstream, f"{json_base}/")
-        return start("nginx proxy", ["nginx", "-c", str(conf)], port, GATEWAY_CORE)
+        conf = proxy_conf(directory, port, upstream, f"{json_base}/", connections)
+        return start("nginx proxy", ["nginx", "-c", str(conf)], port, core)
     if name == "litellm":
         if not LITELLM.exists():
             console.print(f"[yellow]LiteLLM not found at {LITELLM}: run `make litellm-env`[/]")
@@ -548,7 +561,7 @@ def start_target(
             "litellm proxy",
             [str(LITELLM), "--config", str(config), "--port", str(port), "--num_workers", "1"],
             port,
-            GATEWAY_CORE,
+            core,
             env={"LITELLM_LOG": "ERROR", "DISABLE_ADMIN_UI": "True"},
             log=directory / f"litellm{tag}.log",
         )

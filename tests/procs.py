@@ -16,19 +16,20 @@ from pathlib import Path
 from modelyard.engines.launcher import free_port
 
 
-def wait_http(url: str, deadline_s: float = 20.0, status: int = 200) -> None:
-    """Poll `url` until it answers `status`, or fail after the deadline."""
+def wait_http(url: str, deadline_s: float = 20.0, status: int | tuple[int, ...] = 200) -> None:
+    """Poll `url` until it answers `status` (or one of them), or fail after the deadline."""
+    wanted = (status,) if isinstance(status, int) else status
     end = time.monotonic() + deadline_s
     last: object = None
     while time.monotonic() < end:
         try:
             with urllib.request.urlopen(url, timeout=1.0) as response:
-                if response.status == status:
+                if response.status in wanted:
                     return
                 last = response.status
         except urllib.error.HTTPError as exc:
             last = exc.code
-            if exc.code == status:
+            if exc.code in wanted:
                 return
         except OSError as exc:
             last = exc
@@ -127,7 +128,7 @@ def start_gateway(fleet: Path, tmp_path: Path) -> GatewayProcess:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/health", deadline_s=20)
+        wait_http(url + "/health", deadline_s=20, status=(200, 503))  # 503: nothing can serve
     except AssertionError:
         process.kill()
         process.wait()

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +8,7 @@ import pytest
 
 from modelyard.errors import FleetError
 from modelyard.fleet import fleet_json_schema, load_fleet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
 
 GOOD = """\
 name: chat-prod
@@ -138,7 +136,7 @@ BAD_FLEETS: list[tuple[str, str, list[str]]] = [
         [
             "fleet.yaml:4: models.mistral-7b.replica: unknown field (valid: catalog, engine, engine_version, quant, gpu, "
             "replicas, endpoints, max_model_len, gpu_memory_utilization, max_num_seqs, "
-            "max_num_batched_tokens, kv_cache_dtype, engine_args, weights)"
+            "max_num_batched_tokens, kv_cache_dtype, tensor_parallel_size, engine_args, weights)"
         ],
     ),
     (
@@ -333,36 +331,89 @@ def test_json_schema_describes_fleet() -> None:
     json.dumps(schema)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelyard", *args], capture_output=True, text=True, check=False
-    )
-
-
-def test_cli_validate_ok_and_errors(write_fleet: Callable[[str], Path]) -> None:
-    ok = _cli("validate", str(ROOT / "examples" / "fleet.yaml"))
+def test_cli_validate_ok_and_errors(write_fleet: Callable[[str], Path], cli: Cli) -> None:
+    ok = cli("validate", str(ROOT / "examples" / "fleet.yaml"))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("OK ")
     bad = write_fleet(BAD_FLEETS[0][1])
-    failed = _cli("validate", str(bad))
+    failed = cli("validate", str(bad))
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr
     assert f"error: {bad}:3: models.llama-8b.gpu: unknown GPU 'a10'" in failed.stderr
 
 
-def test_cli_schema_is_json() -> None:
-    result = _cli("schema")
+def test_cli_schema_is_json(cli: Cli) -> None:
+    result = cli("schema")
     assert result.returncode == 0
     assert json.loads(result.stdout)["title"] == "modelyard fleet file"
 
 
-def test_cli_usage_error_is_exit_2() -> None:
-    result = _cli("validate")
+def test_cli_usage_error_is_exit_2(cli: Cli) -> None:
+    result = cli("validate")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
 
 
-def test_cli_version() -> None:
-    result = _cli("--version")
+def test_cli_version(cli: Cli) -> None:
+    result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == "modelyard 0.1.0"
+
+
+T4 = """\
+gpus:
+  t4:
+    display_name: NVIDIA T4
+    memory_gb: 16
+    visible_memory_mib: 15360
+    memory_bandwidth_gbps: 320
+    bf16_tflops: 65
+    compute_capability: "7.5"
+    source: https://www.nvidia.com/en-us/data-center/tesla-t4/
+    memory_source: nvidia-smi
+    as_of: 2026-12-01
+"""
+
+
+def test_compute_capability_is_checked_on_the_groups_gpu(
+    write_fleet: Callable[[str], Path], tmp_path: Path
+) -> None:
+    (tmp_path / "t4.yaml").write_text(T4)
+    path = write_fleet("""\
+name: x
+catalog: [t4.yaml]
+models:
+  a: {catalog: qwen2.5-7b, quant: awq-w4-g128}
+  b: {catalog: gemma-3-270m}
+placement:
+  shared: [{gpu: t4, models: [a, b]}]
+""")
+    with pytest.raises(FleetError) as caught:
+        load_fleet(path)
+    assert [p.replace(f"{path.parent}/", "") for p in caught.value.problems] == [
+        "fleet.yaml:4: models.a.quant: 'awq-w4-g128' needs compute capability 8.0+, t4 has 7.5",
+        "fleet.yaml:5: models.b.quant: 'bf16' needs compute capability 8.0+, t4 has 7.5",
+    ]
+
+
+def test_tensor_parallel_size_is_checked(write_fleet: Callable[[str], Path]) -> None:
+    path = write_fleet("""\
+name: x
+models:
+  big: {catalog: llama-3.1-70b, gpu: h100-sxm, tensor_parallel_size: 3}
+  small: {catalog: gemma-3-270m, engine: llamacpp, tensor_parallel_size: 2}
+  a: {catalog: llama-3.1-8b, gpu: h100-sxm, tensor_parallel_size: 2}
+  b: {catalog: mistral-7b-instruct-v0.2, gpu: h100-sxm}
+placement:
+  shared: [{gpu: h100-sxm, models: [a, b]}]
+""")
+    with pytest.raises(FleetError) as caught:
+        load_fleet(path)
+    assert [p.replace(f"{path.parent}/", "") for p in caught.value.problems] == [
+        "fleet.yaml:3: models.big.tensor_parallel_size: 64 attention heads do not split into 3 "
+        "equal parts",
+        "fleet.yaml:4: models.small.tensor_parallel_size: engine 'llamacpp' cannot split a model "
+        "over GPUs (engines that can: vllm, sglang, tgi, sim)",
+        "fleet.yaml:8: placement.shared.0.models.1: 'b' spans 1 GPUs but 'a' spans 2: members "
+        "of a group share the same GPUs",
+    ]

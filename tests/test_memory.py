@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from modelyard.memory import (
     fit,
     fit_fleet,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
 
 
 def _fit(catalog: Catalog, model: str, gpu: str, quant: str, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -208,41 +206,30 @@ def test_cpu_models_use_host_memory(write_fleet: Callable[[str], Path]) -> None:
     assert gemma.fits
 
 
-def test_cli_fit_json_interface() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "fit",
-            "--model",
-            "llama-3.1-8b",
-            "--gpu",
-            "h100-sxm",
-            "--quant",
-            "bf16",
-            "--max-model-len",
-            "8192",
-            "--gpu-memory-utilization",
-            "0.9",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+def test_cli_fit_json_interface(cli: Cli) -> None:
+    out = cli(
+        "fit",
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "h100-sxm",
+        "--quant",
+        "bf16",
+        "--max-model-len",
+        "8192",
+        "--gpu-memory-utilization",
+        "0.9",
+        "--json",
     )
+    assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["kv_bytes_per_token"] == 131072
     assert data["weights_bytes"] == pytest.approx(8_029_995_008 * 2)
     assert data["fits"] is True
     assert data["kv_cache_tokens"] > 0
 
-    fleet = subprocess.run(
-        [sys.executable, "-m", "modelyard", "fit", str(ROOT / "examples" / "fleet.yaml"), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    fleet = cli("fit", str(ROOT / "examples" / "fleet.yaml"), "--json")
+    assert fleet.returncode == 0, fleet.stderr
     fleet_data = json.loads(fleet.stdout)
     assert [m["name"] for m in fleet_data["models"]] == ["llama-8b", "mistral-7b"]
     assert {"weights_bytes", "kv_bytes_per_token", "kv_cache_tokens", "fits"} <= set(
@@ -251,15 +238,57 @@ def test_cli_fit_json_interface() -> None:
     assert fleet_data["groups"] == []
 
 
-def test_cli_fit_unknown_gpu_is_one_line() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "modelyard", "fit", "--model", "llama-3.1-8b", "--gpu", "a10"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def test_cli_fit_unknown_gpu_is_one_line(cli: Cli) -> None:
+    out = cli("fit", "--model", "llama-3.1-8b", "--gpu", "a10")
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         "error: unknown GPU 'a10' (did you mean 'a10g'? known: a100-40gb, a100-80gb, a10g, "
         "h100-sxm, h200, l4)"
     ]
+
+
+def test_tensor_parallel_splits_weights_and_kv_heads(catalog: Catalog) -> None:
+    one = _fit(catalog, "llama-3.1-70b", "h100-sxm", "bf16", max_model_len=8192)
+    assert not one.fits  # 141 GB of bf16 weights on an 80 GB GPU
+    two = _fit(
+        catalog, "llama-3.1-70b", "h100-sxm", "bf16", max_model_len=8192, tensor_parallel_size=2
+    )
+    assert two.fits and two.tensor_parallel_size == 2
+    assert two.weights_bytes == pytest.approx(one.weights_bytes / 2)
+    # 8 KV heads over 2 ranks: each GPU holds 4 of each layer's heads
+    assert two.kv_bytes_per_token == pytest.approx(one.kv_bytes_per_token / 2)
+    eight = _fit(
+        catalog, "llama-3.1-70b", "h100-sxm", "bf16", max_model_len=8192, tensor_parallel_size=8
+    )
+    assert eight.kv_bytes_per_token == pytest.approx(one.kv_bytes_per_token / 8)
+    # the instance holds more tokens with more GPUs: each has more room and fewer heads
+    assert eight.kv_cache_tokens > 4 * two.kv_cache_tokens
+
+
+def test_kv_heads_replicate_past_their_count(catalog: Catalog) -> None:
+    # Llama-3.1-8B has 8 KV heads: at TP=16 every rank would still hold one whole head
+    spec = catalog.model("llama-3.1-8b")
+    fitted = fit(
+        "llama-3.1-8b",
+        spec.model_copy(update={"num_attention_heads": 32}),
+        "bf16",
+        catalog.quant("bf16"),
+        Device.from_gpu("h100-sxm", catalog.gpu("h100-sxm")),
+        FitSettings(max_model_len=8192, tensor_parallel_size=16),
+    )
+    assert fitted.kv_bytes_per_token == pytest.approx(131072 / 8)
+
+
+def test_cli_fit_exits_3_when_something_does_not_fit(
+    write_fleet: Callable[[str], Path], cli: Cli
+) -> None:
+    single = cli("fit", "--model", "llama-3.1-70b", "--gpu", "l4")
+    assert single.returncode == 3
+    assert "no: llama-3.1-70b does not fit: weights" in single.stderr.replace("\n", " ")
+    fleet = write_fleet("name: x\nmodels:\n  big: {catalog: llama-3.1-70b, gpu: l4}\n")
+    for extra in ([], ["--json"]):
+        done = cli("fit", str(fleet), *extra)
+        assert done.returncode == 3, done.stderr
+        assert "Traceback" not in done.stderr
+    fits = cli("fit", "--model", "gemma-3-270m", "--gpu", "l4")
+    assert fits.returncode == 0

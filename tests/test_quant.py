@@ -12,6 +12,7 @@ from modelyard.catalog import Catalog
 from modelyard.errors import UnsupportedError
 from modelyard.memory import Device, FitSettings
 from modelyard.quant import profile_options, render_recipe
+from tests.conftest import Cli
 
 LLMC_ENV = "MODELYARD_LLMCOMPRESSOR_PYTHON"
 DEFAULT_LLMC = Path.home() / ".cache/modelyard/llmcompressor-0.14.0.1/bin/python"
@@ -142,45 +143,13 @@ def test_recipes_parse_with_llm_compressor(catalog: Catalog, tmp_path: Path) -> 
     assert (weights["num_bits"], weights["group_size"], weights["symmetric"]) == (4, 128, True)
 
 
-def test_cli_quant_recipe_writes_file(tmp_path: Path) -> None:
-    import sys
-
+def test_cli_quant_recipe_writes_file(tmp_path: Path, cli: Cli) -> None:
     target = tmp_path / "r.yaml"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "quant",
-            "mistral-2",
-            "--profile",
-            "awq-w4-g128",
-            "--recipe",
-            "-o",
-            str(target),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = cli("quant", "mistral-2", "--profile", "awq-w4-g128", "--recipe", "-o", str(target))
     assert out.returncode == 0, out.stderr
     assert "mistral-7b-instruct-v0.2 -> awq-w4-g128" in target.read_text()
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "quant",
-            "mistral-2",
-            "--profile",
-            "gguf-q4_k_m",
-            "--recipe",
-            "-o",
-            str(tmp_path / "g.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    refused = cli(
+        "quant", "mistral-2", "--profile", "gguf-q4_k_m", "--recipe", "-o", str(tmp_path / "g.yaml")
     )
     assert refused.returncode == 1
     assert "llama-quantize" in refused.stderr

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench import results
-from modelyard.bench.compare import CompareOptions, compare_sim
+from modelyard import results
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
+from modelyard.compare import CompareOptions, compare_sim, document
 from modelyard.fleet import load_fleet
 from modelyard.report.html import ReportError, write_report
+from modelyard.results import BenchDocument
 from tests.conftest import ROOT
 
 
@@ -28,25 +29,18 @@ def _bench_file(tmp_path: Path, rate: float, latency: float) -> Path:
     summary = summarise(records, 20.0, Slo())
     config = {"load": {"concurrency": None}, "workload": {"arrivals": {"rate": rate}}}
     path = tmp_path / f"b{rate:g}.json"
-    results.write(path, results.build(config, 20.0, {"m": summary}, summary))
+    results.write(
+        path, BenchDocument(config=config, duration_s=20.0, models={"m": summary}, all=summary)
+    )
     return path
 
 
 def test_report_has_tables_plots_and_config(tmp_path: Path) -> None:
-    outcome = compare_sim(
-        load_fleet(ROOT / "examples" / "fleet.yaml"), CompareOptions(requests=200, rate=1.0)
-    )
+    loaded = load_fleet(ROOT / "examples" / "fleet.yaml")
+    options = CompareOptions(requests=200, rate=1.0, sim=True)
+    outcome = compare_sim(loaded, options)
     compare_path = tmp_path / "c.json"
-    results.write(
-        compare_path,
-        {
-            "schema": "modelyard.compare/1",
-            "fleet": "chat-prod",
-            "simulated": True,
-            "options": {"requests": 200},
-            "placements": [{"placement": r.placement, "models": r.models} for r in outcome],
-        },
-    )
+    results.write(compare_path, document(loaded, options, outcome))
     inputs = [compare_path, _bench_file(tmp_path, 1, 0.1), _bench_file(tmp_path, 4, 0.3)]
     written = write_report(inputs, tmp_path / "out" / "report.html")
     names = {p.name for p in written}
@@ -60,14 +54,14 @@ def test_report_has_tables_plots_and_config(tmp_path: Path) -> None:
 def test_report_rejects_other_files(tmp_path: Path) -> None:
     bad = tmp_path / "x.json"
     bad.write_text(json.dumps({"schema": "nope"}))
-    with pytest.raises(ReportError, match="not a modelyard bench, compare or plan result"):
+    with pytest.raises(ReportError, match=r"x\.json: not a modelyard result file"):
         write_report([bad], tmp_path / "r.html")
 
 
 def test_report_shows_a_plan_with_its_sweep(tmp_path: Path) -> None:
     from modelyard.fleet import load_fleet
-    from modelyard.plan.capacity import demand_from_fleet
     from modelyard.plan.cost import Pricing
+    from modelyard.plan.demand import demand_from_fleet
     from modelyard.plan.planner import PlanRequest, plan
 
     loaded = load_fleet(Path(__file__).resolve().parents[1] / "examples" / "fleet.yaml")
@@ -75,7 +69,6 @@ def test_report_shows_a_plan_with_its_sweep(tmp_path: Path) -> None:
         demand=demand_from_fleet(loaded.fleet),
         slo=loaded.fleet.slo,
         pricing=Pricing(),
-        min_replicas={},
         capacity={"llama-8b": 2.0, "mistral-7b": 2.0},
         sweep=("daily_active_users", [1e3, 1e4, 1e5]),
     )
@@ -84,6 +77,12 @@ def test_report_shows_a_plan_with_its_sweep(tmp_path: Path) -> None:
     written = write_report([path], tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
     assert "Capacity and cost plan" in page and 'tr class="better"' in page
-    assert "isolated (fleet&#x27;s GPUs)" in page and "$2,203" in page
+    assert page.index("<td>as written</td>") < page.index("fleet layout, resized")
+    assert "capacity: llama-8b: 1 replica(s) serve 2.00 req/s" in page  # as written falls short
+    assert "The fleet as written:" in page and "$2,203" in page
     assert tmp_path / "r-plan-sweep.png" in written
     assert "Latency summary" not in page  # a plan alone has no latencies
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema": "modelyard.plan/1", "fleet": "f", "options": []}))
+    with pytest.raises(ReportError, match=r"a plan from an older modelyard \(modelyard.plan/1\)"):
+        write_report([old], tmp_path / "o.html")

@@ -25,6 +25,21 @@ def has_content(chunk: dict[str, Any]) -> bool:
     return False
 
 
+OUTPUT_DELTA_FIELDS = ("content", "refusal", "reasoning", "reasoning_content", "tool_calls")
+
+
+def has_output(chunk: dict[str, Any]) -> bool:
+    """A decoded chunk carries output of any kind: text, content, a refusal, reasoning, a
+    tool-call fragment, or a choice's finish reason (the gateway's first-output rule)."""
+    for choice in chunk.get("choices") or ():
+        if choice.get("text") or choice.get("finish_reason"):
+            return True
+        delta = choice.get("delta") or {}
+        if any(delta.get(name) for name in OUTPUT_DELTA_FIELDS):
+            return True
+    return False
+
+
 def decode(data: bytes) -> dict[str, Any] | None:
     try:
         chunk = orjson.loads(data)

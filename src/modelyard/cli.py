@@ -24,24 +24,24 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from modelyard import __version__
-from modelyard.bench import compare, datasets
-from modelyard.bench import results as bench_results
+from modelyard import __version__, compare
+from modelyard import results as result_documents
+from modelyard.bench import datasets
 from modelyard.bench import run as bench_run
 from modelyard.bench.loadgen import LoadOptions, Target
 from modelyard.bench.metrics import Slo
 from modelyard.bench.run import BenchOptions
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload
 from modelyard.catalog import Catalog
 from modelyard.engines import adapter_for, launcher
 from modelyard.engines import models as engine_models
-from modelyard.engines.launcher import EngineProcess
+from modelyard.engines.state import EngineProcess
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
 from modelyard.fleet import fleet_json_schema, load_fleet, single_model_fleet
 from modelyard.gateway import server as gateway_server
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
+from modelyard.signals import Stopped, stop_on_signals
 from modelyard.sim.calibrate import fit_calibration, load_results
 from modelyard.sim.faults import load_fault_file
 from modelyard.sim.fit_bench import METRICS as BENCH_METRICS
@@ -56,6 +56,7 @@ from modelyard.sim.result import Accuracy
 from modelyard.sim.run import SimOptions, default_mix, simulate_levels
 from modelyard.sim.server import Endpoint, ServeOptions, serve
 from modelyard.sim.versions import resolve_engine_version
+from modelyard.workload import ArrivalProcess, LengthDist, Workload
 
 app = typer.Typer(
     name="modelyard",
@@ -209,9 +210,13 @@ def fit_command(
                     "fits": result.fits,
                 }
             )
+            if not result.fits:
+                raise SystemExit(NEGATIVE_EXIT)
             return
         for table in tables.fleet_fit_tables(result):
             console.print(table)
+        if not result.fits:
+            _negative("not everything fits where the fleet places it (see the reasons above)")
         return
     if model is None:
         raise typer.BadParameter("give a fleet file or --model", param_hint="--model")
@@ -233,9 +238,11 @@ def fit_command(
     single = fit(slug, spec, quant, loaded.quant(quant), device, settings)
     if as_json:
         _print_json(single.to_json())
-        return
-    console.print(tables.fit_table([single]))
-    console.print(single.reason)
+    else:
+        console.print(tables.fit_table([single]))
+        console.print(single.reason)
+    if not single.fits:
+        _negative(f"{slug} does not fit: {single.reason}")
 
 
 @app.command("quant")
@@ -665,7 +672,8 @@ def up_command(
                     description=(f"{process.name} ready, cold start {process.cold_start_s:.1f} s"),
                 )
 
-        started = launcher.up(loaded, state_dir, host, timeout, event)
+        with stop_on_signals():
+            started = launcher.up(loaded, state_dir, host, timeout, event)
     console.print(tables.engines_table(started))
 
 
@@ -813,6 +821,14 @@ def bench_command(
     ] = None,
     sharegpt: Annotated[Path | None, typer.Option(help="ShareGPT-format JSON file.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    max_error_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Exit 3 when more than this share of requests fail (always when all fail).",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark OpenAI-compatible endpoints: TTFT, TPOT, ITL, E2E, throughput, goodput."""
     if (rate is None) == (concurrency is None):
@@ -866,6 +882,7 @@ def bench_command(
         rate if rate is not None else concurrency, "--rate" if rate else "--concurrency"
     )
     options = BenchOptions(requests=requests, warmup=warmup, seed=seed)
+    outcomes: list[tuple[float, result_documents.TargetSummary]] = []
     for level in levels:
         if rate is not None:
             workload = replace(workload, arrivals=replace(workload.arrivals, rate=level))
@@ -903,9 +920,17 @@ def bench_command(
                     dataset,
                 )
             )
-        bench_results.write(path, document)
+        result_documents.write(path, document)
         console.print(tables.bench_table(document))
         sys.stdout.write(f"results: {path}\n")
+        outcomes.append((level, document.all))
+    for level, overall in outcomes:
+        failed = overall.failed / max(overall.requests, 1)
+        if overall.completed == 0 or (max_error_rate is not None and failed > max_error_rate):
+            _negative(
+                f"{overall.failed} of {overall.requests} requests failed at {level:g}"
+                + (f" (more than --max-error-rate {max_error_rate:g})" if overall.completed else "")
+            )
 
 
 @app.command("compare")
@@ -949,9 +974,10 @@ def compare_command(
         outcome = compare.compare_sim(loaded, options)
         title = f"{loaded.fleet.name}: shared vs isolated (simulated{', ' + gpu if gpu else ''})"
     else:
-        outcome = run_async_value(
-            compare.compare_real(loaded, options, lambda text: console.print(f"[dim]{text}[/]"))
-        )
+        with stop_on_signals():
+            outcome = run_async_value(
+                compare.compare_real(loaded, options, lambda text: console.print(f"[dim]{text}[/]"))
+            )
         title = f"{loaded.fleet.name}: shared vs isolated (measured on this machine)"
     console.print(tables.compare_table(outcome, title))
     for result in outcome:
@@ -960,24 +986,7 @@ def compare_command(
         money = f", ${cost:,.0f}/month at the catalog's cheapest prices" if cost else ""
         console.print(f"{result.placement}: {used}{money}", highlight=False)
     if output is not None:
-        bench_results.write(
-            output,
-            {
-                "schema": "modelyard.compare/1",
-                "fleet": loaded.fleet.name,
-                "simulated": sim,
-                "options": options.__dict__,
-                "placements": [
-                    {
-                        "placement": r.placement,
-                        "models": r.models,
-                        "gpus": r.gpus,
-                        "monthly_usd": r.monthly_usd(loaded.catalog),
-                    }
-                    for r in outcome
-                ],
-            },
-        )
+        result_documents.write(output, compare.document(loaded, options, outcome))
 
 
 @app.command("report")
@@ -1015,8 +1024,16 @@ def deploy_k8s_command(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Directory to write the manifests to.")
     ] = None,
-    stdout: Annotated[bool, typer.Option("--stdout", help="Print the manifests instead.")] = False,
-    namespace: Annotated[str | None, typer.Option(help="Namespace (kustomization.yaml).")] = None,
+    stdout: Annotated[
+        bool, typer.Option("--stdout", help="Print what `kubectl apply -f -` takes instead.")
+    ] = False,
+    namespace: Annotated[
+        str | None, typer.Option(help="Namespace of every object (default: the fleet's name).")
+    ] = None,
+    namespace_object: Annotated[
+        bool,
+        typer.Option(help="Render the Namespace (Pod Security restricted) as well."),
+    ] = True,
     k8s_version: K8sVersionOption = "1.30",
     node_label: Annotated[
         str, typer.Option(help="GPU node label scheme: nvidia (gpu.product) or gke.")
@@ -1032,18 +1049,56 @@ def deploy_k8s_command(
     load_bandwidth: Annotated[
         float, typer.Option(min=1, help="MB/s assumed for the first weights download.")
     ] = 100.0,
+    image: Annotated[
+        list[str] | None,
+        typer.Option(help="ENGINE=IMAGE: another engine image, e.g. pinned by @sha256 digest."),
+    ] = None,
     gateway_image: Annotated[
         str, typer.Option(help="Gateway container image (build it from the Dockerfile).")
     ] = f"modelyard:{__version__}",
     gateway_replicas: Annotated[int, typer.Option(min=1, help="Gateway replicas.")] = 2,
-    hpa: Annotated[bool, typer.Option("--hpa", help="Add a HorizontalPodAutoscaler.")] = False,
+    hpa: Annotated[
+        bool, typer.Option("--hpa", help="Scale the gateway on CPU (HorizontalPodAutoscaler).")
+    ] = False,
+    autoscale: Annotated[
+        str, typer.Option(help="Engines: keda (ScaledObject from the plan) or none.")
+    ] = "keda",
+    capacity: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL=RPS per replica within the SLO, instead of simulating it."),
+    ] = None,
+    prometheus_url: Annotated[
+        str, typer.Option(help="Prometheus the autoscaler queries.")
+    ] = "http://prometheus-operated.monitoring.svc:9090",
+    prometheus_namespace: Annotated[
+        str, typer.Option(help="Namespace Prometheus scrapes from (NetworkPolicy).")
+    ] = "monitoring",
+    service_monitor: Annotated[
+        bool, typer.Option("--service-monitor", help="Add Prometheus Operator ServiceMonitors.")
+    ] = False,
+    client_namespace: Annotated[
+        list[str] | None,
+        typer.Option(help="Namespace allowed to call the gateway (repeatable; default: any)."),
+    ] = None,
+    priority_class: Annotated[
+        str | None,
+        typer.Option(help="An existing PriorityClass (default: render <fleet>-serving)."),
+    ] = None,
+    gateway_api: Annotated[
+        str | None,
+        typer.Option(
+            help="[NAMESPACE/]GATEWAY[:LISTENER]: add an HTTPRoute to it and InferencePools."
+        ),
+    ] = None,
     catalog: CatalogOption = None,
 ) -> None:
-    """Render one isolated runtime per model (MIG or time-sliced for shared groups), the gateway
-    and a kustomization.yaml; every document is validated before anything is written."""
+    """Render one runtime per model (shared groups exactly as the fleet's `sharing:` says),
+    autoscalers sized from the plan, the gateway, network policies and a kustomization.yaml;
+    every document is validated before anything is written."""
     from modelyard.deploy import k8s
     from modelyard.deploy.errors import DeployError
     from modelyard.deploy.validate import check_documents
+    from modelyard.plan.replicas import size_replicas
 
     if (output is None) == (not stdout):
         raise ModelyardError("give exactly one of -o DIR or --stdout")
@@ -1051,23 +1106,62 @@ def deploy_k8s_command(
         "--node-label": (node_label, tuple(k8s.NODE_LABEL_KEYS)),
         "--workload": (workload, ("auto", "deployment", "statefulset")),
         "--cache-access-mode": (cache_access_mode, ("ReadWriteOnce", "ReadWriteMany")),
+        "--autoscale": (autoscale, ("keda", "none")),
     }
     for flag, (value, allowed) in choices.items():
         if value not in allowed:
             raise ModelyardError(f"{flag} {value}: choose one of {', '.join(allowed)}")
+    images: dict[str, str] = {}
+    for item in image or []:
+        engine, sep, ref = item.partition("=")
+        if not sep or not engine or not ref:
+            raise ModelyardError(f"--image {item}: expected ENGINE=IMAGE")
+        images[engine] = ref
+    parent = None
+    if gateway_api is not None:
+        where, _, section = gateway_api.partition(":")
+        gw_namespace, _, gw_name = where.rpartition("/")
+        if not gw_name:
+            raise ModelyardError(f"--gateway-api {gateway_api}: expected [NAMESPACE/]GATEWAY")
+        parent = k8s.ParentGateway(gw_name, gw_namespace or None, section or None)
     loaded = load_fleet(fleet, catalog)
+    bounds: dict[str, k8s.ReplicaBounds] = {}
+    notes: list[str] = []
+    isolated = [m for m in loaded.fleet.models if loaded.fleet.group_of(m) is None]
+    if autoscale == "keda" and isolated:
+        sizing, notes = size_replicas(loaded, isolated, _key_values("--capacity", capacity))
+        bounds = {
+            m: k8s.ReplicaBounds(
+                s.min_replicas,
+                s.max_replicas,
+                s.in_flight_per_replica,
+                s.capacity.rps,
+                s.capacity.source,
+            )
+            for m, s in sizing.items()
+        }
     options = k8s.RenderOptions(
         namespace=namespace,
+        namespace_object=namespace_object,
+        pod_security_version=f"v{k8s_version}",
         node_label=node_label,  # type: ignore[arg-type]
         workload=workload,  # type: ignore[arg-type]
         cache_access_mode=cache_access_mode,  # type: ignore[arg-type]
         storage_class=storage_class,
         load_bandwidth_bytes_s=load_bandwidth * 1e6,
+        engine_images=images,
         gateway_image=gateway_image,
         gateway_replicas=gateway_replicas,
         gateway_hpa=hpa,
+        autoscaler=autoscale,  # type: ignore[arg-type]
+        prometheus_url=prometheus_url,
+        prometheus_namespace=prometheus_namespace,
+        service_monitor=service_monitor,
+        client_namespaces=tuple(client_namespace or ()),
+        priority_class=priority_class,
+        gateway_api=parent,
     )
-    rendered = k8s.render(loaded, options)
+    rendered = k8s.render(loaded, k8s.read_inputs(loaded, bounds, tuple(notes)), options)
     docs = [(f, d) for f, ds in rendered.all_files().items() for d in ds]
     findings = check_documents(docs, k8s_version)
     if findings:
@@ -1076,15 +1170,35 @@ def deploy_k8s_command(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for warning in rendered.warnings:
         err.print(f"[yellow]warning:[/] {warning}", markup=True)
+    for name, b in bounds.items():
+        capacity_text = f"{b.capacity_rps:.3g} req/s per replica within the SLO, {b.source}"
+        if b.max_replicas > b.min_replicas:
+            line = (
+                f"autoscaling {name}: {b.min_replicas}-{b.max_replicas} replicas on "
+                f"{b.in_flight_per_replica:.1f} requests in flight per replica ({capacity_text})"
+            )
+        else:
+            line = (
+                f"replicas {name}: {b.min_replicas}, no autoscaler: the peak needs no more "
+                f"than the minimum ({capacity_text})"
+            )
+        err.print(line, markup=False)
     if stdout:
-        sys.stdout.write("---\n".join(k8s.dump(ds) for ds in rendered.files.values()))
+        stream = rendered.stream()
+        sys.stdout.write(k8s.dump(stream))
+        if rendered.node_config:
+            err.print(
+                "note: node-config/ (the GPU operator's configuration for shared groups) is "
+                "not in this stream; write it with -o DIR",
+                markup=False,
+            )
         return
     assert output is not None
     for path in k8s.write(rendered, output):
         sys.stdout.write(f"wrote {path}\n")
     sys.stdout.write(
-        f"{len(docs)} documents valid for Kubernetes {k8s_version} (strict); "
-        f"apply with: kubectl apply -k {output}\n"
+        f"{len(docs)} documents valid for Kubernetes {k8s_version} (strict, Pod Security "
+        f"restricted); apply with: kubectl apply -k {output}\n"
     )
 
 
@@ -1123,16 +1237,24 @@ def _key_values(flag: str, items: list[str] | None, kind: type = float) -> dict[
 def plan_command(
     fleet: Annotated[Path, typer.Argument(help="Fleet file.")],
     optimize: Annotated[
-        bool, typer.Option("--optimize", help="Search every GPU type x placement.")
+        bool,
+        typer.Option("--optimize", help="Search every GPU type x placement, mixed layouts too."),
     ] = False,
     daily_active_users: Annotated[float | None, typer.Option(help="Override traffic.")] = None,
     requests_per_user: Annotated[float | None, typer.Option(help="Per user per day.")] = None,
     peak_factor: Annotated[float | None, typer.Option(help="Peak rate / average rate.")] = None,
-    fallback_rate: Annotated[float | None, typer.Option(help="Share the fallback serves.")] = None,
+    fallback_rate: Annotated[
+        float | None, typer.Option(help="Share of each route its first fallback serves.")
+    ] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(help="Each model's share, e.g. llama-8b=0.7,coder=0.3 (replaces routes')."),
+    ] = None,
     input_tokens: Annotated[int | None, typer.Option(help="Mean prompt tokens.")] = None,
     output_tokens: Annotated[int | None, typer.Option(help="Mean output tokens.")] = None,
     failover: Annotated[
-        bool, typer.Option("--failover", help="Size the fallback to absorb all traffic.")
+        bool,
+        typer.Option("--failover", help="Size each fallback to absorb its primary's traffic."),
     ] = False,
     slo_ttft_ms: Annotated[float | None, typer.Option(help="Override the TTFT p99 SLO.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="Override the TPOT p99 SLO.")] = None,
@@ -1148,15 +1270,19 @@ def plan_command(
     ] = 0.0,
     min_replicas: Annotated[
         list[str] | None,
-        typer.Option("--min-replicas", help="MODEL=N (default 2 for the primary, 1 else)."),
+        typer.Option("--min-replicas", help="MODEL=N (default 2 for a primary, 1 else)."),
     ] = None,
     capacity: Annotated[
         list[str] | None,
-        typer.Option("--capacity", help="MODEL[@GPU]=req/s per GPU at the SLO (explicit)."),
+        typer.Option("--capacity", help="MODEL[@GPU]=req/s per replica at the SLO (explicit)."),
     ] = None,
     measured: Annotated[
         list[Path] | None, typer.Option("--measured", help="bench results file(s) (a sweep).")
     ] = None,
+    calibration: Annotated[
+        list[Path] | None, typer.Option(help="Calibration YAML taking precedence (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated workloads.")] = 0,
     sweep: Annotated[
         str | None, typer.Option(help="e.g. daily_active_users=1e3..1e6: cost vs traffic.")
     ] = None,
@@ -1166,30 +1292,32 @@ def plan_command(
     as_json: JsonOption = False,
     catalog: CatalogOption = None,
 ) -> None:
-    """GPUs and $/month for the fleet's traffic, shared vs isolated (vs MIG), at the SLO; the
-    cheapest option that meets it, and why."""
+    """Does the fleet as written meet its SLO, and what does it cost; then GPUs and $/month
+    for isolated, shared, MIG (and mixed) placements, and the cheapest that meets the SLO."""
     from modelyard.fleet import Slo as FleetSlo
-    from modelyard.plan.capacity import demand_from_fleet
     from modelyard.plan.cost import Pricing
-    from modelyard.plan.planner import PlanRequest, parse_sweep, plan, sweep_png
+    from modelyard.plan.demand import demand_from_fleet
+    from modelyard.plan.measured import measured_token_means
+    from modelyard.plan.planner import PlanRequest, plan
+    from modelyard.plan.sweep import parse_sweep, sweep_png
+    from modelyard.report.plan_tables import plan_notes, plan_tables
 
     loaded = load_fleet(fleet, catalog)
     if measured and input_tokens is None and output_tokens is None:
-        from modelyard.plan.capacity import measured_token_means
-
         input_tokens, output_tokens = measured_token_means(measured[0])
         sys.stderr.write(
             f"token lengths from {measured[0].name}: {input_tokens} in, {output_tokens} out\n"
         )
     demand = demand_from_fleet(
         loaded.fleet,
+        failover=failover,
+        mix=_key_values("--mix", mix.split(",")) if mix else None,
         daily_active_users=daily_active_users,
         requests_per_user=requests_per_user,
         peak_factor=peak_factor,
         fallback_rate=fallback_rate,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        failover=failover,
     )
     slo = loaded.fleet.slo
     for flag, value in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
@@ -1209,6 +1337,8 @@ def plan_command(
         gpus=tuple(gpu or ()),
         capacity=_key_values("--capacity", capacity),
         measured=tuple(measured or ()),
+        calibrations=tuple(load_calibration(p) for p in calibration or []),
+        seed=seed,
         sweep=parse_sweep(sweep) if sweep else None,
     )
     with Progress(
@@ -1225,45 +1355,31 @@ def plan_command(
         )
     data = result.to_json()
     if output is not None:
-        bench_results.write(output, data)
+        result_documents.write(output, data)
     if result.sweep is not None:
         png = sweep_png(data, output.with_suffix(".png") if output else Path("plan-sweep.png"))
         sys.stderr.write(f"wrote {png}\n")
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return
-    for table in tables.plan_tables(data):
-        console.print(table)
-    if result.sweep is not None:
-        sweep_table = tables._new_table(
-            f"cheapest $/month vs {result.sweep['parameter']}",
-            (result.sweep["parameter"], "isolated", "shared", "mig", "recommended"),
-            left=("recommended",),
-        )
-        from modelyard.plan.planner import fmt_money
-
-        for point in result.sweep["points"]:
-            cheapest = point["cheapest_usd_by_placement"]
-            value = point["value"]
-            sweep_table.add_row(
-                f"{value:,.0f}" if value >= 100 else f"{value:.3g}",
-                fmt_money(cheapest["isolated"]),
-                fmt_money(cheapest["shared"]),
-                fmt_money(cheapest["mig"]),
-                f"{point['recommended']} ({point['gpus']} GPUs)" if point["recommended"] else "—",
-            )
-        console.print(sweep_table)
-    for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(
-        f"capacity: {result.simulations} simulations (simulated capacity = the highest Poisson "
-        "rate whose p99s meet the SLO); $/month at 730 h",
-        highlight=False,
-        style="dim",
-    )
+    else:
+        for table in plan_tables(data):
+            console.print(table)
+        for line in plan_notes(data):
+            console.print(line, highlight=False)
     if result.recommended is None:
-        raise ModelyardError(result.why)
-    console.print(f"why: {result.why}", highlight=False)
+        _negative("\n".join([result.why, *(f"  {d}" for d in result.diagnosis)]))
+    if not as_json:
+        console.print(f"why: {result.why}", highlight=False)
+
+
+# exit codes: 0 done, 1 an error (one line per problem), 2 bad usage, 3 the command ran and its
+# answer is "no" (something does not fit, too many requests failed), so CI can gate on it
+NEGATIVE_EXIT = 3
+
+
+def _negative(message: str) -> NoReturn:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]no:[/] {message}")
+    raise SystemExit(NEGATIVE_EXIT)
 
 
 def _fail(message: str) -> NoReturn:
@@ -1283,5 +1399,7 @@ def main() -> None:
         _fail(str(exc))
     except ModelyardError as exc:
         _fail(str(exc))
+    except Stopped as exc:
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -5,6 +5,7 @@
     │   ├── FleetError             the fleet file
     │   └── CatalogError           a catalog file (built-in or the user's)
     ├── UnknownNameError           a model, GPU, quantization or engine name the catalog lacks
+    ├── PlacementError             models a placement cannot put where it is asked to
     └── UnsupportedError           a valid request this profile/engine cannot do
 
 Subpackages add their own errors below ModelyardError in their own errors.py.
@@ -35,6 +36,10 @@ class CatalogError(ConfigError):
 
 class UnknownNameError(ModelyardError):
     """A name is not in the catalog; the message lists what is."""
+
+
+class PlacementError(ModelyardError):
+    """Models a placement cannot put where asked (e.g. a group whose members name other GPUs)."""
 
 
 class UnsupportedError(ModelyardError):

@@ -20,6 +20,7 @@ from modelyard.units import Duration
 from modelyard.yamlsource import YamlDocument, load_yaml, validation_problems
 
 EngineName = Literal["vllm", "sglang", "llamacpp", "tgi", "ollama", "sim"]
+TENSOR_PARALLEL_ENGINES = ("vllm", "sglang", "tgi", "sim")
 CPU_ENGINES = frozenset({"llamacpp", "ollama"})
 DEFAULT_MEMORY_LIMIT = 0.9
 
@@ -67,6 +68,9 @@ class FleetModel(_Strict):
     max_num_seqs: int | None = Field(default=None, gt=0)
     max_num_batched_tokens: int | None = Field(default=None, gt=0)
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, le=8, description="GPUs of one node each replica spans (vLLM, SGLang, TGI)"
+    )
     engine_args: list[str] = Field(default_factory=list, description="extra engine flags")
     weights: str | None = Field(
         default=None, description="local path or hub id of the weights (default: prepared files)"
@@ -157,7 +161,14 @@ class Traffic(_Strict):
     daily_active_users: float = Field(default=0, ge=0)
     requests_per_user: float = Field(default=0, ge=0, description="requests per user per day")
     peak_factor: float = Field(default=1.0, ge=1, description="peak rate / average rate")
-    fallback_rate: Fraction = Field(default=0.0, description="share served by the fallback")
+    fallback_rate: Fraction = Field(
+        default=0.0, description="share of each route's requests its first fallback serves"
+    )
+    tasks: dict[str, Fraction] = Field(
+        default_factory=dict,
+        description="share of all requests each task route gets; the default route takes "
+        "the rest (docs/fleet.md: how traffic is shared)",
+    )
     input_tokens: int = Field(default=512, gt=0)
     output_tokens: int = Field(default=256, gt=0)
 
@@ -246,7 +257,9 @@ Problem = tuple[tuple[str | int, ...], str]
 At = tuple[str | int, ...]
 
 
-def _check_quant(at: At, model: FleetModel, catalog: Catalog, out: list[Problem]) -> None:
+def _check_quant(
+    at: At, model: FleetModel, gpu_name: str | None, catalog: Catalog, out: list[Problem]
+) -> None:
     name = model.quant_name
     if name not in catalog.quants:
         out.append(((*at, "quant"), unknown_name_message("quantization", name, catalog.quants)))
@@ -258,18 +271,20 @@ def _check_quant(at: At, model: FleetModel, catalog: Catalog, out: list[Problem]
         )
         message = f"'{name}' is not served by engine '{model.engine}' (profiles for "
         out.append(((*at, "quant"), f"{message}{model.engine}: {served})"))
-    gpu = catalog.gpus.get(model.gpu or "")
+    gpu = catalog.gpus.get(gpu_name or "")
     needed = quant.min_compute_capability
     if (
         gpu is not None
         and needed is not None
         and capability(gpu.compute_capability) < capability(needed)
     ):
-        message = f"'{name}' needs compute capability {needed}+, {model.gpu} has "
+        message = f"'{name}' needs compute capability {needed}+, {gpu_name} has "
         out.append(((*at, "quant"), message + gpu.compute_capability))
 
 
-def _check_model(name: str, model: FleetModel, catalog: Catalog) -> list[Problem]:
+def _check_model(
+    name: str, model: FleetModel, group_gpu: str | None, catalog: Catalog
+) -> list[Problem]:
     at: At = ("models", name)
     out: list[Problem] = []
     spec: ModelSpec | None = None
@@ -277,13 +292,23 @@ def _check_model(name: str, model: FleetModel, catalog: Catalog) -> list[Problem
         spec = catalog.model(model.catalog)
     except UnknownNameError as exc:
         out.append(((*at, "catalog"), str(exc)))
-    _check_quant(at, model, catalog, out)
+    _check_quant(at, model, group_gpu or model.gpu, catalog, out)
     known_gpus = ", ".join(sorted(catalog.gpus))
     if model.gpu is not None and model.gpu not in catalog.gpus:
         out.append(((*at, "gpu"), unknown_name_message("GPU", model.gpu, catalog.gpus)))
     if model.gpu is None and model.engine == "sim":
         message = f"engine 'sim' needs the GPU to simulate (known: {known_gpus})"
         out.append(((*at, "gpu"), message))
+    tp = model.tensor_parallel_size
+    if tp > 1 and model.engine not in TENSOR_PARALLEL_ENGINES:
+        engines = ", ".join(TENSOR_PARALLEL_ENGINES)
+        message = f"engine '{model.engine}' cannot split a model over GPUs (engines that can: "
+        out.append(((*at, "tensor_parallel_size"), f"{message}{engines})"))
+    elif tp > 1 and model.gpu is None and model.engine != "sim":
+        out.append(((*at, "tensor_parallel_size"), "tensor parallelism needs a gpu"))
+    if spec is not None and spec.num_attention_heads % tp:
+        message = f"{spec.num_attention_heads} attention heads do not split into {tp} equal parts"
+        out.append(((*at, "tensor_parallel_size"), message))
     too_long = spec is not None and (model.max_model_len or 0) > spec.max_context
     if spec is not None and too_long:
         message = f"{model.max_model_len} exceeds {model.catalog}'s maximum context"
@@ -318,6 +343,11 @@ def _check_member(
         return [(where, message)]
     if group.gpu is None and own_gpu is not None:
         return [((*at, "gpu"), f"'{member}' runs on gpu '{own_gpu}': name the group's gpu")]
+    first = next((m for m in group.models if m in fleet.models), member)
+    tp, first_tp = (fleet.models[m].tensor_parallel_size for m in (member, first))
+    if tp != first_tp:
+        message = f"'{member}' spans {tp} GPUs but '{first}' spans {first_tp}"
+        return [(where, f"{message}: members of a group share the same GPUs")]
     return []
 
 
@@ -409,6 +439,14 @@ def _check_routes(fleet: Fleet) -> list[Problem]:
         else:
             tasks[route.match.task] = index
         out.extend(_check_route_name(route, at, fleet, names))
+    for task in fleet.traffic.tasks:
+        if task not in tasks:
+            known = ", ".join(sorted(tasks)) or "none"
+            message = f"no route matches task '{task}' (task routes: {known})"
+            out.append((("traffic", "tasks", task), message))
+    total = sum(fleet.traffic.tasks.values())
+    if total > 1 + 1e-9:
+        out.append((("traffic", "tasks"), f"task shares add up to {total:.2f}, more than 1"))
     return out
 
 
@@ -440,7 +478,8 @@ def check_fleet(fleet: Fleet, catalog: Catalog) -> list[Problem]:
             problems.append(
                 (("models", name), f"model name '{name}' must be a slug (a-z, 0-9, -._)")
             )
-        problems.extend(_check_model(name, model, catalog))
+        group = fleet.group_of(name)
+        problems.extend(_check_model(name, model, group.gpu if group else None, catalog))
     problems.extend(_check_placement(fleet, catalog))
     problems.extend(_check_routes(fleet))
     problems.extend(_check_policy(fleet))

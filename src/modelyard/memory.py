@@ -16,6 +16,7 @@ from typing import Any, Literal
 from modelyard.catalog import GpuSpec, ModelSpec, QuantProfile
 from modelyard.catalog.entries import GIB
 from modelyard.fleet import LoadedFleet
+from modelyard.placement import DEFAULT_GPU_MEMORY_UTILIZATION, device_plans
 
 KV_BLOCK_TOKENS = 16
 # vllm-project/vllm PR 10511 (H100 80GB, Meta-Llama-3-8B, TP=1): "non_torch_memory 1.79GiB"
@@ -50,12 +51,13 @@ class Device:
 class FitSettings:
     """Engine settings that move the memory budget; None means vLLM's default."""
 
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     max_model_len: int | None = None
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     non_torch_bytes: float | None = None
+    tensor_parallel_size: int = 1
 
 
 def default_batch_limits(device: Device) -> tuple[int, int]:
@@ -67,16 +69,19 @@ def default_batch_limits(device: Device) -> tuple[int, int]:
     return (8192, 1024) if large else (2048, 256)
 
 
-def activation_peak_bytes(model: ModelSpec, batched_tokens: int, num_seqs: int) -> float:
-    """Peak temporary memory of the profiling pass.
+def activation_peak_bytes(
+    model: ModelSpec, batched_tokens: int, num_seqs: int, tensor_parallel_size: int = 1
+) -> float:
+    """Peak temporary memory of the profiling pass, on one GPU (one tensor-parallel rank).
 
     The forward pass holds the FFN's gate/up output (2 x FFN size), the activated product
-    (1 x FFN size) and about four hidden-size tensors per token; the sampler then holds
-    `num_seqs` rows of fp32 logits a few times over."""
+    (1 x FFN size) — split over the ranks — and about four hidden-size tensors per token; the
+    sampler then holds `num_seqs` rows of fp32 logits a few times over (gathered on each rank)."""
     ffn = model.intermediate_size
     if model.moe is not None:
         ffn *= model.moe.experts_per_token + model.moe.shared_experts
-    forward = batched_tokens * (3 * ffn + 4 * model.hidden_size) * ACTIVATION_BYTES
+    ffn_per_rank = ffn / tensor_parallel_size
+    forward = batched_tokens * (3 * ffn_per_rank + 4 * model.hidden_size) * ACTIVATION_BYTES
     sampler = num_seqs * model.vocab_size * LOGITS_BYTES * LOGITS_COPIES
     return float(forward + sampler)
 
@@ -105,6 +110,7 @@ class FitResult:
     fits: bool
     reason: str
     name: str | None = None
+    tensor_parallel_size: int = 1  # byte figures above are per GPU (per rank)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +125,12 @@ def fit(
     settings: FitSettings,
     name: str | None = None,
 ) -> FitResult:
-    """Memory budget of one engine instance of `model` in `quant` on `device`."""
+    """Memory budget of one engine instance of `model` in `quant` on `device`.
+
+    With tensor parallelism each of the `settings.tensor_parallel_size` GPUs holds its share of
+    the weights and of the KV heads (replicated where there are fewer KV heads than ranks); the
+    byte figures are one GPU's, the token and sequence counts the instance's."""
+    tp = settings.tensor_parallel_size
     default_tokens, default_seqs = default_batch_limits(device)
     batched_tokens = settings.max_num_batched_tokens or default_tokens
     num_seqs = settings.max_num_seqs or default_seqs
@@ -127,16 +138,17 @@ def fit(
     kv_dtype_bytes = 1.0 if settings.kv_cache_dtype == "fp8" else quant.kv_cache_bytes
 
     budget = device.memory_bytes * settings.gpu_memory_utilization
-    weights = quant.weights_bytes(model)
+    weights = quant.weights_bytes(model) / tp
     if settings.non_torch_bytes is not None:
         non_torch = settings.non_torch_bytes
     else:
         non_torch = NON_TORCH_BYTES if device.is_gpu else 0.0
-    activation = activation_peak_bytes(model, batched_tokens, num_seqs)
+    activation = activation_peak_bytes(model, batched_tokens, num_seqs, tp)
     kv_budget = budget - weights - non_torch - activation
 
-    per_token = model.kv_bytes_per_token(kv_dtype_bytes)
-    per_sequence = model.kv_bytes_for_sequence(max_model_len, kv_dtype_bytes)
+    kv_share = max(model.num_kv_heads // tp, 1) / model.num_kv_heads  # of each layer's heads
+    per_token = model.kv_bytes_per_token(kv_dtype_bytes) * kv_share
+    per_sequence = model.kv_bytes_for_sequence(max_model_len, kv_dtype_bytes) * kv_share
     effective_per_token = per_sequence / max_model_len
     if kv_budget > 0:
         tokens = math.floor(kv_budget / effective_per_token)
@@ -183,6 +195,7 @@ def fit(
         fits=fits,
         reason=reason,
         name=name,
+        tensor_parallel_size=tp,
     )
 
 
@@ -239,6 +252,22 @@ def _device_for(loaded: LoadedFleet, name: str) -> Device:
     return Device.from_gpu(str(loaded.gpu_name(name)), gpu)
 
 
+def fleet_settings(
+    loaded: LoadedFleet, name: str, utilization: float, overrides: FitSettings | None = None
+) -> FitSettings:
+    """A fleet model's engine settings at `utilization`; `overrides` replaces those it sets."""
+    entry = loaded.fleet.models[name]
+    given = overrides or FitSettings()
+    return FitSettings(
+        gpu_memory_utilization=utilization,
+        max_model_len=given.max_model_len or entry.max_model_len,
+        max_num_batched_tokens=given.max_num_batched_tokens or entry.max_num_batched_tokens,
+        max_num_seqs=given.max_num_seqs or entry.max_num_seqs,
+        kv_cache_dtype=entry.kv_cache_dtype,
+        tensor_parallel_size=entry.tensor_parallel_size,
+    )
+
+
 def fit_model(loaded: LoadedFleet, name: str, device: Device, utilization: float) -> FitResult:
     """One fleet model's fit on `device` at `utilization`, with the fleet's engine settings."""
     entry = loaded.fleet.models[name]
@@ -248,13 +277,7 @@ def fit_model(loaded: LoadedFleet, name: str, device: Device, utilization: float
         entry.quant_name,
         loaded.quant(name),
         device,
-        FitSettings(
-            gpu_memory_utilization=utilization,
-            max_model_len=entry.max_model_len,
-            max_num_batched_tokens=entry.max_num_batched_tokens,
-            max_num_seqs=entry.max_num_seqs,
-            kv_cache_dtype=entry.kv_cache_dtype,
-        ),
+        fleet_settings(loaded, name, utilization),
         name=name,
     )
 
@@ -264,35 +287,20 @@ def fit_fleet(loaded: LoadedFleet, overrides: FitSettings | None = None) -> Flee
 
     `overrides` replaces per-model settings that it sets (max_model_len and the rest)."""
     fleet = loaded.fleet
-    fractions: dict[str, float] = {}
-    for group in fleet.shared_groups():
-        fractions.update(loaded.memory_fractions(group))
+    fractions = {
+        engine.model: engine.memory_fraction
+        for device in device_plans(loaded)
+        for engine in device.engines
+    }
     results: dict[str, FitResult] = {}
     for name, entry in fleet.models.items():
-        utilization = fractions.get(name, entry.gpu_memory_utilization or 0.9)
-        settings = FitSettings(
-            gpu_memory_utilization=utilization,
-            max_model_len=entry.max_model_len,
-            max_num_batched_tokens=entry.max_num_batched_tokens,
-            max_num_seqs=entry.max_num_seqs,
-            kv_cache_dtype=entry.kv_cache_dtype,
-        )
-        if overrides is not None:
-            settings = FitSettings(
-                gpu_memory_utilization=utilization,
-                max_model_len=overrides.max_model_len or settings.max_model_len,
-                max_num_batched_tokens=overrides.max_num_batched_tokens
-                or settings.max_num_batched_tokens,
-                max_num_seqs=overrides.max_num_seqs or settings.max_num_seqs,
-                kv_cache_dtype=settings.kv_cache_dtype,
-            )
         results[name] = fit(
             loaded.catalog.resolve_model_name(entry.catalog),
             loaded.model_spec(name),
             entry.quant_name,
             loaded.quant(name),
             _device_for(loaded, name),
-            settings,
+            fleet_settings(loaded, name, fractions[name], overrides),
             name=name,
         )
     groups = [

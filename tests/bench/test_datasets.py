@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.bench.datasets import load_jsonl, load_sharegpt
-from modelyard.bench.workload import WorkloadError
+from modelyard.workload import WorkloadError
 
 
 def test_jsonl(tmp_path: Path) -> None:

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from modelyard.bench import results
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
 
 
@@ -40,32 +38,17 @@ def test_usage_wins_over_chunks_and_mismatch_is_counted() -> None:
     assert batched.tokens == 5
     assert batched.tpot == pytest.approx(0.3 / 4)
     summary = summarise([batched, _record(0.0, [0.1], 0.2, tokens=None)], 1.0, Slo())
-    assert summary["usage_chunk_mismatch"] == 1
-    assert summary["usage_missing"] == 1
+    assert summary.usage_chunk_mismatch == 1
+    assert summary.usage_missing == 1
 
 
 def test_summary_percentiles_errors_goodput() -> None:
     records = [_record(float(i), [i + 0.1 * (i + 1)], i + 1.0, tokens=1) for i in range(10)]
     failed = RequestRecord(target="m", scheduled=20.0, sent=20.0, end=20.5, error="http_5xx")
     summary = summarise([*records, failed], 10.0, Slo(ttft_s=0.55))
-    assert summary["requests"] == 11 and summary["completed"] == 10
-    assert summary["errors"]["http_5xx"] == 1
-    assert summary["ttft_ms"]["p50"] == pytest.approx(550.0)
-    assert summary["throughput_rps"] == pytest.approx(1.0)
-    assert summary["goodput_rps"] == pytest.approx(0.5)  # TTFTs 100..500 ms meet 550 ms
-    assert math.isnan(summary["tpot_ms"]["p50"])  # one-token outputs have no TPOT
-
-
-def test_results_round_trip_and_schema(tmp_path: Path) -> None:
-    summary = summarise([_record(0.0, [0.1, 0.2], 0.3, tokens=2)], 1.0, Slo())
-    document = results.build({"requests": 1}, 1.0, {"m": summary}, summary)
-    path = tmp_path / "r.json"
-    results.write(path, document)
-    loaded = results.read(path)
-    assert loaded["schema"] == "modelyard.bench/1"
-    for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "schedule_delay_ms"):
-        assert {"p50", "p99"} <= set(loaded["models"]["m"][key])
-    assert loaded["models"]["m"]["throughput_rps"] == 1.0
-    path.write_text('{"schema": "other"}')
-    with pytest.raises(results.ResultsError, match=r"not a modelyard\.bench/1"):
-        results.read(path)
+    assert summary.requests == 11 and summary.completed == 10
+    assert summary.errors["http_5xx"] == 1
+    assert summary.ttft_ms.p50 == pytest.approx(550.0)
+    assert summary.throughput_rps == pytest.approx(1.0)
+    assert summary.goodput_rps == pytest.approx(0.5)  # TTFTs 100..500 ms meet 550 ms
+    assert math.isnan(summary.tpot_ms.p50)  # one-token outputs have no TPOT

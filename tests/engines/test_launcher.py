@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -198,7 +199,10 @@ models:
     assert "No available memory for the cache blocks" in str(info.value)
 
 
-def test_ctrl_c_during_up_cleans_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_up_cleans_up(tmp_path: Path, signum: int, code: int) -> None:
+    """Started as a shell's background job is (SIGINT ignored), `up` still stops on SIGINT and
+    SIGTERM: its engine is stopped and its state file removed."""
     path = _fleet(
         tmp_path,
         """\
@@ -208,20 +212,27 @@ models:
 """,
     )
     state = tmp_path / "state"
+    command = f"trap '' INT; exec {sys.executable} -m modelyard up {path} --state-dir {state}"
     up = subprocess.Popen(
-        [sys.executable, "-m", "modelyard", "up", str(path), "--state-dir", str(state)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        ["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 30
-    while not (state / "state.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    engine_pid = json.loads((state / "state.json").read_text())["engines"][0]["pid"]
-    time.sleep(0.5)
-    up.send_signal(signal.SIGINT)
-    _, err = up.communicate(timeout=30)
-    assert up.returncode == 130
-    assert "Traceback" not in err
-    assert _gone([engine_pid])
-    assert not (state / "state.json").exists()
+    engine_pid: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not engine_pid and time.monotonic() < deadline and up.poll() is None:
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                engine_pid = [json.loads((state / "state.json").read_text())["engines"][0]["pid"]]
+            time.sleep(0.02)  # between polls
+        assert engine_pid, "up never recorded its engine"
+        up.send_signal(signum)
+        _, err = up.communicate(timeout=60)
+        assert up.returncode == code
+        assert "Traceback" not in err
+        assert _gone(engine_pid)
+        assert not (state / "state.json").exists()
+    finally:
+        up.kill()
+        up.communicate()
+        for pid in engine_pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)

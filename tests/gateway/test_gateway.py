@@ -15,16 +15,18 @@ import aiohttp
 import openai
 import pytest
 
+from modelyard.engines.launcher import free_port
 from tests.procs import GatewayProcess, SimServe, start_gateway, start_sim_serve, wait_http
 
-PRIMARY_PORT, FALLBACK_PORT = 18311, 18312
+pytestmark = pytest.mark.process  # sim serve and the gateway as processes
 
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SimServe]]:
     folder = tmp_path_factory.mktemp("backends")
     started = {}
-    for name, port in (("primary", PRIMARY_PORT), ("fallback", FALLBACK_PORT)):
+    for name in ("primary", "fallback"):
+        port = free_port("127.0.0.1")
         started[name] = start_sim_serve(
             [
                 "--model",
@@ -87,9 +89,16 @@ policy:
 """
 
 
-def _write_fleet(tmp_path: Path, interval: str = "30s", extra: str = "") -> Path:
+def _fleet_text(backends: dict[str, SimServe], interval: str = "30s") -> str:
+    port = {name: backend.url().rsplit(":", 1)[1] for name, backend in backends.items()}
+    return FLEET.format(p=port["primary"], f=port["fallback"], interval=interval)
+
+
+def _write_fleet(
+    tmp_path: Path, backends: dict[str, SimServe], interval: str = "30s", extra: str = ""
+) -> Path:
     path = tmp_path / "fleet.yaml"
-    path.write_text(FLEET.format(p=PRIMARY_PORT, f=FALLBACK_PORT, interval=interval) + extra)
+    path.write_text(_fleet_text(backends, interval) + extra)
     return path
 
 
@@ -97,7 +106,7 @@ def _write_fleet(tmp_path: Path, interval: str = "30s", extra: str = "") -> Path
 def gateway(backends: dict[str, SimServe], tmp_path: Path) -> Iterator[GatewayProcess]:
     for backend in backends.values():
         faults(backend)
-    running = start_gateway(_write_fleet(tmp_path), tmp_path)
+    running = start_gateway(_write_fleet(tmp_path, backends), tmp_path)
     yield running
     running.stop()
     for backend in backends.values():
@@ -288,8 +297,10 @@ def test_all_candidates_fail_503(gateway: GatewayProcess, backends: dict[str, Si
     status, _, body = _completion(gateway.url, model="chat")
     assert status == 503
     tried = body["error"]["tried"]
-    assert [t["model"] for t in tried] == ["primary", "fallback"]
-    assert all("server_error" in t["error"] for t in tried)
+    assert tried == [
+        {"model": "primary", "error": "server_error: HTTP 502"},
+        {"model": "fallback", "error": "server_error: HTTP 502"},
+    ]
 
 
 def test_breaker_full_cycle(gateway: GatewayProcess, backends: dict[str, SimServe]) -> None:
@@ -318,7 +329,7 @@ def test_warm_up_reaches_the_fallback(backends: dict[str, SimServe], tmp_path: P
         return float(line.split()[-1])
 
     before_primary, before_fallback = served("primary"), served("fallback")
-    running = start_gateway(_write_fleet(tmp_path), tmp_path)
+    running = start_gateway(_write_fleet(tmp_path, backends), tmp_path)
     try:
         deadline = time.monotonic() + 10
         while served("fallback") <= before_fallback and time.monotonic() < deadline:
@@ -346,9 +357,11 @@ def test_starts_with_backends_down_and_says_so(tmp_path: Path) -> None:
             if all(b["healthy"] is False for b in health["backends"]):
                 break
             time.sleep(0.05)
-        assert health["status"] == "ok" and health["serving"] is False
+        assert health["status"] == "unavailable" and health["serving"] is False
+        assert _get(running.url + "/health")[0] == 503  # what load balancers read
         status, _, body = _completion(running.url, model="chat")
         assert status == 503 and "all candidates failed" in body["error"]["message"]
+        assert "127.0.0.1" not in json.dumps(body)  # backend addresses stay in /health
     finally:
         running.stop()
 
@@ -356,7 +369,7 @@ def test_starts_with_backends_down_and_says_so(tmp_path: Path) -> None:
 def test_graceful_shutdown_lets_a_stream_finish(
     backends: dict[str, SimServe], tmp_path: Path
 ) -> None:
-    running = start_gateway(_write_fleet(tmp_path), tmp_path)
+    running = start_gateway(_write_fleet(tmp_path, backends), tmp_path)
 
     async def long_stream() -> list[bytes]:
         body = {"model": "chat", "prompt": "x", "max_tokens": 400, "stream": True}
@@ -378,7 +391,7 @@ def test_graceful_shutdown_lets_a_stream_finish(
 
 
 def test_reload_on_sighup(backends: dict[str, SimServe], tmp_path: Path) -> None:
-    path = _write_fleet(tmp_path)
+    path = _write_fleet(tmp_path, backends)
     running = start_gateway(path, tmp_path)
     try:
         path.write_text("name: [broken\n")
@@ -386,7 +399,7 @@ def test_reload_on_sighup(backends: dict[str, SimServe], tmp_path: Path) -> None
         time.sleep(0.3)
         assert _completion(running.url, model="chat")[0] == 200  # the old fleet serves on
         path.write_text(
-            FLEET.format(p=PRIMARY_PORT, f=FALLBACK_PORT, interval="30s").replace(
+            _fleet_text(backends).replace(
                 "routes:\n",
                 "routes:\n  - {name: quick, match: {task: quick}, targets: [fallback]}\n",
             )
@@ -407,6 +420,7 @@ def test_api_keys_body_limit_and_rate_limit(backends: dict[str, SimServe], tmp_p
 
     path = _write_fleet(
         tmp_path,
+        backends,
         extra=f"""\
 gateway:
   api_key_hashes: ["{hash_key("sk-good")}"]
@@ -472,7 +486,7 @@ def test_engine_queue_is_read_from_metrics(backends: dict[str, SimServe], tmp_pa
     """With weight_by_engine_load the gateway reads each replica's queue through its adapter."""
     from modelyard.gateway.app import Gateway, _read_engine_load
 
-    path = _write_fleet(tmp_path, extra="gateway: {weight_by_engine_load: true}\n")
+    path = _write_fleet(tmp_path, backends, extra="gateway: {weight_by_engine_load: true}\n")
     from modelyard.fleet import load_fleet
 
     gateway = Gateway.build(load_fleet(path), {"primary": [backends["primary"].url()]})

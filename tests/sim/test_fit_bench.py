@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench import results as bench_results
+from modelyard.results import Percentiles
 from modelyard.sim.errors import CalibrationError
 from modelyard.sim.fit_bench import (
     bench_fleet,
@@ -17,8 +17,13 @@ from modelyard.sim.fit_bench import (
     replay_level,
 )
 from modelyard.sim.perf import calibration_for
+from tests.conftest import bench_file, target_summary
 
 LEVELS = (1, 4, 16)
+
+
+def _median(ms: float) -> Percentiles:
+    return Percentiles(mean=ms, p50=ms, p90=ms, p99=ms)
 
 
 def _sweep(tmp_path: Path, truth: object) -> list[Path]:
@@ -31,11 +36,13 @@ def _sweep(tmp_path: Path, truth: object) -> list[Path]:
     for c in LEVELS:
         level = BenchLevel("x", c, None, 60, 512, 64, {})
         figures = replay_level(fleet, level, truth)  # type: ignore[arg-type]
-        summary = {
-            "ttft_ms": {"p50": figures["ttft_ms"]},
-            "tpot_ms": {"p50": figures["tpot_ms"]},
-            "output_tokens_per_s": figures["output_tokens_per_s"],
-        }
+        summary = target_summary().model_copy(
+            update={
+                "ttft_ms": _median(figures["ttft_ms"]),
+                "tpot_ms": _median(figures["tpot_ms"]),
+                "output_tokens_per_s": figures["output_tokens_per_s"],
+            }
+        )
         config = {
             "workload": {
                 "arrivals": {"kind": "poisson", "rate": 1.0, "burstiness": 1.0},
@@ -47,7 +54,7 @@ def _sweep(tmp_path: Path, truth: object) -> list[Path]:
             "requests": 60,
         }
         path = tmp_path / f"sweep-c{c}.json"
-        bench_results.write(path, bench_results.build(config, 1.0, {"m": summary}, summary))
+        bench_file(path, {"m": summary}, config)
         paths.append(path)
     return paths
 
@@ -82,5 +89,5 @@ def test_sweep_files_must_be_bench_results(tmp_path: Path) -> None:
     other = tmp_path / "steps.json"
     other.write_text(json.dumps({"models": {}}))
     assert not is_bench_results(other)
-    with pytest.raises(CalibrationError, match=r"not a modelyard\.bench/1"):
+    with pytest.raises(CalibrationError, match="not a modelyard result file"):
         load_sweep([other])

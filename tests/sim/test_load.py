@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench.workload import LengthDist
 from modelyard.fleet import LoadedFleet, load_fleet, single_model_fleet
 from modelyard.sim.errors import SimError
 from modelyard.sim.perf import calibration_for
 from modelyard.sim.run import SimOptions, simulate, simulate_levels
+from modelyard.workload import LengthDist
 
 
 def _llama(gpu: str = "h100-sxm") -> LoadedFleet:

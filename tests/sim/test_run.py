@@ -78,7 +78,7 @@ def test_requests_beyond_context_are_rejected(write_fleet: Callable[[str], Path]
             "name: x\nmodels:\n  m: {catalog: qwen2.5-7b, engine: sim, gpu: l4, max_model_len: 1024}\n"
         )
     )
-    from modelyard.bench.workload import LengthDist
+    from modelyard.workload import LengthDist
 
     result = simulate(
         loaded,

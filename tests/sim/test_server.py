@@ -11,7 +11,10 @@ import aiohttp
 import openai
 import pytest
 
+from modelyard.engines.launcher import free_port
 from tests.procs import SimServe, start_sim_serve, wait_http
+
+pytestmark = pytest.mark.process  # sim serve and the gateway as processes
 
 SPEED = 20.0
 
@@ -25,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimServe]:
             "--gpu",
             "h100-sxm",
             "--port",
-            "18231",
+            str(free_port("127.0.0.1")),
             "--speed",
             str(SPEED),
             "--cold-start-s",
@@ -249,7 +252,7 @@ def test_fault_crash_after_requests(tmp_path: Path) -> None:
             "--gpu",
             "l4",
             "--port",
-            "18241",
+            str(free_port("127.0.0.1")),
             "--speed",
             "20",
             "--cold-start-s",
@@ -275,7 +278,7 @@ def test_cold_start_health_503(tmp_path: Path) -> None:
             "--gpu",
             "l4",
             "--port",
-            "18251",
+            str(free_port("127.0.0.1")),
             "--speed",
             "10",
             "--cold-start-s",
@@ -326,7 +329,7 @@ def test_fixed_latency_mode_is_exact(tmp_path: Path) -> None:
     """--fixed-ttft-ms/--fixed-itl-ms: tokens due exactly ITL apart, and the load generator
     (which measures from the scheduled send) never sees a TTFT below the injected one."""
     from modelyard.bench.loadgen import LoadOptions, Target, run_load
-    from modelyard.bench.workload import ArrivalProcess, LengthDist, Workload, generate
+    from modelyard.workload import ArrivalProcess, LengthDist, Workload, generate
 
     running = start_sim_serve(
         [
@@ -335,7 +338,7 @@ def test_fixed_latency_mode_is_exact(tmp_path: Path) -> None:
             "--gpu",
             "h200",
             "--port",
-            "18261",
+            str(free_port("127.0.0.1")),
             "--cold-start-s",
             "0",
             "--fixed-ttft-ms",

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.bench.workload import LengthDist
 from modelyard.catalog import Catalog
 from modelyard.fleet import load_fleet
 from modelyard.sim.errors import SimError
 from modelyard.sim.gpu import choose_mig_profiles, device_sharing
 from modelyard.sim.perf import calibration_for
 from modelyard.sim.run import SimOptions, simulate
+from modelyard.workload import LengthDist
 
 GROUP = """name: pair
 models:

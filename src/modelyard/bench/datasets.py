@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelyard.bench.workload import WorkloadError
+from modelyard.workload import WorkloadError
 
 
 @dataclass(frozen=True)

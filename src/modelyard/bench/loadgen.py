@@ -20,9 +20,9 @@ import orjson
 
 from modelyard.bench.datasets import Prompt
 from modelyard.bench.metrics import RequestRecord
-from modelyard.bench.workload import Requests
-from modelyard.chunks import has_content, plainly_has_token
-from modelyard.gateway.http1 import Pool, UpstreamConnectError, UpstreamResetError
+from modelyard.chunks import decode, has_content, plainly_has_token
+from modelyard.http.client import Pool, UpstreamConnectError, UpstreamResetError
+from modelyard.workload import Requests
 
 CONNECT_S = 10.0
 OOM_MARKERS = (b"out of memory", b"outofmemory", b"no available memory for the cache")
@@ -124,11 +124,16 @@ async def _exchange(
             record.detail = f"HTTP {response.status}: {body[:200].decode(errors='replace')}"
             return
         if not options.stream:
-            data = orjson.loads(await response.read_all())
+            body = await response.read_all()
+            answer = decode(body)
             now = time.monotonic()
+            if answer is None:
+                record.error, record.end = "protocol", now
+                record.detail = f"answer is not a JSON object: {body[:200]!r}"
+                return
             record.chunk_times.append(now)
             record.end = now
-            usage = data.get("usage") or {}
+            usage = answer.get("usage") or {}
             record.output_tokens = usage.get("completion_tokens")
             record.prompt_tokens = usage.get("prompt_tokens")
             return
@@ -152,12 +157,17 @@ async def _exchange(
                     break
                 # Most chunks carry one token: decide from the bytes and parse JSON only for
                 # the rare ones (usage, errors, empty deltas), so the client stays cheap.
-                if (
+                marked = (
                     data.startswith(b'{"error"')
                     or b'"usage":{' in data
                     or b'"object":"error"' in data
-                ):
-                    chunk = orjson.loads(data)
+                )
+                chunk = decode(data) if marked or not plainly_has_token(data) else None
+                if chunk is None and (marked or not plainly_has_token(data)):
+                    record.error, record.end = "protocol", now
+                    record.detail = f"event data is not a JSON object: {data[:200]!r}"
+                    return
+                if chunk is not None and marked:
                     if chunk.get("error") or chunk.get("object") == "error":
                         record.error = "mid_stream"
                         record.detail = str(chunk.get("error") or chunk)[:200]
@@ -168,11 +178,11 @@ async def _exchange(
                     record.prompt_tokens = usage.get("prompt_tokens")
                     if not has_content(chunk):
                         continue
-                elif not plainly_has_token(data) and not has_content(orjson.loads(data)):
+                elif chunk is not None and not has_content(chunk):
                     continue
                 chunks.append(now)
                 if options.capture_due:
-                    stamped = orjson.loads(data)
+                    stamped = chunk or decode(data) or {}
                     due = stamped.get("modelyard_due_monotonic")
                     if due is not None:
                         if record.due_times is None or record.written_times is None:
@@ -200,7 +210,9 @@ async def run_load(
     With `prompts`, request i sends prompts[i % len] (its max_tokens, else the workload's)."""
     count = len(requests)
     records: list[RequestRecord | None] = [None] * count
-    pool = Pool()  # keep-alive HTTP/1.1 on asyncio protocols: cheap per chunk (gateway/http1.py)
+    pool = (
+        Pool()
+    )  # keep-alive HTTP/1.1 on asyncio protocols: cheap per chunk (modelyard/http/client.py)
     with _collector_paused():
         try:
             return await _send_all(requests, targets, options, on_progress, prompts, records, pool)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-ERROR_CLASSES = ("connect", "timeout", "http_4xx", "http_5xx", "oom", "mid_stream")
+from modelyard.results import Percentiles, Samples, TargetSummary
+
+# protocol: an answer or stream event that is not the OpenAI protocol (not a JSON object)
+ERROR_CLASSES = ("connect", "timeout", "http_4xx", "http_5xx", "oom", "mid_stream", "protocol")
 PERCENTILES = (50, 90, 95, 99)
 SAMPLE_LIMIT = 20_000
 
@@ -64,14 +66,13 @@ class RequestRecord:
         return [b - a for a, b in itertools.pairwise(times)]
 
 
-def percentiles_ms(values: list[float]) -> dict[str, float]:
+def percentiles_ms(values: list[float]) -> Percentiles:
     if not values:
-        return {"mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
+        nan = math.nan
+        return Percentiles(mean=nan, p50=nan, p90=nan, p95=nan, p99=nan)
     array = np.asarray(values) * 1000.0
-    out = {"mean": float(array.mean())}
-    for p, v in zip(PERCENTILES, np.percentile(array, PERCENTILES), strict=True):
-        out[f"p{p}"] = float(v)
-    return out
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(array, PERCENTILES))
+    return Percentiles(mean=float(array.mean()), p50=p50, p90=p90, p95=p95, p99=p99)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Slo:
         return all(limit is None or value is None or value <= limit for limit, value in checks)
 
 
-def summarise(records: list[RequestRecord], duration_s: float, slo: Slo) -> dict[str, Any]:
+def summarise(records: list[RequestRecord], duration_s: float, slo: Slo) -> TargetSummary:
     """The metrics of one target (or all) over a measured window of `duration_s`."""
     ok = [r for r in records if r.ok]
     errors = dict.fromkeys(ERROR_CLASSES, 0)
@@ -98,24 +99,24 @@ def summarise(records: list[RequestRecord], duration_s: float, slo: Slo) -> dict
     mismatched = sum(
         1 for r in ok if r.output_tokens is not None and r.output_tokens != len(r.chunk_times)
     )
-    return {
-        "requests": len(records),
-        "completed": len(ok),
-        "errors": errors,
-        "ttft_ms": percentiles_ms([r.ttft for r in ok if r.ttft is not None]),
-        "tpot_ms": percentiles_ms([r.tpot for r in ok if r.tpot is not None]),
-        "itl_ms": percentiles_ms([g for r in ok for g in r.itls()]),
-        "e2e_ms": percentiles_ms([r.e2e for r in ok if r.e2e is not None]),
-        "schedule_delay_ms": percentiles_ms([r.sent - r.scheduled for r in records]),
-        "throughput_rps": len(ok) / duration,
-        "output_tokens_per_s": sum(r.tokens for r in ok) / duration,
-        "goodput_rps": sum(1 for r in ok if slo.met(r)) / duration,
-        "usage_missing": sum(1 for r in ok if r.output_tokens is None),
-        "usage_chunk_mismatch": mismatched,
+    return TargetSummary(
+        requests=len(records),
+        completed=len(ok),
+        errors=errors,
+        ttft_ms=percentiles_ms([r.ttft for r in ok if r.ttft is not None]),
+        tpot_ms=percentiles_ms([r.tpot for r in ok if r.tpot is not None]),
+        itl_ms=percentiles_ms([g for r in ok for g in r.itls()]),
+        e2e_ms=percentiles_ms([r.e2e for r in ok if r.e2e is not None]),
+        schedule_delay_ms=percentiles_ms([r.sent - r.scheduled for r in records]),
+        throughput_rps=len(ok) / duration,
+        output_tokens_per_s=sum(r.tokens for r in ok) / duration,
+        goodput_rps=sum(1 for r in ok if slo.met(r)) / duration,
+        usage_missing=sum(1 for r in ok if r.output_tokens is None),
+        usage_chunk_mismatch=mismatched,
         # per-request values for CDFs in the report (the first SAMPLE_LIMIT requests)
-        "samples": {
-            "ttft_ms": [round(r.ttft * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.ttft is not None],
-            "e2e_ms": [round(r.e2e * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.e2e is not None],
-            "tpot_ms": [round(r.tpot * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.tpot is not None],
-        },
-    }
+        samples=Samples(
+            ttft_ms=[round(r.ttft * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.ttft is not None],
+            e2e_ms=[round(r.e2e * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.e2e is not None],
+            tpot_ms=[round(r.tpot * 1000, 3) for r in ok[:SAMPLE_LIMIT] if r.tpot is not None],
+        ),
+    )

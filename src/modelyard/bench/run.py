@@ -6,15 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from modelyard.bench import gpu
 from modelyard.bench.datasets import Prompt
 from modelyard.bench.loadgen import LoadOptions, Target, run_load
 from modelyard.bench.metrics import RequestRecord, Slo, summarise
-from modelyard.bench.results import build
 from modelyard.bench.server_metrics import sample
-from modelyard.bench.workload import Workload, WorkloadError, generate
+from modelyard.results import BenchDocument
+from modelyard.workload import Workload, WorkloadError, generate
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ async def bench(
     on_progress: Callable[[int], None] | None = None,
     engines: dict[str, str] | None = None,
     prompts: list[Prompt] | None = None,
-) -> dict[str, Any]:
+) -> BenchDocument:
     """Run the benchmark and return the results document (not yet written).
 
     `engines` maps target names to engine kinds whose /metrics are sampled during the run."""
@@ -62,10 +61,11 @@ async def bench(
     by_target: dict[str, list[RequestRecord]] = {}
     for record in measured:
         by_target.setdefault(record.target, []).append(record)
-    models = {name: summarise(rs, duration, slo) for name, rs in by_target.items()}
+    # every target, those the mix sends nothing to included (with zero requests)
+    models = {name: summarise(by_target.get(name, []), duration, slo) for name in targets}
     for name, view in server.items():
         if name in models:
-            models[name]["server"] = view
+            models[name].server = view
     config = {
         "targets": {name: asdict(t) for name, t in targets.items()},
         "workload": {
@@ -83,4 +83,6 @@ async def bench(
         "gpu_memory": {"before": gpu_before, "after": gpu.read()},
         "wall_s": time.monotonic() - wall_start,
     }
-    return build(config, duration, models, summarise(measured, duration, slo))
+    return BenchDocument(
+        config=config, duration_s=duration, models=models, all=summarise(measured, duration, slo)
+    )

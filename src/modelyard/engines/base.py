@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.catalog import ModelSpec, QuantProfile
+from modelyard.engines.api import CHAT, COMPLETIONS, MODELS, AnswerShape
 from modelyard.errors import UnsupportedError
 
 
@@ -30,6 +32,7 @@ class LaunchSpec:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     kv_cache_dtype: str = "auto"
+    tensor_parallel_size: int = 1
     cpus: tuple[int, ...] = ()
     gpu_devices: tuple[int, ...] = ()
     parallel: int = 4
@@ -65,8 +68,14 @@ class EngineAdapter:
     image: str = ""  # pinned container image for Kubernetes
     gpu_image: str | None = None  # the image's GPU build, where it is a different tag
     container_port: int = 8000
-    cache_path: str = "/root/.cache/huggingface"
+    # where the model cache volume is mounted in a pod: not under /root, which a non-root
+    # user cannot traverse (deploy sets HF_HOME to it)
+    cache_path: str = "/models"
     metric_names: ClassVar[MetricNames] = {}
+    # the OpenAI endpoints its server answers, and the fields of its non-streaming answers
+    # that its streams leave out, per endpoint (engines/api.py)
+    serves: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS, MODELS})
+    answer_shapes: ClassVar[Mapping[str, AnswerShape]] = {}
     # log lines that mean the engine ran out of memory (at start or at run time)
     oom_patterns: tuple[str, ...] = (
         r"CUDA out of memory",
@@ -77,6 +86,24 @@ class EngineAdapter:
         r"Cannot allocate memory",
         r"std::bad_alloc",
     )
+
+    # LaunchSpec settings and this engine's flag for each (rendered when set and not the
+    # engine's default: None, 0, "auto", one GPU)
+    setting_flags: ClassVar[dict[str, str]] = {}
+
+    def setting_args(self, spec: LaunchSpec) -> list[str]:
+        args: list[str] = []
+        for setting, flag in self.setting_flags.items():
+            value = getattr(spec, setting)
+            if value in (None, 0, "auto") or (setting == "tensor_parallel_size" and value == 1):
+                continue
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return args
+
+    def quant_args(self, spec: LaunchSpec) -> list[str]:
+        """The quantization profile's arguments for this engine (none where it lists none)."""
+        engine = spec.quant.engines.get(self.name)
+        return list(engine.args) if engine is not None else []
 
     def command(self, spec: LaunchSpec) -> list[str]:
         raise NotImplementedError

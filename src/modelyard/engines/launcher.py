@@ -1,8 +1,9 @@
 """Start, watch and stop local engine processes for a fleet (`modelyard up` / `status` / `down`).
 
-Placement: isolated engines each get their own CPU set (and GPU, through CUDA_VISIBLE_DEVICES);
-members of a shared group share one, and those sharing a GPU start one after another. Every engine runs in its own process group so `down` can
-stop it and everything it spawned; the state file lists exactly what `up` started.
+Placement (modelyard.placement): isolated engines each get their own CPU set (and GPU, through
+CUDA_VISIBLE_DEVICES); members of a shared group share one, and those sharing a GPU start one
+after another. Every engine runs in its own process group so `down` can stop it and everything
+it spawned; the state file lists exactly what `up` started.
 """
 
 from __future__ import annotations
@@ -16,35 +17,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.engines.adapters import adapter_for
 from modelyard.engines.base import EngineAdapter, LaunchSpec
 from modelyard.engines.errors import EngineError, EngineStartupError
 from modelyard.engines.models import default_weights
+from modelyard.engines.state import EngineProcess, read_state, state_path, write_state
 from modelyard.fleet import LoadedFleet
+from modelyard.placement import PlacementOverride, device_plans
 
-STATE_NAME = "state.json"
 LOG_TAIL_LINES = 15
-
-
-@dataclass
-class EngineProcess:
-    """One engine `up` started. Times are seconds; `started_at` is wall-clock epoch."""
-
-    name: str
-    model: str
-    engine: str
-    pid: int
-    port: int
-    url: str
-    log: str
-    command: list[str]
-    cpus: list[int]
-    gpu_devices: list[int]
-    started_at: float
-    cold_start_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,47 +45,36 @@ def free_port(host: str) -> int:
 
 
 def plan(
-    loaded: LoadedFleet, host: str = "127.0.0.1", cores: list[int] | None = None
+    loaded: LoadedFleet,
+    host: str = "127.0.0.1",
+    cores: list[int] | None = None,
+    override: PlacementOverride | None = None,
 ) -> list[PlannedEngine]:
-    """Every engine replica with its port, CPU set, GPU and memory fraction."""
+    """Every engine replica with its port, CPU set, GPU and memory fraction, placed by the
+    fleet's placement (modelyard.placement, with `override`): one device unit per plan."""
     fleet = loaded.fleet
     cores = cores if cores is not None else sorted(os.sched_getaffinity(0))
-    fractions: dict[str, float] = {}
-    for group in fleet.shared_groups():
-        fractions.update(loaded.memory_fractions(group))
-    # isolation units: a shared group is one unit, every other model replica is one unit
-    units: list[list[tuple[str, int]]] = []
-    for group in fleet.shared_groups():
-        replicas = max(fleet.models[m].replicas for m in group.models)
-        units += [
-            [(m, r) for m in group.models if r < fleet.models[m].replicas] for r in range(replicas)
-        ]
-    grouped = {m for g in fleet.shared_groups() for m in g.models}
-    units += [
-        [(name, r)]
-        for name, m in fleet.models.items()
-        if name not in grouped
-        for r in range(m.replicas)
-    ]
+    devices = device_plans(loaded, override)
     planned = []
     gpu_index = 0
     # A CPU engine computes on its cores: one each. A GPU engine's cores run its API server,
     # scheduler and tokenizer, which one core cannot keep up with: the cores are split evenly.
-    cores_per_unit = max(len(cores) // max(len(units), 1), 1)
-    for index, unit in enumerate(units):
-        uses_gpu = any(loaded.gpu(m) is not None for m, _ in unit)
+    cores_per_unit = max(len(cores) // max(len(devices), 1), 1)
+    for device in devices:
+        index = device.index
+        uses_gpu = device.gpu is not None
         cpus = (
             tuple(cores[(index * cores_per_unit + k) % len(cores)] for k in range(cores_per_unit))
             if uses_gpu
             else (cores[index % len(cores)],)
         )
-        devices = (gpu_index,) if uses_gpu else ()
-        gpu_index += 1 if uses_gpu else 0
-        for name, replica in unit:
+        gpu_devices = tuple(range(gpu_index, gpu_index + device.gpu_count))
+        gpu_index += device.gpu_count
+        for placed in device.engines:
+            name = placed.model
             entry = fleet.models[name]
             slug = loaded.catalog.resolve_model_name(entry.catalog)
             spec_model = loaded.model_spec(name)
-            gpu = loaded.gpu_name(name)
             spec = LaunchSpec(
                 name=name,
                 catalog_model=slug,
@@ -111,43 +84,19 @@ def plan(
                 weights=entry.weights or default_weights(slug, entry.engine, spec_model.hf_id),
                 host=host,
                 port=free_port(host),
-                gpu=gpu,
+                gpu=device.gpu,
                 max_model_len=entry.max_model_len,
-                gpu_memory_utilization=fractions.get(name, entry.gpu_memory_utilization or 0.9)
-                if gpu
-                else None,
+                gpu_memory_utilization=placed.memory_fraction if uses_gpu else None,
                 max_num_seqs=entry.max_num_seqs,
                 max_num_batched_tokens=entry.max_num_batched_tokens,
                 kv_cache_dtype=entry.kv_cache_dtype,
+                tensor_parallel_size=entry.tensor_parallel_size,
                 cpus=cpus,
-                gpu_devices=devices,
+                gpu_devices=gpu_devices,
                 extra_args=tuple(entry.engine_args),
             )
-            planned.append(PlannedEngine(f"{name}/{replica}", adapter_for(entry.engine), spec))
+            planned.append(PlannedEngine(placed.name, adapter_for(entry.engine), spec))
     return planned
-
-
-def _state_path(state_dir: Path) -> Path:
-    return state_dir / STATE_NAME
-
-
-def read_state(state_dir: Path) -> list[EngineProcess]:
-    path = _state_path(state_dir)
-    if not path.exists():
-        return []
-    try:
-        return [EngineProcess(**row) for row in json.loads(path.read_text())["engines"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EngineError(f"{path}: unreadable state file ({exc}); remove it by hand") from exc
-
-
-def _write_state(state_dir: Path, fleet_name: str, engines: list[EngineProcess]) -> None:
-    path = _state_path(state_dir)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(
-        json.dumps({"fleet": fleet_name, "engines": [asdict(e) for e in engines]}, indent=2)
-    )
-    partial.replace(path)
 
 
 def is_running(process: EngineProcess) -> bool:
@@ -275,6 +224,7 @@ def up(
     host: str = "127.0.0.1",
     timeout_s: float = 600.0,
     on_event: Callable[[str, EngineProcess | None], None] | None = None,
+    override: PlacementOverride | None = None,
 ) -> list[EngineProcess]:
     """Start every engine, wait until each answers a completion, record cold starts.
 
@@ -286,7 +236,7 @@ def up(
             f"{len(running)} engines from an earlier `up` are still running in {state_dir}: "
             "run `modelyard down` first"
         )
-    planned = plan(loaded, host)
+    planned = plan(loaded, host, override=override)
     started: list[EngineProcess] = []
     pending: list[tuple[PlannedEngine, EngineProcess, float]] = []
 
@@ -294,7 +244,7 @@ def up(
         for item, process, clock in waiting:
             process.cold_start_s = wait_ready(process, item.adapter, clock, timeout_s)
             pending.remove((item, process, clock))
-            _write_state(state_dir, loaded.fleet.name, started)
+            write_state(state_dir, loaded.fleet.name, started)
             if on_event:
                 on_event("ready", process)
 
@@ -307,14 +257,14 @@ def up(
             process = _start(item, state_dir)
             pending.append((item, process, time.monotonic()))
             started.append(process)
-            _write_state(state_dir, loaded.fleet.name, started)
+            write_state(state_dir, loaded.fleet.name, started)
             if on_event:
                 on_event("started", process)
         wait_for(list(pending))
     except BaseException:
         stop(started)
         with contextlib.suppress(OSError):
-            _state_path(state_dir).unlink()
+            state_path(state_dir).unlink()
         raise
     return started
 
@@ -345,7 +295,7 @@ def down(state_dir: Path) -> list[str]:
     processes = read_state(state_dir)
     stopped = stop(processes)
     with contextlib.suppress(OSError):
-        _state_path(state_dir).unlink()
+        state_path(state_dir).unlink()
     return stopped
 
 

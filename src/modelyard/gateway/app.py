@@ -20,21 +20,33 @@ import orjson
 from aiohttp import web
 
 from modelyard.engines import EngineMetrics, adapter_for
+from modelyard.engines.api import COMPLETIONS, MODELS
 from modelyard.fleet import LoadedFleet
+from modelyard.gateway import models
 from modelyard.gateway.auth import KeyCheck, RateLimiter
 from modelyard.gateway.breaker import Breaker, State
+from modelyard.gateway.endpoints import (
+    ANSWERED,
+    ROUTED,
+    Endpoint,
+    Upstream,
+    upstream_body,
+    wants_stream,
+)
 from modelyard.gateway.errors import Outcome, policy
-from modelyard.gateway.http1 import Pool
 from modelyard.gateway.metrics import GatewayMetrics
+from modelyard.gateway.relay import AnswerSink, StreamRelay
 from modelyard.gateway.routing import Resolution, RouteNotFoundError, Router, pick_replica
-from modelyard.gateway.upstream import Attempt, Deadlines, attempt
+from modelyard.gateway.streams import failure_event, rules_for
+from modelyard.gateway.upstream import Attempt, Deadlines, attempt, exchange
+from modelyard.http.client import Pool
 
 TASK_HEADER = "X-Modelyard-Task"
-REQUEST_ID = "modelyard_request_id"
+REQUEST_ID = web.RequestKey("modelyard_request_id", str)
 RATE_LIMIT_PAUSE_S = 1.0  # a 429 without Retry-After backs the replica off this long
 MAX_RATE_LIMIT_PAUSE_S = 60.0
-OUTCOME = "modelyard_outcome"
-CALLER = "modelyard_caller"
+OUTCOME = web.RequestKey("modelyard_outcome", dict[str, Any])
+CALLER = web.RequestKey("modelyard_caller", str)
 BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 log = logging.getLogger("modelyard.gateway")
 
@@ -55,17 +67,22 @@ def error_response(
 
 
 def _openai_error_body(status: int, body: bytes) -> bytes:
-    """An upstream error as OpenAI's shape; vLLM's {"object":"error",...} is flattened."""
+    """An upstream error as OpenAI's shape: a body already in it passes unchanged; vLLM's
+    older {"object": "error", "message": ...} and FastAPI's {"detail": ...} (vLLM's answer for
+    a route it does not have) become {"error": {...}} with their message and type."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return body
-    message = data.get("message") if isinstance(data, dict) else body.decode(errors="replace")
-    kind = data.get("type") if isinstance(data, dict) else "upstream_error"
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("detail")
+        kind = data.get("type") or "upstream_error"
+    else:
+        message, kind = body.decode(errors="replace").strip(), "upstream_error"
     return orjson.dumps(
-        {"error": {"message": message or f"HTTP {status}", "type": kind, "code": status}}
+        {"error": {"message": str(message or f"HTTP {status}"), "type": kind, "code": status}}
     )
 
 
@@ -120,13 +137,14 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     session: aiohttp.ClientSession | None = None  # health checks, metrics scrapes
-    pool: Pool = field(default_factory=Pool)  # requests to upstreams (gateway/http1.py)
+    pool: Pool = field(default_factory=Pool)  # requests to upstreams (modelyard/http/client.py)
     ids: itertools.count[int] = field(default_factory=itertools.count)
     keys: KeyCheck = field(default_factory=lambda: KeyCheck(()))
     limiter: RateLimiter | None = None
     access: AccessLog = field(default_factory=AccessLog)
     # request ids: unique per process (random prefix) without a uuid4 per request
     id_prefix: str = field(default_factory=lambda: os.urandom(6).hex())
+    cards: dict[str, dict[str, Any]] = field(default_factory=dict)  # engines' model entries
 
     @classmethod
     def build(cls, loaded: LoadedFleet, endpoints: dict[str, list[str]]) -> Gateway:
@@ -166,6 +184,35 @@ class Gateway:
     def now(self) -> float:
         return time.monotonic()
 
+    def engine_of(self, model: str) -> str:
+        return self.loaded.fleet.models[model].engine
+
+    def serves(self, model: str) -> frozenset[str]:
+        """The endpoints the engine of `model` serves (from its adapter)."""
+        return adapter_for(self.engine_of(model)).serves
+
+    def can_serve(self, backend: BackendState) -> bool:
+        return (
+            backend.breaker.current(self.now()) is not State.OPEN and backend.healthy is not False
+        )
+
+    def serving_routes(self) -> dict[str, bool]:
+        """Per route: whether some target has a backend that is neither open nor unhealthy."""
+        return {
+            route.route: any(
+                self.can_serve(b) for model in route.models for b in self.backends.get(model, [])
+            )
+            for route in self.router.routes()
+        }
+
+    def count_tokens(self, model: str, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        for kind in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(kind)
+            if isinstance(value, int) and value > 0:
+                self.metrics.of(self.metrics.tokens, model, kind.removesuffix("_tokens")).inc(value)
+
     def _update_gauge(self, backend: BackendState) -> None:
         value = BREAKER_GAUGE[backend.breaker.current(self.now())]
         if value != backend.gauge:
@@ -179,7 +226,7 @@ class Gateway:
             backend.breaker.on_success(now)
         elif rule.counts:
             backend.breaker.on_failure(now)
-            backend.last_error = f"{result.outcome.value}: {result.detail}"
+            backend.last_error = result.full_reason
         else:
             backend.breaker.on_neutral(now)
         if result.outcome is Outcome.RATE_LIMITED:
@@ -194,75 +241,7 @@ class Gateway:
         self.metrics.of(self.metrics.latency, backend.model).observe(result.elapsed_s)
 
 
-class _Assembler:
-    """Builds a non-streaming answer from the upstream's stream."""
-
-    def __init__(self, chat: bool) -> None:
-        self.chat = chat
-        self.text: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.head: dict[str, Any] = {}
-
-    async def commit(self) -> None:
-        return None
-
-    async def line(self, event: bytes) -> None:
-        data = event[5:].strip()
-        if data == b"[DONE]":
-            return
-        chunk = orjson.loads(data)
-        if not self.head:
-            self.head = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            piece = (choice.get("delta") or {}).get("content") if self.chat else choice.get("text")
-            if piece:
-                self.text.append(piece)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-
-    def body(self) -> dict[str, Any]:
-        text = "".join(self.text)
-        if self.chat:
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
-            kind = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text}
-            kind = "text_completion"
-        choice.update(logprobs=None, finish_reason=self.finish_reason)
-        body = {**self.head, "object": kind, "choices": [choice]}
-        if self.usage is not None:
-            body["usage"] = self.usage
-        return body
-
-
-class _Relay:
-    """Streams a committed attempt's events to the client as they arrive."""
-
-    def __init__(self, http: web.Request, headers: dict[str, str]) -> None:
-        self.http = http
-        self.headers = headers
-        self.response: web.StreamResponse | None = None
-
-    async def commit(self) -> None:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                **self.headers,
-            }
-        )
-        await response.prepare(self.http)
-        self.response = response
-
-    async def line(self, event: bytes) -> None:
-        assert self.response is not None
-        await self.response.write(event)
-
-
-async def _generate(http: web.Request, chat: bool) -> web.StreamResponse:
+async def _generate(http: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     gateway: Gateway = http.app[GATEWAY]
     raw = await http.read()
     try:
@@ -285,12 +264,62 @@ async def _generate(http: web.Request, chat: bool) -> web.StreamResponse:
             "invalid_request_error",
             "model_not_found",
         )
-    stream = bool(body.get("stream"))
+    serving = tuple(m for m in resolution.models if endpoint.path in gateway.serves(m))
+    if not serving:
+        engines = ", ".join(f"{m} ({gateway.engine_of(m)})" for m in resolution.models)
+        return error_response(
+            f"{endpoint.path} is not served by the engines of `{resolution.route}`: {engines}",
+            404,
+            "invalid_request_error",
+            "endpoint_not_served",
+        )
+    stream = endpoint.upstream is not Upstream.WHOLE and wants_stream(body)
     gateway.metrics.in_flight.inc()
     try:
-        return await _try_candidates(gateway, http, body, resolution, chat, stream)
+        return await _try_candidates(
+            gateway, http, body, Resolution(resolution.route, serving), endpoint, stream
+        )
     finally:
         gateway.metrics.in_flight.dec()
+
+
+Sink = StreamRelay | AnswerSink
+
+
+def _sink_for(
+    http: web.Request,
+    endpoint: Endpoint,
+    backend: BackendState,
+    stream: bool,
+    headers: dict[str, str],
+) -> Sink:
+    if stream:
+        return StreamRelay(http, headers)
+    return AnswerSink(endpoint, adapter_for(backend.engine).answer_shapes.get(endpoint.path))
+
+
+async def _send(
+    gateway: Gateway, backend: BackendState, endpoint: Endpoint, payload: bytes, sink: Sink | None
+) -> Attempt:
+    """One attempt at `backend`, its events into `sink` (None: a whole body)."""
+    backend.outstanding += 1
+    try:
+        if sink is None:
+            return await exchange(
+                gateway.pool, backend.url, endpoint.path, payload, gateway.deadlines
+            )
+        return await attempt(
+            gateway.pool,
+            backend.url,
+            endpoint.path,
+            payload,
+            gateway.deadlines,
+            sink.commit,
+            sink.line,
+            rules_for(endpoint.upstream),
+        )
+    finally:
+        backend.outstanding -= 1
 
 
 async def _try_candidates(
@@ -298,13 +327,12 @@ async def _try_candidates(
     http: web.Request,
     body: dict[str, Any],
     resolution: Resolution,
-    chat: bool,
+    endpoint: Endpoint,
     stream: bool,
 ) -> web.StreamResponse:
-    path = "/v1/chat/completions" if chat else "/v1/completions"
     fleet = gateway.loaded.fleet
     budget = 1 + fleet.policy.retry.attempts
-    tried: list[dict[str, str]] = []
+    tried: list[dict[str, str]] = []  # for the client: models and reasons, no addresses
     failed: set[str] = set()
     attempts = 0
     assert gateway.session is not None
@@ -334,7 +362,7 @@ async def _try_candidates(
                         if paused
                         else "no backend"
                     )
-                    tried.append({"model": model, "backend": "", "error": why})
+                    tried.append({"model": model, "error": why})
                 continue
             backend = next(b for b in usable if b.url == choice_url)
             if attempts > 0:
@@ -342,54 +370,43 @@ async def _try_candidates(
                 if round_index > 0:
                     await asyncio.sleep(fleet.policy.retry.backoff)
             attempts += 1
-            payload = orjson.dumps(
-                {**body, "model": model, "stream": True, "stream_options": {"include_usage": True}}
-            )
             headers = {
                 "X-Modelyard-Model": model,
                 "X-Modelyard-Backend": backend.url,
                 "X-Modelyard-Attempts": str(attempts),
                 "X-Request-Id": http.get(REQUEST_ID, ""),
             }
-            sink: _Relay | _Assembler = _Relay(http, headers) if stream else _Assembler(chat)
-            backend.outstanding += 1
-            try:
-                result = await attempt(
-                    gateway.pool,
-                    backend.url,
-                    path,
-                    payload,
-                    gateway.deadlines,
-                    sink.commit,
-                    sink.line,
-                )
-            finally:
-                backend.outstanding -= 1
+            whole = endpoint.upstream is Upstream.WHOLE
+            sink = None if whole else _sink_for(http, endpoint, backend, stream, headers)
+            payload = upstream_body(endpoint, body, model)
+            result = await _send(gateway, backend, endpoint, payload, sink)
             committed_to_client = stream and result.committed
             if result.outcome is not Outcome.OK and committed_to_client:
                 result.outcome = Outcome.MID_STREAM
             gateway.record(backend, result)
             if result.outcome is Outcome.OK:
                 _log(http, resolution, model, backend.url, attempts, "ok")
-                return _finish(gateway, resolution, model, sink, headers)
+                return _finish(gateway, resolution, model, sink, result, headers)
+            gateway.access.write(
+                {
+                    "event": "attempt_failed",
+                    "request_id": http.get(REQUEST_ID, ""),
+                    "model": model,
+                    "backend": backend.url,
+                    "why": result.full_reason,
+                }
+            )
             if committed_to_client:
-                assert isinstance(sink, _Relay) and sink.response is not None
-                message = f"upstream {model} failed mid-stream: {result.detail}"
-                error = {"error": {"message": message, "type": "upstream_error", "code": 502}}
+                assert isinstance(sink, StreamRelay) and sink.response is not None
+                message = f"upstream {model} failed mid-stream: {result.reason}"
                 with contextlib.suppress(ConnectionResetError):
-                    await sink.response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                    await sink.response.write(failure_event(endpoint.upstream, message))
                 gateway.metrics.of(
                     gateway.metrics.requests, resolution.route, model, "mid_stream"
                 ).inc()
                 _log(http, resolution, model, backend.url, attempts, "mid_stream")
                 return sink.response  # closed without [DONE]: never a clean end
-            tried.append(
-                {
-                    "model": model,
-                    "backend": backend.url,
-                    "error": f"{result.outcome.value}: {result.detail}",
-                }
-            )
+            tried.append({"model": model, "error": result.reason})
             failed.add(backend.url)
             if result.outcome is Outcome.CLIENT_ERROR:
                 gateway.metrics.of(
@@ -404,9 +421,7 @@ async def _try_candidates(
                     headers=headers,
                 )
     gateway.metrics.of(gateway.metrics.requests, resolution.route, "", "unavailable").inc()
-    summary = "; ".join(
-        f"{t['model']} {t['backend']}: {t['error']}".replace("  ", " ") for t in tried
-    )
+    summary = "; ".join(f"{t['model']}: {t['error']}" for t in tried)
     _log(http, resolution, "", "", attempts, "unavailable")
     return error_response(
         f"all candidates failed: {summary}", 503, "service_unavailable", extra={"tried": tried}
@@ -417,18 +432,20 @@ def _finish(
     gateway: Gateway,
     resolution: Resolution,
     model: str,
-    sink: _Relay | _Assembler,
+    sink: Sink | None,
+    result: Attempt,
     headers: dict[str, str],
 ) -> web.StreamResponse:
     gateway.metrics.of(gateway.metrics.requests, resolution.route, model, "ok").inc()
     if model != resolution.models[0]:
         gateway.metrics.of(gateway.metrics.fallbacks, resolution.route, model).inc()
-    if isinstance(sink, _Relay):
+    if sink is not None:
+        gateway.count_tokens(model, sink.usage)
+    if isinstance(sink, StreamRelay):
         assert sink.response is not None
         return sink.response
-    return web.Response(
-        body=orjson.dumps(sink.body()), content_type="application/json", headers=headers
-    )
+    answer = orjson.dumps(sink.answer()) if sink is not None else result.body
+    return web.Response(body=answer, content_type="application/json", headers=headers)
 
 
 def _log(
@@ -519,13 +536,37 @@ async def guard(http: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _models(http: web.Request) -> web.Response:
     gateway: Gateway = http.app[GATEWAY]
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "modelyard"}
-        for name in gateway.router.names()
-    ]
-    return web.Response(
-        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
-    )
+    await _fill_cards(gateway)
+    return _json(models.listing(gateway.router.names(), gateway.cards))
+
+
+async def _model(http: web.Request) -> web.Response:
+    gateway: Gateway = http.app[GATEWAY]
+    name = http.match_info["model"]
+    if name not in gateway.router.names():
+        return error_response(
+            f"The model `{name}` does not exist. Known: {', '.join(gateway.router.names())}",
+            404,
+            "invalid_request_error",
+            "model_not_found",
+        )
+    await _fill_cards(gateway)
+    return _json(gateway.cards.get(name) or models.own_card(name))
+
+
+async def _fill_cards(gateway: Gateway) -> None:
+    assert gateway.session is not None
+    replicas = {
+        model: [b.url for b in backends]
+        for model, backends in gateway.backends.items()
+        if MODELS in gateway.serves(model)
+    }
+    timeouts = gateway.loaded.fleet.policy.timeouts
+    await models.fill_cards(gateway.session, gateway.cards, replicas, timeouts.connect + 5.0)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 async def _health(http: web.Request) -> web.Response:
@@ -544,10 +585,25 @@ async def _health(http: web.Request) -> web.Response:
         for replicas in gateway.backends.values()
         for b in replicas
     ]
-    serving = any(b["breaker"] != "open" and b["healthy"] is not False for b in backends)
-    return web.Response(
-        body=orjson.dumps({"status": "ok", "serving": serving, "backends": backends}),
-        content_type="application/json",
+    routes = gateway.serving_routes()
+    serving = any(routes.values())
+    body = {
+        "status": "ok" if serving else "unavailable",
+        "serving": serving,
+        "routes": routes,
+        "backends": backends,
+    }
+    return _json(body, 200 if serving else 503)
+
+
+async def _not_routed(http: web.Request) -> web.Response:
+    """Anything the gateway does not answer: OpenAI's shape, naming what it does."""
+    return error_response(
+        f"Unknown request URL: {http.method} {http.path}. This gateway answers: "
+        + ", ".join(ANSWERED),
+        404,
+        "invalid_request_error",
+        "unknown_url",
     )
 
 
@@ -619,20 +675,13 @@ async def warm_up(gateway: Gateway) -> None:
     deadlines = gateway.deadlines
     for model in fallback_models(gateway):
         for backend in gateway.backends.get(model, []):
-            payload = orjson.dumps(
-                {
-                    "model": model,
-                    "prompt": "Hello",
-                    "max_tokens": 1,
-                    "stream": True,
-                    "stream_options": {"include_usage": True},
-                }
-            )
-            sink = _Assembler(chat=False)
+            endpoint = ROUTED[COMPLETIONS]
+            payload = upstream_body(endpoint, {"prompt": "Hello", "max_tokens": 1}, model)
+            sink = AnswerSink(endpoint, None)
             result = await attempt(
                 gateway.pool,
                 backend.url,
-                "/v1/completions",
+                endpoint.path,
                 payload,
                 deadlines,
                 sink.commit,
@@ -652,17 +701,26 @@ async def _warmup_loop(gateway: Gateway) -> None:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
+def _routed(endpoint: Endpoint) -> Handler:
+    async def handle(http: web.Request) -> web.StreamResponse:
+        return await _generate(http, endpoint)
+
+    return handle
+
+
 def create_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         client_max_size=gateway.loaded.fleet.gateway.max_body_bytes,
         middlewares=[outermost],  # type: ignore[list-item]
     )
     app[GATEWAY] = gateway
-    app.router.add_post("/v1/chat/completions", lambda r: _generate(r, chat=True))
-    app.router.add_post("/v1/completions", lambda r: _generate(r, chat=False))
-    app.router.add_get("/v1/models", _models)
+    for endpoint in ROUTED.values():
+        app.router.add_post(endpoint.path, _routed(endpoint))
+    app.router.add_get(MODELS, _models)
+    app.router.add_get(MODELS + "/{model:.+}", _model)
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_route("*", "/{path:.*}", _not_routed)
 
     async def lifecycle(app: web.Application) -> Any:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)

@@ -6,7 +6,7 @@ docs/gateway.md):
 | connect error, reset before headers, 5xx  | yes                  | yes                   |
 | no first token before the deadline        | yes (cancel)         | yes                   |
 | 429                                       | yes                  | no                    |
-| other 4xx, incl. context-length errors    | no (client's error)  | no                    |
+| other 4xx, 501, context-length errors     | no (client's error)  | no                    |
 | failure after the first byte to the client| never                | yes                   |
 """
 
@@ -16,6 +16,8 @@ import enum
 from dataclasses import dataclass
 
 from modelyard.errors import ModelyardError
+
+NOT_IMPLEMENTED = 501
 
 
 class GatewayError(ModelyardError):
@@ -65,7 +67,9 @@ def classify_status(status: int, body: bytes = b"") -> Outcome:
         return Outcome.OK
     if status == 429:
         return Outcome.RATE_LIMITED
-    if status < 500 or is_context_length_error(body):
+    # 501: the engine does not do this (llama.cpp's embeddings without --embeddings), which
+    # another try would not change and which says nothing about the backend's health
+    if status < 500 or status == NOT_IMPLEMENTED or is_context_length_error(body):
         return Outcome.CLIENT_ERROR
     return Outcome.SERVER_ERROR
 

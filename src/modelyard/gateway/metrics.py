@@ -83,6 +83,12 @@ class GatewayMetrics:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
+        self.tokens = Counter(
+            "modelyard_gateway_tokens",
+            "Tokens in answered requests, from the upstream's usage.",
+            ["model", "kind"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "modelyard_gateway_in_flight", "Client requests in flight.", registry=r
         )

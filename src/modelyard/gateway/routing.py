@@ -40,6 +40,12 @@ class Router:
         """Everything a client may send as `model`."""
         return sorted({*self._aliases, "default", *self._models})
 
+    def routes(self) -> list[Resolution]:
+        """Every route a request can take: by task, by alias, and the default."""
+        routes = [Resolution(f"task:{task}", tuple(r.targets)) for task, r in self._by_task.items()]
+        routes += [Resolution(name, tuple(r.targets)) for name, r in self._aliases.items()]
+        return [*routes, Resolution(self._default_name, self._default)]
+
     def resolve(self, model: str | None, task: str | None) -> Resolution:
         if task is not None and task in self._by_task:
             route = self._by_task[task]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from modelyard.engines.launcher import read_state
+from modelyard.engines.state import read_state
 from modelyard.errors import ModelyardError
 from modelyard.fleet import LoadedFleet, load_fleet
 from modelyard.gateway.app import Gateway, create_app
@@ -56,6 +56,7 @@ def reload(gateway: Gateway, path: Path, state_dir: Path | None) -> None:
     gateway.loaded = loaded
     gateway.backends = fresh.backends
     gateway.router = Router(loaded.fleet)
+    gateway.cards.clear()  # engines' model entries are fetched again, from the new endpoints
 
 
 async def serve(

@@ -1,8 +1,12 @@
-"""One attempt against one upstream: request a stream, enforce the deadlines, relay events.
+"""One attempt against one upstream: send the request, enforce the deadlines, hand on the
+answer.
 
-The gateway always asks the upstream for a stream (with usage), so the connect, first-token,
-idle and total deadlines hold for every request. Nothing is sent to the client until the first
-token arrives: up to then a failure can still move to the next candidate.
+Streams (`attempt`): the gateway always asks the upstream for one, so the connect,
+first-output, idle and total deadlines hold for every request. Nothing is sent to the client
+until the first output arrives (gateway/streams.py says what that is per endpoint): up to then
+a failure can still move to the next candidate. Whole bodies (`exchange`, embeddings): headers
+within the first-token deadline, the body within the total one; nothing reaches the client
+before the whole body has arrived.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from modelyard.chunks import decode, has_content, plainly_has_token
 from modelyard.gateway.errors import Outcome, classify_status
-from modelyard.gateway.http1 import Pool, Response, UpstreamConnectError, UpstreamResetError
+from modelyard.gateway.streams import CHUNK_RULES, StreamRules
+from modelyard.http.client import Pool, Response, UpstreamConnectError, UpstreamResetError
 
 LineSink = Callable[[bytes], Awaitable[None]]
 Commit = Callable[[], Awaitable[None]]
@@ -40,21 +44,16 @@ class Attempt:
     ttft_s: float | None = None
     elapsed_s: float = 0.0
     retry_after_s: float | None = None  # from a 429's Retry-After header
+    cause: str = ""  # the low-level error (addresses included): for the log and /health
 
+    @property
+    def reason(self) -> str:
+        """What went wrong, fit for the client: no backend address."""
+        return f"{self.outcome.value}: {self.detail}" if self.detail else self.outcome.value
 
-def _starts_output(data: bytes) -> bool:
-    """Whether an SSE data payload carries the first token (or the end of the choice); decodes
-    JSON only when the bytes do not show a token plainly."""
-    if plainly_has_token(data):
-        return True
-    chunk = decode(data)
-    if chunk is None:
-        return False
-    return has_content(chunk) or any(c.get("finish_reason") for c in chunk.get("choices") or ())
-
-
-def _is_error_event(data: bytes) -> bool:
-    return data.startswith(b'{"error"') or (b'"error"' in data[:40] and b'"choices"' not in data)
+    @property
+    def full_reason(self) -> str:
+        return f"{self.reason} ({self.cause})" if self.cause else self.reason
 
 
 class _Watchdog:
@@ -62,9 +61,13 @@ class _Watchdog:
     fires before a deadline that has since moved, it re-arms itself there. (An
     `asyncio.timeout_at` per received line costs a timer handle each.)"""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, start: float, total_deadline: float
+    ) -> None:
         self.loop = loop
         self.task = asyncio.current_task()
+        self.start = start
+        self.total_deadline = total_deadline
         self.deadline = deadline
         self.expired = False
         self.handle = loop.call_at(deadline, self._fire)
@@ -81,6 +84,9 @@ class _Watchdog:
         self.handle.cancel()
 
 
+BodyReader = Callable[[Response, Attempt, _Watchdog], Awaitable[None]]
+
+
 async def attempt(
     pool: Pool,
     backend: str,
@@ -89,22 +95,51 @@ async def attempt(
     deadlines: Deadlines,
     commit: Commit,
     sink: LineSink,
+    rules: StreamRules = CHUNK_RULES,
 ) -> Attempt:
     """POST `payload` to `backend + path` and relay its SSE events through `sink`."""
+
+    async def read(response: Response, result: Attempt, watchdog: _Watchdog) -> None:
+        await _relay(response, result, watchdog, deadlines, commit, sink, rules)
+
+    return await _run(pool, backend, path, payload, deadlines, "text/event-stream", read)
+
+
+async def exchange(
+    pool: Pool, backend: str, path: str, payload: bytes, deadlines: Deadlines
+) -> Attempt:
+    """POST `payload` and read the whole answer into `Attempt.body` (non-streaming APIs)."""
+
+    async def read(response: Response, result: Attempt, watchdog: _Watchdog) -> None:
+        watchdog.deadline = watchdog.total_deadline
+        result.body = await response.read_all()
+        result.committed = True
+        result.ttft_s = watchdog.loop.time() - watchdog.start
+
+    return await _run(pool, backend, path, payload, deadlines, "application/json", read)
+
+
+async def _run(
+    pool: Pool,
+    backend: str,
+    path: str,
+    payload: bytes,
+    deadlines: Deadlines,
+    accept: str,
+    read: BodyReader,
+) -> Attempt:
+    """One request under the deadlines; `read` takes a 200 response's body."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     result = Attempt(backend=backend)
     first_deadline = start + min(deadlines.first_token, deadlines.total)
-    total_deadline = start + deadlines.total
-    watchdog = _Watchdog(loop, first_deadline)
+    watchdog = _Watchdog(loop, first_deadline, start, start + deadlines.total)
     response: Response | None = None
     try:
-        response = await pool.post(
-            backend, path, payload, deadlines.connect, accept="text/event-stream"
-        )
+        response = await pool.post(backend, path, payload, deadlines.connect, accept=accept)
         result.status = response.status
         if response.status != 200:
-            watchdog.deadline = total_deadline
+            watchdog.deadline = watchdog.total_deadline
             result.body = await response.read_all()
             result.outcome = classify_status(response.status, result.body)
             result.detail = f"HTTP {response.status}"
@@ -112,7 +147,7 @@ async def attempt(
             if retry_after.replace(".", "", 1).isdigit():
                 result.retry_after_s = float(retry_after)
             return _done(result, loop, start)
-        await _relay(response, result, watchdog, deadlines, start, total_deadline, commit, sink)
+        await read(response, result, watchdog)
         return _done(result, loop, start)
     except asyncio.CancelledError:
         if not watchdog.expired:
@@ -125,25 +160,23 @@ async def attempt(
                 Outcome.FIRST_TOKEN_TIMEOUT,
                 "no response headers in time",
             )
+        elif loop.time() >= watchdog.total_deadline:
+            result.outcome = Outcome.TOTAL_TIMEOUT
+            result.detail = f"not finished within {deadlines.total:g} s"
         elif not result.committed:
             result.outcome = Outcome.FIRST_TOKEN_TIMEOUT
             result.detail = f"no first token within {deadlines.first_token:g} s"
-        elif loop.time() >= total_deadline:
-            result.outcome = Outcome.TOTAL_TIMEOUT
-            result.detail = f"not finished within {deadlines.total:g} s"
         else:
             result.outcome = Outcome.IDLE_TIMEOUT
             result.detail = f"no event for {deadlines.idle:g} s"
         return _done(result, loop, start)
     except UpstreamConnectError as exc:
-        result.outcome, result.detail = Outcome.CONNECT, f"cannot connect: {exc}"
+        result.outcome, result.detail, result.cause = Outcome.CONNECT, "cannot connect", str(exc)
         return _done(result, loop, start)
     except UpstreamResetError as exc:
-        result.outcome = Outcome.RESET
+        result.outcome, result.cause = Outcome.RESET, str(exc)
         result.detail = (
-            f"connection lost before headers: {exc}"
-            if exc.before_headers
-            else f"connection lost: {exc}"
+            "connection lost before headers" if exc.before_headers else "connection lost"
         )
         return _done(result, loop, start)
     finally:
@@ -157,15 +190,17 @@ async def _relay(
     result: Attempt,
     watchdog: _Watchdog,
     deadlines: Deadlines,
-    start: float,
-    total_deadline: float,
     commit: Commit,
     sink: LineSink,
+    rules: StreamRules,
 ) -> None:
-    """Read the SSE body as it arrives (whole reads, not line by line) and hand on events."""
+    """Read the SSE body as it arrives (whole reads, not line by line) and hand on events,
+    each with its `event:` line when the upstream names events."""
     loop = watchdog.loop
+    total_deadline = watchdog.total_deadline
     pending: list[bytes] = []
     buffer = b""
+    named = b""  # the `event:` line of the event being read
     ended = False
     while not ended:
         data = await response.read_any()
@@ -179,32 +214,36 @@ async def _relay(
         lines = buffer.split(b"\n")
         buffer = lines.pop()  # an incomplete last line waits for more
         for line in lines:
+            if line.startswith(b"event:"):
+                named = line.rstrip(b"\r") + b"\n"
+                continue
             if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
-            if payload == b"[DONE]":
-                await sink(b"data: [DONE]\n\n")
-                await response.finish()  # the connection goes back to the pool
-                return
-            if _is_error_event(payload):
+            if rules.is_error(payload):
                 result.outcome, result.body = Outcome.SERVER_ERROR, payload
                 result.detail = "error event in the stream"
                 return
-            event = b"data: " + payload + b"\n\n"
-            if result.committed:
-                await sink(event)
-            elif _starts_output(payload):
+            event = named + b"data: " + payload + b"\n\n"
+            named = b""
+            end = rules.is_end(payload)
+            if not result.committed and (end or rules.starts_output(payload)):
                 result.committed = True
-                result.ttft_s = loop.time() - start
+                result.ttft_s = loop.time() - watchdog.start
                 watchdog.deadline = min(loop.time() + deadlines.idle, total_deadline)
                 await commit()
                 for earlier in pending:
                     await sink(earlier)
+                pending.clear()
+            if result.committed:
                 await sink(event)
             else:
                 pending.append(event)
+            if end:
+                await response.finish()  # the connection goes back to the pool
+                return
     result.outcome = Outcome.RESET
-    result.detail = "stream ended without [DONE]"
+    result.detail = "stream ended before its last event"
 
 
 def _done(result: Attempt, loop: asyncio.AbstractEventLoop, start: float) -> Attempt:

@@ -1,8 +1,11 @@
-"""Demand and capacity: how many requests per second each model must serve at the daily peak,
-and how many one GPU (or MIG slice, or shared GPU) can serve within the SLO.
+"""Capacity at the SLO: the requests per second one replica of a unit serves with every p99
+within the SLO — one model on its GPU(s), a shared GPU at its traffic mix, or one MIG slice.
 
-Capacity comes from the best source available, always stated: a measured `modelyard bench`
-result, an explicit number, or the simulator (the highest Poisson rate whose p99s meet the SLO).
+The source is always stated: `given (--capacity)`, `measured (FILE)`, or `simulated` (the
+highest Poisson rate on a fixed grid whose p99s meet the SLO). When a unit cannot serve the SLO
+its verdict says why, as a typed constraint: memory (it does not fit), slo (even the lowest
+rate, or zero load, misses it), placement (the simulator cannot place it, e.g. tensor
+parallelism without an interconnect).
 """
 
 from __future__ import annotations
@@ -10,397 +13,281 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from modelyard.bench import results as bench_results
-from modelyard.bench.workload import LengthDist
-from modelyard.catalog import GpuSpec
 from modelyard.catalog.mig import mig_gpu
-from modelyard.fleet import (
-    Fleet,
-    FleetModel,
-    LoadedFleet,
-    SharedGroup,
-    SharedPlacement,
-    Slo,
-)
-from modelyard.memory import Device, fit_model
-from modelyard.plan.errors import PlanError
+from modelyard.fleet import LoadedFleet, Slo
+from modelyard.placement import SharingMode, isolated_fraction
+from modelyard.plan.fits import MemoryFits
+from modelyard.plan.simulator import EngineLatency, PlanSimulator, SimDevice, SimEngine, SimLoad
 from modelyard.sim.errors import SimError
-from modelyard.sim.perf import Calibration, calibration_for
-from modelyard.sim.run import SimOptions, SimResult, simulate
 
-SECONDS_PER_DAY = 86_400
-COARSE_BASE_RPS = 0.05  # the search grid: 0.05 x 2^k, then 14 steps per doubling (~5%)
+# The rate grid: 0.05 x 2^(i / 14) req/s for i = 0 .. 22 x 14 (one doubling = 14 steps, ~5%)
+COARSE_BASE_RPS = 0.05
 FINE_STEPS = 14
 MAX_DOUBLINGS = 22
+MAX_INDEX = MAX_DOUBLINGS * FINE_STEPS
+ZERO_LOAD_RPS = 0.001
+COLD_START_RPS = 1.0  # where a search with no better guess starts (one GPU serves ~0.1-100)
+
+Constraint = Literal[
+    "memory", "slo", "capacity", "availability", "price", "layout", "placement", "dominated"
+]
 
 
 @dataclass(frozen=True)
-class Demand:
-    daily_active_users: float
-    requests_per_user: float
-    peak_factor: float
-    fallback_rate: float
-    input_tokens: int
-    output_tokens: int
-    failover: bool = False
+class Verdict:
+    """Why something cannot meet the SLO (`blocked_by` None: it can)."""
 
-    def __post_init__(self) -> None:
-        if self.daily_active_users < 0:
-            raise PlanError(f"daily active users must be >= 0, got {self.daily_active_users:g}")
-        if self.requests_per_user < 0:
-            raise PlanError(f"requests per user must be >= 0, got {self.requests_per_user:g}")
-        if self.peak_factor < 1:
-            raise PlanError(f"peak factor (peak / average) must be >= 1, got {self.peak_factor:g}")
-        if not 0 <= self.fallback_rate <= 1:
-            raise PlanError(f"fallback rate must be within [0, 1], got {self.fallback_rate:g}")
-        if self.input_tokens < 1 or self.output_tokens < 1:
-            raise PlanError("input and output tokens must be >= 1")
+    blocked_by: Constraint | None = None
+    reason: str = ""
 
     @property
-    def average_rps(self) -> float:
-        return self.daily_active_users * self.requests_per_user / SECONDS_PER_DAY
-
-    @property
-    def peak_rps(self) -> float:
-        return self.average_rps * self.peak_factor
-
-
-def demand_from_fleet(fleet: Fleet, **overrides: float | bool | None) -> Demand:
-    traffic = fleet.traffic
-    values: dict[str, float | bool] = {
-        "daily_active_users": traffic.daily_active_users,
-        "requests_per_user": traffic.requests_per_user,
-        "peak_factor": traffic.peak_factor,
-        "fallback_rate": traffic.fallback_rate,
-        "input_tokens": traffic.input_tokens,
-        "output_tokens": traffic.output_tokens,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return Demand(**values)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Roles:
-    primary: str
-    fallbacks: tuple[str, ...]
-    idle: tuple[str, ...]  # models no route sends traffic to in this plan
-
-    def shares(self, fallback_rate: float) -> dict[str, float]:
-        """Each model's share of requests: primary 1 - fallback_rate, the first fallback the
-        rest (the gateway sends a request to a fallback only when the primary fails)."""
-        if not self.fallbacks:
-            return {self.primary: 1.0}
-        return {self.primary: 1.0 - fallback_rate, self.fallbacks[0]: fallback_rate}
-
-
-def roles(fleet: Fleet) -> Roles:
-    route = fleet.default_route() or (fleet.routes[0] if fleet.routes else None)
-    order = list(route.targets) if route else list(fleet.models)
-    primary, fallbacks = order[0], tuple(order[1:2])
-    idle = tuple(m for m in fleet.models if m != primary and m not in fallbacks)
-    return Roles(primary, fallbacks, idle)
+    def feasible(self) -> bool:
+        return self.blocked_by is None
 
 
 @dataclass(frozen=True)
 class Capacity:
-    """Requests per second one unit serves within the SLO (0 with `reason` when it cannot)."""
+    """Requests per second one replica serves within the SLO (summed over a shared unit's
+    models at its mix); 0 with a verdict that says why when it cannot."""
 
     rps: float
     source: str
-    reason: str = ""
+    verdict: Verdict = field(default_factory=Verdict)
     ttft_p99_ms: float | None = None
     tpot_p99_ms: float | None = None
+    e2e_mean_ms: float | None = None  # at `rps` (simulated): with it, the requests in flight
 
     @property
     def feasible(self) -> bool:
-        return self.rps > 0
+        return self.verdict.feasible and self.rps > 0
 
 
-def measured_capacities(paths: list[Path], slo: Slo) -> dict[str, tuple[float, str]]:
-    """Per model: the highest measured throughput among runs whose p99s met the SLO with no
-    errors (a rate sweep gives one file per level)."""
-    best: dict[str, tuple[float, str]] = {}
-    for path in paths:
-        data = bench_results.read(path)
-        for model, summary in data["models"].items():
-            errors = sum((summary.get("errors") or {}).values())
-            ok = errors == 0 and summary.get("completed", 0) > 0
-            for key, limit in (("ttft_ms", slo.ttft_p99), ("tpot_ms", slo.tpot_p99)):
-                if limit is not None:
-                    p99 = (summary.get(key) or {}).get("p99")
-                    ok = ok and p99 is not None and p99 <= limit * 1000
-            if slo.e2e_p99 is not None:
-                ok = ok and (summary.get("e2e_ms") or {}).get("p99", math.inf) <= slo.e2e_p99 * 1000
-            rps = float(summary.get("throughput_rps", 0.0))
-            if ok and rps > best.get(model, (0.0, ""))[0]:
-                best[model] = (rps, f"measured ({path.name})")
-    return best
+def rate_at(index: int) -> float:
+    return float(COARSE_BASE_RPS * 2 ** (index / FINE_STEPS))
 
 
-def measured_token_means(path: Path) -> tuple[int, int]:
-    """Mean prompt and output tokens of a bench run's workload (uniform: the middle)."""
-    data = bench_results.read(path)
-
-    def mean(dist: dict[str, Any]) -> int:
-        if dist.get("kind") == "uniform" and dist.get("high") is not None:
-            return max(round((float(dist["low"]) + float(dist["high"])) / 2), 1)
-        return max(round(float(dist["mean"])), 1)
-
-    try:
-        workload = data["config"]["workload"]
-        return mean(workload["input_tokens"]), mean(workload["output_tokens"])
-    except (KeyError, TypeError) as exc:
-        raise PlanError(f"{path}: no workload token lengths in its config ({exc})") from exc
+def index_near(rps: float) -> int:
+    """The grid index closest to `rps` (a warm start for the search)."""
+    if rps <= COARSE_BASE_RPS:
+        return 0
+    return min(round(FINE_STEPS * math.log2(rps / COARSE_BASE_RPS)), MAX_INDEX)
 
 
-def highest_passing(passes: Callable[[float], bool]) -> float:
-    """The highest rate on a fixed grid that passes: doubling from 0.05 req/s, then bisection
-    over 14 steps per doubling. Deterministic, and never lower for a looser test (a rate that
-    passes a tighter SLO passes a looser one), so a tighter SLO never yields more capacity."""
-    if not passes(COARSE_BASE_RPS):
-        return 0.0
-    k = 0
-    while k < MAX_DOUBLINGS and passes(COARSE_BASE_RPS * 2 ** (k + 1)):
-        k += 1
-    low = COARSE_BASE_RPS * 2**k
-    lo, hi = 0, FINE_STEPS  # fine index j: low * 2^(j/14); j = 0 passed, j = 14 failed
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if passes(low * 2 ** (mid / FINE_STEPS)):
-            lo = mid
+def highest_passing(passes: Callable[[float], bool], start: int = 0) -> float:
+    """The highest grid rate that passes, 0 when the lowest fails. From `start` it steps a
+    doubling at a time up (while passing) or down (while failing), then bisects the last
+    doubling. For a monotone test every start gives the same answer, and a rate that passes a
+    tighter SLO passes a looser one, so a tighter SLO never yields more capacity."""
+    memo: dict[int, bool] = {}
+
+    def ok(index: int) -> bool:
+        if index not in memo:
+            memo[index] = passes(rate_at(index))
+        return memo[index]
+
+    index = min(max(start, 0), MAX_INDEX)
+    if ok(index):
+        low, high = index, index + FINE_STEPS
+        while high <= MAX_INDEX and ok(high):
+            low, high = high, high + FINE_STEPS
+        if high > MAX_INDEX:
+            high = MAX_INDEX + 1
+            if ok(MAX_INDEX):
+                return rate_at(MAX_INDEX)
+    else:
+        low, high = index - FINE_STEPS, index
+        while low >= 0 and not ok(low):
+            low, high = low - FINE_STEPS, low
+        if low < 0:
+            if not ok(0):
+                return 0.0
+            low = 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        if ok(middle):
+            low = middle
         else:
-            hi = mid
-    return float(low * 2 ** (lo / FINE_STEPS))
+            high = middle
+    return rate_at(low)
 
 
 @dataclass
 class CapacityModel:
-    """Capacities of every unit the planner considers, computed once and cached."""
+    """Capacities of every unit the planner considers, each computed once."""
 
     loaded: LoadedFleet
     slo: Slo
     input_tokens: int
     output_tokens: int
+    simulator: PlanSimulator
+    fits: MemoryFits
     given: dict[str, float] = field(default_factory=dict)  # model or model@gpu -> rps
     measured: dict[str, tuple[float, str]] = field(default_factory=dict)
-    calibrations: tuple[Calibration, ...] = ()
     seed: int = 0
-    simulations: int = 0
-    _cache: dict[tuple[object, ...], Capacity] = field(default_factory=dict)
+    _cache: dict[object, Capacity] = field(default_factory=dict)
+
+    # --- units ---
+
+    def isolated(self, model: str, gpu: str, tensor_parallel: int, guess: float = 0.0) -> Capacity:
+        """One replica of `model` alone on `tensor_parallel` GPUs of type `gpu`, at its own
+        memory fraction (the fleet's gpu_memory_utilization, or the default)."""
+        key = ("isolated", model, gpu, tensor_parallel)
+        if key not in self._cache:
+            self._cache[key] = self._isolated(model, gpu, tensor_parallel, guess)
+        return self._cache[key]
+
+    def shared(
+        self,
+        gpu: str,
+        sharing: SharingMode,
+        fractions: dict[str, float],
+        mix: dict[str, float],
+        tensor_parallel: int,
+        guess: float = 0.0,
+    ) -> Capacity:
+        """Total requests per second one replica of a shared GPU (or TP group of GPUs) serves
+        at `mix` (model -> share of the unit's requests), each model at its fraction."""
+        key = (
+            "shared",
+            gpu,
+            sharing,
+            tuple(sorted((m, round(f, 4)) for m, f in fractions.items())),
+            tuple(sorted((m, round(s, 6)) for m, s in mix.items())),
+            tensor_parallel,
+        )
+        if key not in self._cache:
+            spec = self.loaded.catalog.gpu(gpu)
+            engines = tuple(
+                SimEngine(m, f, gpu, spec, tensor_parallel) for m, f in fractions.items()
+            )
+            self._cache[key] = self._capacity(SimDevice(gpu, sharing, engines), mix, guess)
+        return self._cache[key]
+
+    def mig_slice(self, model: str, gpu: str, profile: str, guess: float = 0.0) -> Capacity:
+        """One MIG slice of `gpu` with `model` alone on it, at its own memory fraction."""
+        key = ("mig", model, gpu, profile)
+        if key not in self._cache:
+            spec = mig_gpu(self.loaded.catalog.gpu(gpu), profile)
+            engine = SimEngine(
+                model, isolated_fraction(self.loaded, model), f"{gpu}/{profile}", spec
+            )
+            device = SimDevice(gpu, "mig", (engine,))
+            self._cache[key] = self._capacity(device, {model: 1.0}, guess)
+        return self._cache[key]
 
     # --- sources ---
 
-    def _explicit(self, model: str, gpu: str) -> Capacity | None:
+    def _isolated(self, model: str, gpu: str, tensor_parallel: int, guess: float) -> Capacity:
+        spec = self.loaded.catalog.gpu(gpu)
+        engine = SimEngine(model, isolated_fraction(self.loaded, model), gpu, spec, tensor_parallel)
+        device = SimDevice(gpu, "isolated", (engine,))
+        memory = self._memory(device)
+        if memory is not None:
+            return memory
+        explicit = self._explicit(model, gpu, tensor_parallel)
+        return explicit or self._capacity(device, {model: 1.0}, guess)
+
+    def _explicit(self, model: str, gpu: str, tensor_parallel: int) -> Capacity | None:
+        """--capacity and --measured describe the model as the fleet runs it: its own GPU type
+        (or the one named), its TP size, alone at its own memory fraction."""
+        if tensor_parallel != self.loaded.fleet.models[model].tensor_parallel_size:
+            return None
+        fleet_gpu = self.loaded.gpu_name(model)
         for key in (f"{model}@{gpu}", model):
-            if key in self.given and (key != model or gpu == self.loaded.gpu_name(model)):
+            if key in self.given and (key != model or gpu == fleet_gpu):
                 return Capacity(self.given[key], "given (--capacity)")
-        if model in self.measured and gpu == self.loaded.gpu_name(model):
+        if model in self.measured and gpu == fleet_gpu:
             rps, source = self.measured[model]
             return Capacity(rps, source)
         return None
 
-    # --- memory ---
-
-    def fits(self, model: str, gpu_name: str, gpu: GpuSpec, fraction: float) -> tuple[bool, str]:
-        result = fit_model(self.loaded, model, Device.from_gpu(gpu_name, gpu), fraction)
-        return result.fits, result.reason
-
-    def need_fraction(self, model: str, gpu_name: str, gpu: GpuSpec) -> float:
-        """The smallest memory fraction (to 0.01) at which the model fits, or inf."""
-        for hundredths in range(5, 96):
-            if self.fits(model, gpu_name, gpu, hundredths / 100)[0]:
-                return hundredths / 100
-        return math.inf
-
-    # --- simulation ---
-
-    def _sub_fleet(
-        self,
-        members: dict[str, str],
-        fractions: dict[str, float],
-        shared: bool,
-        catalog_gpus: dict[str, GpuSpec] | None = None,
-    ) -> LoadedFleet:
-        fleet = self.loaded.fleet
-        models: dict[str, FleetModel] = {
-            name: fleet.models[name].model_copy(
-                update={
-                    "gpu": gpu,
-                    "replicas": 1,
-                    "gpu_memory_utilization": fractions[name],
-                    "endpoints": [],
-                }
+    def _memory(self, device: SimDevice) -> Capacity | None:
+        problems = []
+        for engine in device.engines:
+            result = self.fits.fit(
+                engine.model,
+                engine.gpu,
+                engine.spec,
+                engine.memory_fraction,
+                engine.tensor_parallel_size,
             )
-            for name, gpu in members.items()
-        }
-        gpu_names = set(members.values())
-        placement: SharedPlacement | str = "isolated"
-        if shared:
-            placement = SharedPlacement(
-                shared=[
-                    SharedGroup(
-                        gpu=gpu_names.pop(),
-                        models=list(members),
-                        memory_limit=min(sum(fractions.values()), 1.0),
-                        memory_fractions=fractions,
-                    )
-                ]
-            )
-        sub = fleet.model_copy(
-            update={"models": models, "placement": placement, "routes": [], "slo": self.slo}
-        )
-        catalog = self.loaded.catalog
-        if catalog_gpus:
-            catalog = type(catalog)(
-                models=catalog.models,
-                gpus={**catalog.gpus, **catalog_gpus},
-                quants=catalog.quants,
-                aliases=catalog.aliases,
-                sources=catalog.sources,
-            )
-        return LoadedFleet(fleet=sub, catalog=catalog, path=self.loaded.path)
+            if not result.fits:
+                tp = engine.tensor_parallel_size
+                over = f" x{tp}" if tp > 1 else ""
+                problems.append(
+                    f"{engine.model} on {engine.gpu}{over} at {engine.memory_fraction:.2f}: "
+                    f"{result.reason}"
+                )
+        if not problems:
+            return None
+        return Capacity(0.0, "memory", Verdict("memory", "; ".join(problems)))
 
-    def _run(
-        self,
-        sub: LoadedFleet,
-        rate: float,
-        mix: dict[str, float],
-        calibrations: tuple[Calibration, ...],
-    ) -> SimResult:
-        self.simulations += 1
-        requests = int(min(max(400, rate * 180), 3000))
-        return simulate(
-            sub,
-            SimOptions(
-                placement="fleet",
-                rate=rate,
-                requests=requests,
-                input_tokens=LengthDist(mean=self.input_tokens),
-                output_tokens=LengthDist(mean=self.output_tokens),
-                mix=mix,
-                seed=self.seed,
-                calibrations=calibrations,
-            ),
-        )
+    def _capacity(self, device: SimDevice, mix: dict[str, float], guess: float) -> Capacity:
+        memory = self._memory(device)
+        if memory is not None:
+            return memory
+        results: dict[float, list[EngineLatency]] = {}
 
-    def _meets(self, result: SimResult, rate: float, mix: dict[str, float]) -> bool:
-        total = sum(mix.values())
-        for model in result.models:
-            share = mix.get(model.name, 0.0) / total
-            if share == 0 or model.requests == 0:
+        def run(rate: float) -> list[EngineLatency]:
+            if rate not in results:
+                load = SimLoad(rate, mix, self.input_tokens, self.output_tokens, self.seed)
+                results[rate] = self.simulator.latencies(device, load)
+            return results[rate]
+
+        try:
+            start = index_near(guess if guess > 0 else COLD_START_RPS)
+            rps = highest_passing(lambda rate: self._meets(run(rate), mix), start)
+            if rps > 0:
+                worst = max(run(rps), key=lambda m: m.ttft_p99_ms if mix.get(m.model) else 0.0)
+                return Capacity(
+                    rps,
+                    "simulated",
+                    Verdict(),
+                    worst.ttft_p99_ms,
+                    worst.tpot_p99_ms,
+                    worst.e2e_mean_ms,
+                )
+            floor = run(ZERO_LOAD_RPS)
+        except SimError as exc:
+            return Capacity(0.0, "simulated", Verdict("placement", str(exc)))
+        return Capacity(0.0, "simulated", Verdict("slo", self._floor_reason(floor, mix, device)))
+
+    def _meets(self, latencies: list[EngineLatency], mix: dict[str, float]) -> bool:
+        for model in latencies:
+            if mix.get(model.model, 0.0) <= 0 or model.requests == 0:
                 continue
             if model.rejected or model.completed < model.requests:
                 return False
-            for limit, values in (
-                (self.slo.ttft_p99, model.ttft_ms),
-                (self.slo.tpot_p99, model.tpot_ms),
-                (self.slo.e2e_p99, model.e2e_ms),
-            ):
-                if limit is not None and not values.get("p99", math.inf) <= limit * 1000:
+            for limit, p99 in self._limits(model):
+                if limit is not None and not p99 <= limit * 1000:
                     return False
         return True
 
-    def _search(
-        self,
-        sub: LoadedFleet,
-        mix: dict[str, float],
-        calibrations: tuple[Calibration, ...],
-        what: str,
-    ) -> Capacity:
-        try:
-            rps = highest_passing(
-                lambda r: self._meets(self._run(sub, r, mix, calibrations), r, mix)
-            )
-        except SimError as exc:
-            return Capacity(0.0, "simulated", f"memory: {exc}")
-        if rps > 0:
-            at = self._run(sub, rps, mix, calibrations)
-            worst = max(at.models, key=lambda m: m.ttft_ms.get("p99", 0.0))
-            return Capacity(
-                rps, "simulated", ttft_p99_ms=worst.ttft_ms["p99"], tpot_p99_ms=worst.tpot_ms["p99"]
-            )
-        # fails even at the lowest rate: is the SLO below the latency floor?
-        floor = self._run(sub, 0.001, mix, calibrations)
+    def _limits(self, model: EngineLatency) -> list[tuple[float | None, float]]:
+        return [
+            (self.slo.ttft_p99, model.ttft_p99_ms),
+            (self.slo.tpot_p99, model.tpot_p99_ms),
+            (self.slo.e2e_p99, model.e2e_p99_ms),
+        ]
+
+    def _floor_reason(
+        self, floor: list[EngineLatency], mix: dict[str, float], device: SimDevice
+    ) -> str:
         problems = []
-        for model in floor.models:
-            if model.requests == 0:
+        for model in floor:
+            if mix.get(model.model, 0.0) <= 0:
                 continue
-            for label, limit, values in (
-                ("TTFT", self.slo.ttft_p99, model.ttft_ms),
-                ("TPOT", self.slo.tpot_p99, model.tpot_ms),
-                ("E2E", self.slo.e2e_p99, model.e2e_ms),
+            for label, (limit, p99) in zip(
+                ("TTFT", "TPOT", "E2E"), self._limits(model), strict=True
             ):
-                if limit is not None and values["p99"] > limit * 1000:
+                if limit is not None and p99 > limit * 1000:
                     problems.append(
-                        f"{model.name} {label} p99 is {values['p99']:.0f} ms even at zero load "
-                        f"> SLO {limit * 1000:.0f} ms"
+                        f"{model.model} {label} p99 is {p99:.0f} ms even at zero load on "
+                        f"{device.engines[0].gpu} > SLO {limit * 1000:.0f} ms"
                     )
-        reason = "; ".join(problems) or f"{what}: below {COARSE_BASE_RPS} req/s within the SLO"
-        return Capacity(0.0, "simulated", f"SLO impossible: {reason}" if problems else reason)
-
-    # --- units ---
-
-    def isolated(self, model: str, gpu_name: str, fraction: float = 0.9) -> Capacity:
-        key: tuple[object, ...] = ("isolated", model, gpu_name, round(fraction, 3))
-        if key in self._cache:
-            return self._cache[key]
-        gpu = self.loaded.catalog.gpu(gpu_name)
-        explicit = self._explicit(model, gpu_name) if fraction == 0.9 else None
-        fits, reason = self.fits(model, gpu_name, gpu, fraction)
-        if not fits:
-            capacity = Capacity(0.0, "memory", f"memory: {model} on {gpu_name}: {reason}")
-        elif explicit is not None:
-            capacity = explicit
-        else:
-            sub = self._sub_fleet({model: gpu_name}, {model: fraction}, shared=False)
-            capacity = self._search(sub, {model: 1.0}, self.calibrations, f"{model} on {gpu_name}")
-        self._cache[key] = capacity
-        return capacity
-
-    def shared(self, gpu_name: str, fractions: dict[str, float], mix: dict[str, float]) -> Capacity:
-        """Total requests per second one GPU shared by the models serves at this mix."""
-        key: tuple[object, ...] = (
-            "shared",
-            gpu_name,
-            tuple(sorted((m, round(f, 3)) for m, f in fractions.items())),
-            tuple(sorted((m, round(s, 6)) for m, s in mix.items())),
-        )
-        if key in self._cache:
-            return self._cache[key]
-        gpu = self.loaded.catalog.gpu(gpu_name)
-        problems = []
-        for model, fraction in fractions.items():
-            fits, reason = self.fits(model, gpu_name, gpu, fraction)
-            if not fits:
-                problems.append(f"{model} at fraction {fraction:.2f}: {reason}")
         if problems:
-            capacity = Capacity(0.0, "memory", f"memory on {gpu_name}: " + "; ".join(problems))
-        else:
-            members = dict.fromkeys(fractions, gpu_name)
-            sub = self._sub_fleet(members, fractions, shared=True)
-            capacity = self._search(sub, mix, self.calibrations, f"shared {gpu_name}")
-        self._cache[key] = capacity
-        return capacity
-
-    def mig(self, model: str, gpu_name: str, profile: str) -> Capacity:
-        key: tuple[object, ...] = ("mig", model, gpu_name, profile)
-        if key in self._cache:
-            return self._cache[key]
-        parent = self.loaded.catalog.gpu(gpu_name)
-        slice_name = f"{gpu_name}/{profile}"
-        gpu = mig_gpu(parent, profile)
-        fits, reason = self.fits(model, slice_name, gpu, 0.9)
-        if not fits:
-            capacity = Capacity(0.0, "memory", f"memory: {model} on {slice_name}: {reason}")
-        else:
-            calibration = calibration_for(gpu_name, list(self.calibrations))
-            derived = calibration.model_copy(update={"devices": [slice_name]})
-            sub = self._sub_fleet({model: slice_name}, {model: 0.9}, False, {slice_name: gpu})
-            capacity = self._search(
-                sub, {model: 1.0}, (derived, *self.calibrations), f"{model} on {slice_name}"
-            )
-        self._cache[key] = capacity
-        return capacity
+            return "SLO impossible: " + "; ".join(problems)
+        where = " + ".join(e.model for e in device.engines)
+        return f"{where} on {device.gpu}: below {COARSE_BASE_RPS} req/s within the SLO"

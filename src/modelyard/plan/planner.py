@@ -1,49 +1,76 @@
-"""`modelyard plan`: demand -> options -> the cheapest that meets the SLO, and sweeps."""
+"""`modelyard plan`: demand -> the fleet as written, then the searched options -> the cheapest
+that meets the SLO, why, and (when none does) what binds per model; cost sweeps.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from modelyard.fleet import LoadedFleet, Slo
-from modelyard.plan.capacity import CapacityModel, Demand, Roles, measured_capacities, roles
-from modelyard.plan.cost import Option, PlanInputs, Pricing, check_pricing, options_for, recommend
+from modelyard.plan.capacity import CapacityModel
+from modelyard.plan.cost import Option, Pricing
+from modelyard.plan.demand import Demand, FleetDemand, model_demands
 from modelyard.plan.errors import PlanError
+from modelyard.plan.fits import MemoryFits
+from modelyard.plan.measured import measured_capacities
+from modelyard.plan.options import PlanInputs, UnitBuilder
+from modelyard.plan.recommend import diagnose, recommend
+from modelyard.plan.search import options_for
+from modelyard.plan.simulator import PlanSimulator
+from modelyard.plan.sweep import sweep_rows
 from modelyard.sim.perf import Calibration
+from modelyard.traffic import route_shares
 
-SCHEMA = "modelyard.plan/1"
-SWEEPABLE = ("daily_active_users", "requests_per_user", "peak_factor", "fallback_rate")
+SCHEMA = "modelyard.plan/2"
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    demand: Demand
+    slo: Slo
+    pricing: Pricing
+    min_replicas: dict[str, int] = field(default_factory=dict)
+    optimize: bool = False
+    gpus: tuple[str, ...] = ()  # GPU types to consider (default: the fleet's, or all)
+    capacity: dict[str, float] = field(default_factory=dict)
+    measured: tuple[Path, ...] = ()
+    calibrations: tuple[Calibration, ...] = ()
+    seed: int = 0
+    sweep: tuple[str, list[float]] | None = None
 
 
 @dataclass
 class PlanResult:
     fleet: str
     demand: Demand
-    roles: Roles
+    models: FleetDemand
     slo: Slo
     options: list[Option]
     recommended: Option | None
     why: str
+    diagnosis: list[str]
     simulations: int
+    memory_fits: int
     sweep: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        demand = self.demand
         return {
             "schema": SCHEMA,
             "fleet": self.fleet,
-            "demand": {
-                **demand.__dict__,
-                "average_rps": demand.average_rps,
-                "peak_rps": demand.peak_rps,
+            "demand": self.demand.to_json(),
+            "models": {
+                name: {
+                    "share": m.share,
+                    "demand_rps": m.rps,
+                    "failover_rps": m.failover_rps,
+                    "standby": m.standby,
+                }
+                for name, m in self.models.models.items()
             },
-            "roles": {"primary": self.roles.primary, "fallbacks": list(self.roles.fallbacks)},
             "slo": {
                 "ttft_p99_s": self.slo.ttft_p99,
                 "tpot_p99_s": self.slo.tpot_p99,
@@ -52,85 +79,45 @@ class PlanResult:
             "options": [o.to_json() for o in self.options],
             "recommended": self.recommended.name if self.recommended else None,
             "why": self.why,
+            "diagnosis": self.diagnosis,
             "simulations": self.simulations,
+            "memory_fits": self.memory_fits,
             "sweep": self.sweep,
             "notes": self.notes,
         }
 
 
-def parse_sweep(text: str) -> tuple[str, list[float]]:
-    """`daily_active_users=1e3..1e6` (log-spaced, 13 points) or `name=a,b,c`."""
-    if "=" not in text:
-        raise PlanError(f"--sweep {text}: expected NAME=LOW..HIGH or NAME=A,B,C")
-    name, values = text.split("=", 1)
-    name = name.strip().replace("-", "_")
-    if name not in SWEEPABLE:
-        raise PlanError(f"--sweep: cannot sweep '{name}' (choose one of {', '.join(SWEEPABLE)})")
-    try:
-        if ".." in values:
-            low, high = (float(v) for v in values.split(".."))
-            if not 0 < low < high:
-                raise PlanError(f"--sweep {text}: need 0 < LOW < HIGH")
-            points = list(np.geomspace(low, high, 13))
-            if name == "fallback_rate":
-                points = list(np.linspace(low, high, 11))
-        else:
-            points = [float(v) for v in values.split(",")]
-    except ValueError as exc:
-        raise PlanError(f"--sweep {text}: not numbers ({exc})") from exc
-    return name, points
+def default_min_replicas(loaded: LoadedFleet, models: FleetDemand) -> dict[str, int]:
+    """2 for a model that is the first target of a route with traffic (a primary), else 1."""
+    primaries = {r.route.targets[0] for r in route_shares(loaded.fleet) if r.share > 0}
+    if not loaded.fleet.routes:
+        primaries = set(models.planned)
+    return {m: 2 if m in primaries and models.models[m].share > 0 else 1 for m in models.planned}
 
 
-@dataclass(frozen=True)
-class PlanRequest:
-    demand: Demand
-    slo: Slo
-    pricing: Pricing
-    min_replicas: dict[str, int]
-    optimize: bool = False
-    gpus: tuple[str, ...] = ()  # GPU types to consider (default: the fleet's, or all)
-    capacity: dict[str, float] = field(default_factory=dict)
-    measured: tuple[Path, ...] = ()
-    calibrations: tuple[Calibration, ...] = ()
-    sweep: tuple[str, list[float]] | None = None
-
-
-def plan(
-    loaded: LoadedFleet, request: PlanRequest, progress: Callable[[str], None] | None = None
-) -> PlanResult:
+def _check(loaded: LoadedFleet, request: PlanRequest) -> list[str]:
     fleet = loaded.fleet
     if request.slo.ttft_p99 is None and request.slo.e2e_p99 is None:
         raise PlanError(
             "plan sizes for an SLO: set slo.ttft_p99 (or e2e_p99) in the fleet or pass "
             "--slo-ttft-ms (TPOT alone does not see queueing)"
         )
-    model_roles = roles(fleet)
-    capacity = CapacityModel(
-        loaded,
-        request.slo,
-        request.demand.input_tokens,
-        request.demand.output_tokens,
-        given=request.capacity,
-        measured=measured_capacities(list(request.measured), request.slo),
-        calibrations=request.calibrations,
-    )
-    for key in request.capacity:
+    for key, rps in request.capacity.items():
         model = key.split("@")[0]
         if model not in fleet.models:
             raise PlanError(f"--capacity {key}: '{model}' is not a model of the fleet")
-        if request.capacity[key] <= 0:
+        if rps <= 0:
             raise PlanError(f"--capacity {key}: must be > 0 requests/s")
-    check_pricing(capacity, request.pricing)
-    minimums = {
-        m: request.min_replicas.get(m, 2 if m == model_roles.primary else 1) for m in fleet.models
-    }
+        if "@" in key:
+            loaded.catalog.gpu(key.split("@", 1)[1])
     for model, count in request.min_replicas.items():
         if model not in fleet.models:
             raise PlanError(f"--min-replicas {model}: not a model of the fleet")
         if count < 0:
             raise PlanError(f"--min-replicas {model}={count}: must be >= 0")
+    request.pricing.check(loaded.catalog)
     if request.gpus:
-        gpu_types = list(request.gpus)
+        gpu_types = list(dict.fromkeys(request.gpus))
     elif request.optimize:
         gpu_types = sorted(loaded.catalog.gpus)
     else:
@@ -139,88 +126,58 @@ def plan(
         loaded.catalog.gpu(gpu)  # unknown names fail here with did-you-mean
     if not gpu_types:
         raise PlanError("no GPU to plan for: give the fleet's models a `gpu:` or pass --gpu")
+    return gpu_types
 
-    def run(demand: Demand) -> tuple[list[Option], Option | None, str]:
-        inputs = PlanInputs(demand, model_roles, minimums, request.pricing)
-        if progress:
-            progress(f"{demand.daily_active_users:,.0f} users")
-        options = options_for(capacity, inputs, gpu_types, request.optimize)
+
+def plan(
+    loaded: LoadedFleet, request: PlanRequest, progress: Callable[[str], None] | None = None
+) -> PlanResult:
+    gpu_types = _check(loaded, request)
+    simulator = PlanSimulator(loaded, request.calibrations)
+    fits = MemoryFits(loaded)
+    capacity = CapacityModel(
+        loaded,
+        request.slo,
+        request.demand.traffic.input_tokens,
+        request.demand.traffic.output_tokens,
+        simulator,
+        fits,
+        given=request.capacity,
+        measured=measured_capacities(list(request.measured), request.slo),
+        seed=request.seed,
+    )
+
+    def run(demand: Demand) -> tuple[FleetDemand, list[Option], Option | None, str]:
+        models = model_demands(loaded.fleet, demand)
+        minimums = {**default_min_replicas(loaded, models), **request.min_replicas}
+        builder = UnitBuilder(capacity, PlanInputs(demand, models, minimums, request.pricing))
+        prune = request.optimize and request.sweep is None
+        options = options_for(builder, gpu_types, request.optimize, prune, progress)
         best, why = recommend(options)
-        return options, best, why
+        return models, options, best, why
 
-    options, best, why = run(request.demand)
-    notes = [f"{m}: no route sends it traffic; not planned" for m in model_roles.idle]
+    models, options, best, why = run(request.demand)
+    notes = list(models.notes)
+    notes += [
+        f"--measured {model}: not used, the fleet shares its GPU (bench measured it shared)"
+        for model in capacity.measured
+        if loaded.fleet.group_of(model) is not None
+    ]
     sweep = None
     if request.sweep is not None:
         name, points = request.sweep
-        rows = []
-        for value in points:
-            demand = replace(request.demand, **{name: value})  # type: ignore[arg-type]
-            swept, chosen, _ = run(demand)
-            cheapest: dict[str, float | None] = {}
-            for placement in ("isolated", "shared", "mig"):
-                costs = [o.monthly_usd for o in swept if o.placement == placement and o.feasible]
-                cheapest[placement] = min(costs) if costs else None
-            rows.append(
-                {
-                    "value": value,
-                    "cheapest_usd_by_placement": cheapest,
-                    "recommended": chosen.name if chosen else None,
-                    "gpus": chosen.gpus if chosen else None,
-                    "monthly_usd": chosen.monthly_usd if chosen else None,
-                }
-            )
-        sweep = {"parameter": name, "points": rows}
+        sweep = {"parameter": name, "points": sweep_rows(run, request.demand, name, points)}
     return PlanResult(
-        fleet=fleet.name,
+        fleet=loaded.fleet.name,
         demand=request.demand,
-        roles=model_roles,
+        models=models,
         slo=request.slo,
         options=options,
         recommended=best,
         why=why,
-        simulations=capacity.simulations,
+        diagnosis=diagnose(options, models) if best is None else [],
+        simulations=simulator.simulations,
+        memory_fits=fits.fits,
         sweep=sweep,
         notes=notes,
     )
-
-
-def sweep_png(result: dict[str, Any], path: Path) -> Path:
-    """Cost vs the swept parameter, one line per placement (log-log for counts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sweep = result["sweep"]
-    name = sweep["parameter"]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for placement, style in (("isolated", "o-"), ("shared", "s-"), ("mig", "^-")):
-        xs = [
-            p["value"]
-            for p in sweep["points"]
-            if p["cheapest_usd_by_placement"].get(placement) is not None
-        ]
-        ys = [
-            p["cheapest_usd_by_placement"][placement]
-            for p in sweep["points"]
-            if p["cheapest_usd_by_placement"].get(placement) is not None
-        ]
-        if xs:
-            ax.plot(xs, ys, style, label=placement, markersize=4)
-    if name in ("daily_active_users", "requests_per_user"):
-        ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(name.replace("_", " "))
-    ax.set_ylabel("cheapest $/month meeting the SLO")
-    ax.set_title(f"{result['fleet']}: cost vs {name.replace('_', ' ')}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def fmt_money(value: float | None) -> str:
-    return "—" if value is None or math.isinf(value) else f"${value:,.0f}"

@@ -8,6 +8,7 @@ import base64
 import html
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,25 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 
-from modelyard.bench.compare import COMPARED, compared_values, difference
+from modelyard import results
+from modelyard.compare import COMPARED, compared_values, difference
 from modelyard.errors import ModelyardError
+from modelyard.plan.planner import SCHEMA as PLAN_SCHEMA
+from modelyard.plan.sweep import sweep_png
+from modelyard.report.plan_tables import (
+    capacity_cell,
+    demand_line,
+    option_cells,
+    ranked_options,
+    status,
+)
+from modelyard.results import (
+    BenchDocument,
+    ComparedModel,
+    CompareDocument,
+    PlanDocument,
+    TargetSummary,
+)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
@@ -39,15 +57,17 @@ class ReportError(ModelyardError):
     """Inputs a report cannot be made from."""
 
 
-def _load(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Input:
+    file: str
+    document: BenchDocument | CompareDocument | PlanDocument
+
+
+def _load(path: Path) -> _Input:
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read: {exc}") from exc
-    if data.get("schema") not in ("modelyard.bench/1", "modelyard.compare/1", "modelyard.plan/1"):
-        raise ReportError(f"{path}: not a modelyard bench, compare or plan result")
-    data["_file"] = path.name
-    return data
+        return _Input(path.name, results.read(path))
+    except results.ResultsError as exc:
+        raise ReportError(str(exc)) from exc
 
 
 def _png(figure: Any, name: str, out_dir: Path) -> str:
@@ -60,27 +80,28 @@ def _png(figure: Any, name: str, out_dir: Path) -> str:
     return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
 
 
-def _series(documents: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, summary) for every model of every run."""
-    out = []
-    for doc in documents:
-        if doc["schema"] == "modelyard.plan/1":
-            continue
-        if doc["schema"] == "modelyard.bench/1":
-            for model, summary in doc["models"].items():
-                out.append((f"{model} ({doc['_file']})", summary))
-        else:
-            for placement in doc["placements"]:
-                for model, summary in placement["models"].items():
-                    out.append((f"{model}, {placement['placement']}", summary))
+Series = list[tuple[str, ComparedModel | TargetSummary]]
+
+
+def _series(inputs: list[_Input]) -> Series:
+    """(label, summary) for every model of every bench and compare run."""
+    out: Series = []
+    for item in inputs:
+        doc = item.document
+        if isinstance(doc, BenchDocument):
+            out.extend((f"{model} ({item.file})", summary) for model, summary in doc.models.items())
+        elif isinstance(doc, CompareDocument):
+            for placement in doc.placements:
+                for model, compared in placement.models.items():
+                    out.append((f"{model}, {placement.placement}", compared))
     return out
 
 
-def _cdf_figure(series: list[tuple[str, dict[str, Any]]], key: str, title: str) -> Any | None:
+def _cdf_figure(series: Series, key: str, title: str) -> Any | None:
     figure, axis = plt.subplots(figsize=(8, 3.6))
     low, high = np.inf, 0.0
     for label, summary in series:
-        values = np.sort(np.asarray(summary.get("samples", {}).get(key, []), dtype=float))
+        values = np.sort(np.asarray(getattr(summary.samples, key), dtype=float))
         values = values[values > 0]
         if values.size:
             axis.plot(values, np.arange(1, values.size + 1) / values.size, label=label)
@@ -98,15 +119,16 @@ def _cdf_figure(series: list[tuple[str, dict[str, Any]]], key: str, title: str) 
     return figure
 
 
-def _load_figure(documents: list[dict[str, Any]]) -> Any | None:
+def _load_figure(inputs: list[_Input]) -> Any | None:
     """TTFT p99, TPOT p99 and throughput against offered load, per model, across bench runs."""
-    points: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-    for doc in documents:
-        if doc["schema"] != "modelyard.bench/1":
+    points: dict[str, list[tuple[float, TargetSummary]]] = {}
+    for item in inputs:
+        doc = item.document
+        if not isinstance(doc, BenchDocument):
             continue
-        load = doc["config"]["load"]
-        x = float(load["concurrency"] or doc["config"]["workload"]["arrivals"]["rate"])
-        for model, summary in doc["models"].items():
+        load = doc.config["load"]
+        x = float(load["concurrency"] or doc.config["workload"]["arrivals"]["rate"])
+        for model, summary in doc.models.items():
             points.setdefault(model, []).append((x, summary))
     if not any(len(p) > 1 for p in points.values()):
         return None
@@ -114,9 +136,9 @@ def _load_figure(documents: list[dict[str, Any]]) -> Any | None:
     for model, rows in points.items():
         rows.sort(key=lambda r: r[0])
         xs = [r[0] for r in rows]
-        axes[0].plot(xs, [r[1]["ttft_ms"]["p99"] for r in rows], marker="o", label=model)
-        axes[1].plot(xs, [r[1]["tpot_ms"]["p99"] for r in rows], marker="o", label=model)
-        axes[2].plot(xs, [r[1]["throughput_rps"] for r in rows], marker="o", label=model)
+        axes[0].plot(xs, [r[1].ttft_ms.p99 for r in rows], marker="o", label=model)
+        axes[1].plot(xs, [r[1].tpot_ms.p99 for r in rows], marker="o", label=model)
+        axes[2].plot(xs, [r[1].throughput_rps for r in rows], marker="o", label=model)
     for axis, title in zip(
         axes, ("TTFT p99 (ms)", "TPOT p99 (ms)", "throughput (req/s)"), strict=True
     ):
@@ -135,7 +157,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return html.escape(str(value))
 
 
-def _summary_table(series: list[tuple[str, dict[str, Any]]]) -> str:
+def _summary_table(series: Series) -> str:
     head = (
         "run / model",
         "completed",
@@ -151,20 +173,20 @@ def _summary_table(series: list[tuple[str, dict[str, Any]]]) -> str:
     )
     rows = []
     for label, s in series:
-        errors = ", ".join(f"{k} {v}" for k, v in s.get("errors", {}).items() if v) or "none"
-        itl = s.get("itl_ms", {}).get("p99")
+        errors = ", ".join(f"{k} {v}" for k, v in s.errors.items() if v) or "none"
+        itl = s.itl_ms.p99 if isinstance(s, TargetSummary) else None
         rows.append(
             [
                 html.escape(label),
-                _fmt(s.get("completed")),
-                _fmt(s["ttft_ms"]["p50"]),
-                _fmt(s["ttft_ms"]["p99"]),
-                _fmt(s["tpot_ms"]["p50"], 2),
-                _fmt(s["tpot_ms"]["p99"], 2),
+                _fmt(s.completed),
+                _fmt(s.ttft_ms.p50),
+                _fmt(s.ttft_ms.p99),
+                _fmt(s.tpot_ms.p50, 2),
+                _fmt(s.tpot_ms.p99, 2),
                 _fmt(itl, 2),
-                _fmt(s["e2e_ms"]["p99"], 0),
-                _fmt(s["throughput_rps"], 2),
-                _fmt(s["goodput_rps"], 2),
+                _fmt(s.e2e_ms.p99, 0),
+                _fmt(s.throughput_rps, 2),
+                _fmt(s.goodput_rps, 2),
                 errors,
             ]
         )
@@ -179,110 +201,124 @@ def _table(head: tuple[str, ...], rows: list[list[str]], classes: list[str] | No
     return "".join(out) + "</table>"
 
 
-def _compare_table(doc: dict[str, Any]) -> str:
+def _compare_table(doc: CompareDocument) -> str:
     head = ("placement", "model", *COMPARED)
     rows, classes = [], []
-    by: dict[str, dict[str, dict[str, Any]]] = {
-        p["placement"]: p["models"] for p in doc["placements"]
-    }
-    for placement, models in by.items():
+    by = {p.placement: p.models for p in doc.placements}
+    for name, models in by.items():
         for model, m in models.items():
-            rows.append([placement, html.escape(model), *[_fmt(v) for v in compared_values(m)]])
+            rows.append([name, html.escape(model), *[_fmt(v) for v in compared_values(m)]])
             classes.append("")
     if {"shared", "isolated"} <= set(by):
         for model, iso in by["isolated"].items():
             shared = by["shared"].get(model)
             if shared is not None:
+                pairs = zip(compared_values(shared), compared_values(iso), strict=True)
                 rows.append(
                     [
                         "shared vs isolated",
                         html.escape(model),
-                        *[
-                            difference(a, b)
-                            for a, b in zip(
-                                compared_values(shared), compared_values(iso), strict=True
-                            )
-                        ],
+                        *[difference(a, b) for a, b in pairs],
                     ]
                 )
                 classes.append("diff")
-    kind = "simulated" if doc.get("simulated") else "measured"
+    kind = "simulated" if doc.simulated else "measured"
     costs = []
-    for placement in doc["placements"]:
-        used = ", ".join(f"{n}x {g}" for g, n in (placement.get("gpus") or {}).items())
-        cost = placement.get("monthly_usd")
+    for placement in doc.placements:
+        used = ", ".join(f"{n}x {g}" for g, n in placement.gpus.items())
+        cost = placement.monthly_usd
         if used:
             money = f", ${cost:,.0f}/month" if cost else ""
-            costs.append(f"{html.escape(placement['placement'])}: {html.escape(used)}{money}")
+            costs.append(f"{html.escape(placement.placement)}: {html.escape(used)}{money}")
     note = f"<p class='note'>GPUs: {'; '.join(costs)} (catalog prices, 730 h)</p>" if costs else ""
-    return f"<h3>{html.escape(doc['fleet'])} ({kind})</h3>" + _table(head, rows, classes) + note
+    return f"<h3>{html.escape(doc.fleet)} ({kind})</h3>" + _table(head, rows, classes) + note
 
 
 def _plan_section(doc: dict[str, Any], stem: str, out_dir: Path) -> tuple[str, list[Path]]:
-    """A plan's options (cheapest first), its recommendation and why, and its sweep plot."""
-    from modelyard.plan.planner import fmt_money, sweep_png
-
-    demand = doc["demand"]
+    """A plan's options (the fleet as written first, then cheapest first), its recommendation
+    and why (or what binds per model), the fleet's units, and its sweep plot."""
     parts = [
-        f"<h3>{html.escape(doc['fleet'])} ({html.escape(doc['_file'])})</h3><p class='note'>"
-        f"{demand['daily_active_users']:,.0f} users x {demand['requests_per_user']:g} req/day: "
-        f"{demand['average_rps']:.2f} req/s average, {demand['peak_rps']:.2f} at peak; fallback "
-        f"{demand['fallback_rate']:.0%}</p>"
+        f"<h3>{html.escape(doc['fleet'])} ({html.escape(doc['_file'])})</h3>"
+        f"<p class='note'>{html.escape(demand_line(doc))}</p>"
     ]
     rows, classes = [], []
-    ranked = sorted(doc["options"], key=lambda o: (not o["feasible"], o["monthly_usd"] or 1e18))
-    for option in ranked:
-        ok = option["feasible"]
+    for option in ranked_options(doc):
+        cells = [html.escape(option["name"]), *option_cells(option)]
         rows.append(
-            [
-                html.escape(option["name"]),
-                str(option["gpus"]) if ok else "—",
-                fmt_money(option["monthly_usd"]) if ok else "—",
-                _fmt(option["usd_per_million_output_tokens"], 2) if ok else "—",
-                f"{option['utilization']:.0%}" if ok else "—",
-                html.escape(option["binding"]),
-                "ok" if ok else html.escape(option["reason"]),
-            ]
+            [*cells, html.escape(", ".join(option["sized_by"])), html.escape(status(option))]
         )
         classes.append("better" if option["name"] == doc["recommended"] else "")
-    head = ("option", "GPUs", "$/month", "$/1M out tok", "util", "binding", "status")
+    head = (
+        "option",
+        "GPUs",
+        "$/month",
+        "$/1M out tok",
+        "GPU util",
+        "headroom",
+        "sized by",
+        "status",
+    )
     parts.append(_table(head, rows, classes))
     parts.append(f"<p>{html.escape(doc['why'])}</p>")
-    written = []
+    if doc["diagnosis"]:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in doc["diagnosis"])
+        parts.append(f"<p>What binds, per model:</p><ul>{items}</ul>")
+    written = next((o for o in doc["options"] if o["kind"] == "as written"), None)
+    if written is not None and written["units"]:
+        unit_rows = [
+            [
+                html.escape(" + ".join(dict.fromkeys(e["model"] for e in u["engines"]))),
+                html.escape(u["label"]),
+                str(u["replicas"]),
+                html.escape(capacity_cell(u)),
+                f"{sum(u['demand_rps'].values()):.2f}",
+                html.escape(u["source"]),
+            ]
+            for u in written["units"]
+        ]
+        unit_head = ("models", "device", "replicas", "capacity req/s", "demand req/s", "source")
+        parts.append("<p>The fleet as written:</p>" + _table(unit_head, unit_rows))
+    written_files = []
     if doc.get("sweep"):
         name = f"{stem}-plan-sweep.png"
         sweep_png(doc, out_dir / name)
         encoded = base64.b64encode((out_dir / name).read_bytes()).decode()
         parts.append(f'<img alt="{name}" src="data:image/png;base64,{encoded}">')
-        written.append(out_dir / name)
-    return "".join(parts), written
+        written_files.append(out_dir / name)
+    return "".join(parts), written_files
 
 
-def write_report(inputs: list[Path], output: Path) -> list[Path]:
+def write_report(paths: list[Path], output: Path) -> list[Path]:
     """Write the HTML report and its PNGs; returns the files written."""
-    if not inputs:
+    if not paths:
         raise ReportError("give at least one results file")
-    documents = [_load(p) for p in inputs]
+    inputs = [_load(p) for p in paths]
     out_dir = output.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = output.stem
-    series = _series(documents)
+    series = _series(inputs)
     written = [output]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>modelyard report</title>",
         f"<style>{STYLE}</style></head><body><h1>modelyard report</h1>",
-        f"<p class='note'>{len(documents)} result files: "
-        f"{html.escape(', '.join(d['_file'] for d in documents))}</p>",
+        f"<p class='note'>{len(inputs)} result files: "
+        f"{html.escape(', '.join(i.file for i in inputs))}</p>",
     ]
-    compares = [d for d in documents if d["schema"] == "modelyard.compare/1"]
+    compares = [i.document for i in inputs if isinstance(i.document, CompareDocument)]
     if compares:
         parts.append("<h2>Shared vs isolated</h2>")
         parts.extend(_compare_table(d) for d in compares)
-    plans = [d for d in documents if d["schema"] == "modelyard.plan/1"]
+    plans = [i for i in inputs if isinstance(i.document, PlanDocument)]
     if plans:
         parts.append("<h2>Capacity and cost plan</h2>")
-        for doc in plans:
-            section, files = _plan_section(doc, stem, out_dir)
+        for item in plans:
+            plan = {**item.document.model_dump(by_alias=True), "_file": item.file}
+            if plan["schema"] != PLAN_SCHEMA:
+                raise ReportError(
+                    f"{item.file}: a plan from an older modelyard ({plan['schema']}): "
+                    "run `modelyard plan -o` again"
+                )
+            section, files = _plan_section(plan, stem, out_dir)
             parts.append(section)
             written.extend(files)
     if series:
@@ -297,7 +333,7 @@ def write_report(inputs: list[Path], output: Path) -> list[Path]:
                 name = f"{stem}-{key.removesuffix('_ms')}-cdf.png"
                 parts.append(f"<h2>{title}</h2>" + _png(figure, name, out_dir))
                 written.append(out_dir / name)
-        figure = _load_figure(documents)
+        figure = _load_figure(inputs)
         if figure is not None:
             name = f"{stem}-load.png"
             parts.append("<h2>Against load</h2>" + _png(figure, name, out_dir))
@@ -308,12 +344,18 @@ def write_report(inputs: list[Path], output: Path) -> list[Path]:
                 "or concurrencies to plot TTFT, TPOT and throughput against load.</p>"
             )
     parts.append("<h2>Configuration</h2>")
-    for doc in documents:
-        config = doc.get("config") or doc.get("options")
-        if doc["schema"] == "modelyard.plan/1":
-            config = {k: doc[k] for k in ("demand", "slo", "roles", "notes")}
+    for item in inputs:
+        document = item.document
+        config: Any
+        if isinstance(document, BenchDocument):
+            config = document.config
+        elif isinstance(document, CompareDocument):
+            config = document.options
+        else:
+            extra = document.model_extra or {}
+            config = {k: extra.get(k) for k in ("demand", "models", "slo", "notes")}
         parts.append(
-            f"<h3>{html.escape(doc['_file'])}</h3><pre>"
+            f"<h3>{html.escape(item.file)}</h3><pre>"
             f"{html.escape(json.dumps(config, indent=2, default=str))}</pre>"
         )
     parts.append("</body></html>")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from rich.table import Table
 
-from modelyard.bench.compare import COMPARED, PlacementResult, compared_values, difference
 from modelyard.catalog import Catalog
 from modelyard.catalog.entries import GIB
-from modelyard.engines.launcher import EngineProcess, EngineStatus
+from modelyard.compare import COMPARED, PlacementResult, compared_values, difference
+from modelyard.engines.launcher import EngineStatus
+from modelyard.engines.state import EngineProcess
 from modelyard.memory import FitResult, FleetFit
 from modelyard.quant import ProfileOption
+from modelyard.results import BenchDocument
 from modelyard.sim.calibrate import Fit
 from modelyard.sim.run import SimResult
 
@@ -297,8 +296,8 @@ def status_table(rows: list[EngineStatus]) -> Table:
     return table
 
 
-def bench_table(document: dict[str, Any]) -> Table:
-    config = document["config"]
+def bench_table(document: BenchDocument) -> Table:
+    config = document.config
     load = config["load"]
     mode = (
         f"concurrency {load['concurrency']}"
@@ -306,7 +305,7 @@ def bench_table(document: dict[str, Any]) -> Table:
         else f"{config['workload']['arrivals']['rate']:g} req/s "
         f"{config['workload']['arrivals']['kind']}"
     )
-    title = f"bench: {config['requests']} requests, {mode}, {document['duration_s']:.1f} s"
+    title = f"bench: {config['requests']} requests, {mode}, {document.duration_s:.1f} s"
     table = _new_table(
         title,
         (
@@ -326,25 +325,24 @@ def bench_table(document: dict[str, Any]) -> Table:
         ),
         left=("target",),
     )
-    rows = list(document["models"].items())
+    rows = list(document.models.items())
     if len(rows) > 1:
-        rows.append(("all", document["all"]))
+        rows.append(("all", document.all))
     for name, m in rows:
-        errors = sum(m["errors"].values())
         table.add_row(
             name,
-            str(m["completed"]),
-            str(errors),
-            f"{m['ttft_ms']['p50']:.1f}",
-            f"{m['ttft_ms']['p99']:.1f}",
-            f"{m['tpot_ms']['p50']:.2f}",
-            f"{m['tpot_ms']['p99']:.2f}",
-            f"{m['itl_ms']['p99']:.2f}",
-            f"{m['e2e_ms']['p99']:.0f}",
-            f"{m['throughput_rps']:.2f}",
-            f"{m['output_tokens_per_s']:.0f}",
-            f"{m['goodput_rps']:.2f}",
-            f"{m['schedule_delay_ms']['p99']:.2f}",
+            str(m.completed),
+            str(m.failed),
+            f"{m.ttft_ms.p50:.1f}",
+            f"{m.ttft_ms.p99:.1f}",
+            f"{m.tpot_ms.p50:.2f}",
+            f"{m.tpot_ms.p99:.2f}",
+            f"{m.itl_ms.p99:.2f}",
+            f"{m.e2e_ms.p99:.0f}",
+            f"{m.throughput_rps:.2f}",
+            f"{m.output_tokens_per_s:.0f}",
+            f"{m.goodput_rps:.2f}",
+            f"{m.schedule_delay_ms.p99:.2f}",
         )
     return table
 
@@ -370,80 +368,3 @@ def compare_table(results: list[PlacementResult], title: str) -> Table:
                 "shared vs isolated", model, *[difference(a, b) for a, b in pairs], style="bold"
             )
     return table
-
-
-def plan_tables(result: dict[str, Any]) -> list[Table]:
-    """`modelyard plan`: every option, then the recommended option's units."""
-    from modelyard.plan.planner import fmt_money
-
-    demand = result["demand"]
-    title = (
-        f"{result['fleet']}: {demand['daily_active_users']:,.0f} users x "
-        f"{demand['requests_per_user']:g} req/day = {demand['average_rps']:.2f} req/s average, "
-        f"{demand['peak_rps']:.2f} at peak (x{demand['peak_factor']:g}); fallback "
-        f"{demand['fallback_rate']:.0%}" + (" + failover" if demand["failover"] else "")
-    )
-    columns = (
-        "option",
-        "GPUs",
-        "$/GPU-h",
-        "$/month",
-        "$/1M out tok",
-        "util",
-        "headroom",
-        "binding",
-        "status",
-    )
-    options = _new_table(title, columns, left=("option", "binding", "status"))
-    ranked = sorted(
-        result["options"],
-        key=lambda o: (not o["feasible"], o["monthly_usd"] or math.inf, o["name"]),
-    )
-    for option in ranked:
-        mark = "★ " if option["name"] == result["recommended"] else ""
-        ok = option["feasible"]
-        options.add_row(
-            mark + option["name"],
-            str(option["gpus"]) if ok else "—",
-            f"{option['usd_per_gpu_hour']:.3f}" if ok and option["usd_per_gpu_hour"] else "—",
-            fmt_money(option["monthly_usd"]) if ok else "—",
-            f"{option['usd_per_million_output_tokens']:.2f}"
-            if ok and option["usd_per_million_output_tokens"] is not None
-            else "—",
-            f"{option['utilization']:.0%}" if ok else "—",
-            f"{option['headroom']:.0%}" if ok else "—",
-            option["binding"],
-            "ok" if ok else option["reason"],
-        )
-    tables = [options]
-    best = next((o for o in result["options"] if o["name"] == result["recommended"]), None)
-    if best is not None:
-        units = _new_table(
-            f"recommended: {best['name']}",
-            (
-                "models",
-                "device",
-                "demand req/s",
-                "capacity req/s",
-                "source",
-                "replicas",
-                "GPUs",
-                "binding",
-            ),
-            left=("models", "device", "source", "binding"),
-        )
-        for unit in best["units"]:
-            units.add_row(
-                " + ".join(unit["models"]),
-                unit["device"],
-                f"{unit['demand_rps']:.2f}",
-                f"{unit['capacity_rps']:.2f}",
-                unit["capacity_source"],
-                str(unit["replicas"]),
-                str(unit["replicas"] * unit["gpus_per_replica"])
-                if unit["gpus_per_replica"]
-                else "shared",
-                unit["binding"],
-            )
-        tables.append(units)
-    return tables

@@ -13,7 +13,15 @@ from pydantic import ValidationError
 from modelyard.catalog import Catalog
 from modelyard.errors import ConfigError
 from modelyard.fleet import Fleet, LoadedFleet, Sharing, check_fleet, parse_fleet
-from modelyard.memory import FitSettings
+from modelyard.memory import FitSettings, fleet_settings
+from modelyard.placement import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    Layout,
+    PlacedEngine,
+    PlacementOverride,
+    device_plans,
+    isolated_fraction,
+)
 from modelyard.sim.calibration import Calibration, choose_calibration
 from modelyard.sim.errors import SimError
 from modelyard.sim.gpu import DeviceSharing, EngineSpec, device_sharing
@@ -21,7 +29,7 @@ from modelyard.sim.result import FP8_UNMEASURED_BAND, Accuracy
 from modelyard.sim.versions import EngineVersion, resolve_engine_version
 from modelyard.yamlsource import YamlDocument, validation_problems
 
-Placement = Literal["fleet", "shared", "isolated"]
+Placement = Layout  # fleet (as written), shared (one group of all) or isolated
 # vLLM V0 without chunked prefill schedules a whole prompt in one step: its budget is at least
 # max_model_len (vllm/config.py SchedulerConfig, 0.6.x)
 V0_MIN_BATCHED_TOKENS = 2048
@@ -56,17 +64,16 @@ def engine_version_of(loaded: LoadedFleet, name: str, override: str | None) -> E
 def _settings(
     loaded: LoadedFleet, name: str, calibration: Calibration, fraction: float
 ) -> FitSettings:
-    entry = loaded.fleet.models[name]
-    max_model_len = entry.max_model_len or loaded.model_spec(name).max_context
-    batched = entry.max_num_batched_tokens or calibration.max_num_batched_tokens
+    """The fleet's engine settings, with the engine version's defaults where it sets none."""
+    settings = fleet_settings(loaded, name, fraction)
+    max_model_len = settings.max_model_len or loaded.model_spec(name).max_context
+    batched = settings.max_num_batched_tokens or calibration.max_num_batched_tokens
     if batched is None and calibration.scheduler == "prefill-first":
         batched = max(max_model_len, V0_MIN_BATCHED_TOKENS)
-    return FitSettings(
-        gpu_memory_utilization=fraction,
-        max_model_len=entry.max_model_len,
+    return replace(
+        settings,
         max_num_batched_tokens=batched,
-        max_num_seqs=entry.max_num_seqs or calibration.max_num_seqs,
-        kv_cache_dtype=entry.kv_cache_dtype,
+        max_num_seqs=settings.max_num_seqs or calibration.max_num_seqs,
     )
 
 
@@ -95,21 +102,24 @@ def _accuracy(
 
 
 def plan_devices(loaded: LoadedFleet, options: DeviceRequest) -> list[PlannedDevice]:
-    """Devices and the engines on each, as the placement (or its override) puts them."""
+    """Devices and the engines on each, as the placement layer puts them (with the override's
+    layout, GPU and sharing mode), each engine with its version's calibration."""
     fleet = loaded.fleet
     catalog = loaded.catalog
 
-    def spec_for(name: str, replica: int, gpu_name: str, fraction: float) -> EngineSpec:
+    def spec_for(placed: PlacedEngine, gpu_name: str) -> EngineSpec:
+        name = placed.model
         entry = fleet.models[name]
         version = engine_version_of(loaded, name, options.engine_version)
         choice = choose_calibration(
             gpu_name, list(options.calibrations), version.engine, version.version
         )
         calibration = choice.calibration
-        if entry.gpu_memory_utilization is None and fraction == _DEFAULT_FRACTION:
+        fraction = placed.memory_fraction
+        if entry.gpu_memory_utilization is None and fraction == DEFAULT_GPU_MEMORY_UTILIZATION:
             fraction = calibration.gpu_memory_utilization or fraction
         return EngineSpec(
-            name=f"{name}/{replica}",
+            name=placed.name,
             model_name=catalog.resolve_model_name(entry.catalog),
             model=loaded.model_spec(name),
             quant_name=entry.quant_name,
@@ -120,56 +130,31 @@ def plan_devices(loaded: LoadedFleet, options: DeviceRequest) -> list[PlannedDev
             settings=_settings(loaded, name, calibration, fraction),
         )
 
-    def gpu_of(name: str) -> str:
-        gpu = options.gpu or loaded.gpu_name(name)
-        if gpu is None:
-            raise SimError(f"model '{name}' has no GPU to simulate: give it one or pass --gpu")
-        return gpu
-
-    groups: list[list[str]]
-    if options.placement == "isolated":
-        groups = [[name] for name in fleet.models]
-    elif options.placement == "shared":
-        groups = [list(fleet.models)]
-    else:
-        grouped = {m for g in fleet.shared_groups() for m in g.models}
-        groups = [list(g.models) for g in fleet.shared_groups()]
-        groups += [[name] for name in fleet.models if name not in grouped]
-
+    override = PlacementOverride(layout=options.placement, gpu=options.gpu, sharing=options.sharing)
     devices: list[PlannedDevice] = []
-    for members in groups:
-        gpus = {gpu_of(m) for m in members}
-        if len(gpus) > 1:
-            raise SimError(
-                f"models {', '.join(members)} cannot share one device: they name GPUs "
-                f"{', '.join(sorted(gpus))} (pass --gpu)"
-            )
-        gpu_name = gpus.pop()
-        group = fleet.group_of(members[0])
-        whole = group is not None and set(group.models) == set(members)
-        mode: Sharing = options.sharing or (group.sharing if group and whole else "time-sliced")
-        fractions = _fractions(loaded, members)
-        replicas = max(fleet.models[m].replicas for m in members)
-        for replica in range(replicas):
-            present = [m for m in members if replica < fleet.models[m].replicas]
-            specs = [spec_for(m, replica, gpu_name, fractions[m]) for m in present]
-            if len(specs) == 1:
-                devices.append(_alone(loaded, options, specs[0], present[0]))
-                continue
-            sharing = device_sharing(
-                mode,
-                gpu_name,
-                catalog.gpu(gpu_name),
-                present,
-                specs[0].calibration,
-                group.mig_profiles if group and whole else None,
-                options.mps_compute_share,
-            )
-            devices.append(_shared(loaded, options, specs, present, sharing))
+    for plan in device_plans(loaded, override):
+        gpu_name = plan.gpu
+        if gpu_name is None:
+            name = plan.engines[0].model
+            raise SimError(f"model '{name}' has no GPU to simulate: give it one or pass --gpu")
+        present = list(plan.models)
+        specs = [spec_for(placed, gpu_name) for placed in plan.engines]
+        if not plan.shared:
+            devices.append(_alone(loaded, options, specs[0], present[0]))
+            continue
+        mode: Sharing = plan.sharing if plan.sharing in ("mps", "mig") else "time-sliced"
+        profiles = {e.model: e.mig_profile for e in plan.engines if e.mig_profile is not None}
+        sharing = device_sharing(
+            mode,
+            gpu_name,
+            catalog.gpu(gpu_name),
+            present,
+            specs[0].calibration,
+            profiles,
+            options.mps_compute_share,
+        )
+        devices.append(_shared(loaded, options, specs, present, sharing))
     return devices
-
-
-_DEFAULT_FRACTION = 0.9
 
 
 def _alone(
@@ -195,7 +180,7 @@ def _shared(
         note = ""
         if sharing.mode == "mig":
             piece = sharing.slices[name]
-            fraction = loaded.fleet.models[name].gpu_memory_utilization or _DEFAULT_FRACTION
+            fraction = isolated_fraction(loaded, name)
             spec = replace(
                 spec,
                 gpu_name=piece.gpu_name,
@@ -209,17 +194,6 @@ def _shared(
         placed.append(spec)
         accuracy[name] = _accuracy(spec, version, gpu_name, note)
     return PlannedDevice(gpu_name, placed, sharing.slowdown, sharing.mode, accuracy)
-
-
-def _fractions(loaded: LoadedFleet, members: list[str]) -> dict[str, float]:
-    if len(members) == 1:
-        stated = loaded.fleet.models[members[0]].gpu_memory_utilization
-        return {members[0]: stated or _DEFAULT_FRACTION}
-    group = loaded.fleet.group_of(members[0])
-    if group is not None and set(group.models) == set(members):
-        return loaded.memory_fractions(group)
-    share = _DEFAULT_FRACTION / len(members)
-    return {m: loaded.fleet.models[m].gpu_memory_utilization or share for m in members}
 
 
 def one_model_fleet(

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelyard.bench import results as bench_results
-from modelyard.bench.workload import LengthDist
+from modelyard import results
 from modelyard.errors import ModelyardError
 from modelyard.fleet import LoadedFleet
 from modelyard.sim.calibration import Calibration, Provenance
 from modelyard.sim.devices import one_model_fleet
 from modelyard.sim.errors import CalibrationError
 from modelyard.sim.run import SimOptions, simulate
+from modelyard.workload import LengthDist
 
 METRICS = ("ttft_ms", "tpot_ms", "output_tokens_per_s")
 
@@ -49,7 +49,7 @@ def is_bench_results(path: Path) -> bool:
         head = path.read_text()[:4000]
     except OSError as exc:
         raise CalibrationError([f"{path}: cannot read: {exc}"]) from exc
-    return f'"schema": "{bench_results.SCHEMA}"' in head
+    return f'"schema": "{results.BENCH_SCHEMA}"' in head
 
 
 def bench_fleet(
@@ -80,16 +80,16 @@ def load_sweep(paths: list[Path]) -> list[BenchLevel]:
     levels = []
     for path in paths:
         try:
-            doc = bench_results.read(path)
+            doc = results.read_bench(path)
         except ModelyardError as exc:
             raise CalibrationError([str(exc)]) from exc
-        config = doc["config"]
+        config = doc.config
         workload, load = config["workload"], config["load"]
-        summary = doc["all"]
+        summary = doc.all
         measured = {
-            "ttft_ms": float(summary["ttft_ms"]["p50"]),
-            "tpot_ms": float(summary["tpot_ms"]["p50"]),
-            "output_tokens_per_s": float(summary["output_tokens_per_s"]),
+            "ttft_ms": summary.ttft_ms.p50,
+            "tpot_ms": summary.tpot_ms.p50,
+            "output_tokens_per_s": summary.output_tokens_per_s,
         }
         if not all(math.isfinite(v) and v > 0 for v in measured.values()):
             raise CalibrationError([f"{path}: TTFT, TPOT and throughput must all be measured"])

@@ -28,7 +28,8 @@ from modelyard.fleet import Sharing
 from modelyard.memory import Device, FitResult, FitSettings, fit
 from modelyard.sim.engine import BLOCK_TOKENS, Engine, EngineListener
 from modelyard.sim.errors import EngineStartError, SimError
-from modelyard.sim.perf import Calibration, Hardware, StepModel
+from modelyard.sim.parallel import step_model_for
+from modelyard.sim.perf import Calibration, Hardware
 
 
 @dataclass
@@ -187,7 +188,10 @@ def start_engine(
     hardware = Hardware.for_gpu(
         spec.gpu_name, spec.gpu, spec.quant_name, spec.calibration, spec.compute_share
     )
-    step_model = StepModel(spec.model, spec.quant, hardware, spec.calibration, kv_dtype)
+    ranks = spec.settings.tensor_parallel_size
+    step_model = step_model_for(
+        spec.model, spec.quant, hardware, spec.calibration, kv_dtype, ranks, spec.gpu_name, spec.gpu
+    )
     engine = Engine(
         name=spec.name,
         step_model=step_model,

@@ -25,10 +25,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from modelyard.bench.workload import ArrivalKind, Requests
 from modelyard.sim.engine import Engine, SimRequest
 from modelyard.sim.loop import PRIORITY_ARRIVAL, Event, EventLoop
 from modelyard.sim.perf import Calibration
+from modelyard.workload import ArrivalKind, Requests
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import time as wallclock
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from modelyard.bench.workload import ArrivalProcess, LengthDist, Requests, Workload, generate
 from modelyard.fleet import LoadedFleet, Sharing
 from modelyard.sim.calibration import Calibration
 from modelyard.sim.devices import DeviceRequest, Placement, PlannedDevice
@@ -39,6 +38,8 @@ from modelyard.sim.result import (
     Slo,
     model_results,
 )
+from modelyard.traffic import model_shares, peak_rate_rps
+from modelyard.workload import ArrivalProcess, LengthDist, Requests, Workload, generate
 
 __all__ = [
     "ModelResult",
@@ -102,19 +103,13 @@ class SimOptions:
 
 
 def fleet_peak_rate(loaded: LoadedFleet) -> float:
-    """Requests per second at the daily peak: users x requests/user / 86400 x peak factor."""
-    traffic = loaded.fleet.traffic
-    return traffic.daily_active_users * traffic.requests_per_user / 86_400 * traffic.peak_factor
+    """Requests per second at the daily peak (modelyard.traffic's rule)."""
+    return peak_rate_rps(loaded.fleet.traffic)
 
 
 def default_mix(loaded: LoadedFleet) -> dict[str, float]:
-    """Primary gets 1 - fallback_rate and the first fallback the rest; else an equal split."""
-    fleet = loaded.fleet
-    route = fleet.default_route()
-    if route is not None and len(route.targets) >= 2 and fleet.traffic.fallback_rate > 0:
-        primary, fallback = route.targets[0], route.targets[1]
-        return {primary: 1 - fleet.traffic.fallback_rate, fallback: fleet.traffic.fallback_rate}
-    return {name: 1.0 for name in fleet.models}
+    """Each model's share of the requests (modelyard.traffic's rule)."""
+    return model_shares(loaded.fleet)
 
 
 def plan_devices(loaded: LoadedFleet, options: SimOptions) -> list[PlannedDevice]:

@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modelyard.bench.workload import LengthDist
 from modelyard.catalog import Catalog
 from modelyard.errors import ConfigError, ModelyardError
 from modelyard.fleet import LoadedFleet
@@ -26,6 +25,7 @@ from modelyard.sim.devices import one_model_fleet
 from modelyard.sim.result import ModelResult, SimResult
 from modelyard.sim.run import SimOptions, simulate
 from modelyard.sim.versions import resolve_engine_version
+from modelyard.workload import LengthDist
 from modelyard.yamlsource import YamlDocument, load_yaml, parse_yaml, validation_problems
 
 Metric = Literal[

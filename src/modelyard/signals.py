@@ -1,0 +1,43 @@
+"""SIGINT and SIGTERM for commands that start processes (`up`, `compare`): whatever handling
+the process inherited (a shell's background job starts with SIGINT ignored, and Python then
+installs no KeyboardInterrupt handler), both signals stop the command the same way — an
+exception that unwinds it, so that everything it started is stopped on the way out — and the
+CLI exits with 128 + the signal's number."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(BaseException):
+    """The command was asked to stop by a signal. A BaseException, as KeyboardInterrupt is, so
+    that nothing in between catches it as an error; not a KeyboardInterrupt, which click turns
+    into "Aborted!" and exit code 1 before the CLI could give the signal's exit code."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise `Stopped`; the handlers before are restored."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -1,0 +1,54 @@
+"""plan/simulator.py: the planner's one door to the simulator builds only validated
+one-device fleets, carries the sharing mode, and simulates MIG slices as small GPUs."""
+
+from __future__ import annotations
+
+from modelyard.catalog.mig import mig_gpu
+from modelyard.fleet import load_fleet
+from modelyard.plan.simulator import PlanSimulator, SimDevice, SimEngine, SimLoad
+from modelyard.sim.perf import calibration_for
+from tests.plan.helpers import EXAMPLE
+
+
+def test_a_shared_device_keeps_its_sharing_mode_and_fractions() -> None:
+    loaded = load_fleet(EXAMPLE)
+    simulator = PlanSimulator(loaded)
+    spec = loaded.catalog.gpu("a10g")
+    device = SimDevice(
+        "a10g",
+        "mps",
+        (SimEngine("llama-8b", 0.5, "a10g", spec), SimEngine("mistral-7b", 0.35, "a10g", spec)),
+    )
+    fleet, _ = simulator._fleet(device)
+    (group,) = fleet.fleet.shared_groups()
+    assert group.sharing == "mps" and group.memory_fractions == {
+        "llama-8b": 0.5,
+        "mistral-7b": 0.35,
+    }
+    assert fleet.fleet.models["llama-8b"].quant == "awq-w4-g128"  # the fleet's own settings
+    assert fleet.fleet.routes == []
+    assert simulator._fleet(device)[0] is fleet  # built once per device
+    latencies = simulator.latencies(
+        device, SimLoad(1.0, {"llama-8b": 0.9, "mistral-7b": 0.1}, 512, 64)
+    )
+    assert {m.model for m in latencies} == {"llama-8b", "mistral-7b"}
+    assert all(m.completed == m.requests for m in latencies)
+    assert simulator.simulations == 1
+
+
+def test_a_mig_slice_is_simulated_as_a_small_gpu_with_its_parents_calibration() -> None:
+    loaded = load_fleet(EXAMPLE)
+    simulator = PlanSimulator(loaded)
+    parent = loaded.catalog.gpu("h100-sxm")
+    engine = SimEngine("llama-8b", 0.9, "h100-sxm/3g.40gb", mig_gpu(parent, "3g.40gb"))
+    fleet, calibrations = simulator._fleet(SimDevice("h100-sxm", "mig", (engine,)))
+    assert fleet.catalog.gpus["h100-sxm/3g.40gb"].bf16_tflops == parent.bf16_tflops * 3 / 7
+    assert "h100-sxm/3g.40gb" not in loaded.catalog.gpus  # the fleet's own catalog is untouched
+    assert calibrations[-1].devices == ["h100-sxm/3g.40gb"]
+    assert calibrations[-1].name == calibration_for("h100-sxm").name  # the one H100s use
+    assert calibrations[-1].measured_on == []  # applied to the slice, not measured there
+    slice_load = SimLoad(2.0, {"llama-8b": 1.0}, 512, 64)
+    whole = SimEngine("llama-8b", 0.9, "h100-sxm", parent)
+    on_slice = simulator.latencies(SimDevice("h100-sxm", "mig", (engine,)), slice_load)[0]
+    on_whole = simulator.latencies(SimDevice("h100-sxm", "isolated", (whole,)), slice_load)[0]
+    assert on_slice.tpot_p99_ms > on_whole.tpot_p99_ms  # 4/8 of the bandwidth
