@@ -6,6 +6,7 @@ For a batch of new tokens (prefill chunks plus one token per decoding sequence):
     memory_s  = (weight bytes read + KV bytes read) / (bandwidth x bandwidth_efficiency)
     step_s    = max(compute_s, memory_s) + serial_fraction x min(compute_s, memory_s)
                 + step_overhead_s + per_seq_overhead_s x sequences
+                + communication (tensor parallelism: fixed_s + per_token_s x tokens)
 
 FLOPs = 2 x active linear params x tokens + 2 x hidden x vocab x sampled tokens
         + 4 x heads x head_dim x (query, key) pairs, per layer.
@@ -31,6 +32,7 @@ from modelyard.sim.calibration import (
 __all__ = [
     "Calibration",
     "CalibrationChoice",
+    "Communication",
     "Hardware",
     "Provenance",
     "StepBatch",
@@ -69,6 +71,18 @@ class Hardware:
 
 
 @dataclass(frozen=True)
+class Communication:
+    """Time per step that joins the ranks of a tensor-parallel engine (`sim/parallel.py`):
+    `fixed_s` + `per_token_s` x the step's new tokens. Zero on one GPU."""
+
+    fixed_s: float = 0.0
+    per_token_s: float = 0.0
+
+    def time(self, tokens: int) -> float:
+        return self.fixed_s + self.per_token_s * tokens
+
+
+@dataclass(frozen=True)
 class StepBatch:
     """What one step computes. Token counts are new tokens; pairs are (query, key) products."""
 
@@ -91,9 +105,11 @@ class StepModel:
         hardware: Hardware,
         cal: Calibration,
         kv_dtype_bytes: float,
+        communication: Communication | None = None,
     ) -> None:
         self.model = model
         self.calibration = cal
+        self.communication = communication or Communication()
         self._flops_per_token = 2.0 * model.active_linear_params
         self._flops_per_sample = 2.0 * model.hidden_size * model.vocab_size
         per_pair = 4.0 * model.num_attention_heads * model.head_dim
@@ -115,8 +131,9 @@ class StepModel:
         mfu = cal.fp8_mfu if hardware.fp8_compute and cal.fp8_mfu is not None else cal.mfu
         self._compute_rate = hardware.peak_flops * mfu
         self._memory_rate = hardware.bandwidth * cal.bandwidth_efficiency
-        self._step_overhead = cal.step_overhead_ms / 1000.0
+        self._step_overhead = cal.step_overhead_ms / 1000.0 + self.communication.fixed_s
         self._per_seq = cal.per_seq_overhead_ms / 1000.0
+        self._per_token = self.communication.per_token_s
         self._serial = cal.serial_fraction
 
     @property
@@ -151,7 +168,12 @@ class StepModel:
             busy = compute_s + self._serial * memory_s
         else:
             busy = memory_s + self._serial * compute_s
-        return busy + self._step_overhead + self._per_seq * batch.sequences
+        return (
+            busy
+            + self._step_overhead
+            + self._per_seq * batch.sequences
+            + self._per_token * batch.tokens
+        )
 
     def decode_step_time(self, sequences: int, context_tokens: float) -> float:
         """A pure decode step: `sequences` sequences with `context_tokens` total context."""
@@ -229,7 +251,7 @@ class StepModel:
             + self._kv_window_bytes * capped
         ) / self._memory_rate
         memory_b = self._kv_full_bytes * sequences / self._memory_rate
-        overhead = self._step_overhead + self._per_seq * sequences
+        overhead = self._step_overhead + (self._per_seq + self._per_token) * sequences
         # max + s*min = (1 - s) * max + s * (compute + memory)
         largest = _sum_of_max_lines(compute_a, compute_b, memory_a, memory_b, steps)
         both = _line_sum(compute_a + memory_a, compute_b + memory_b, 0, steps)
