@@ -946,6 +946,9 @@ def compare_command(
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="With --sim: closed loop with N users, not --rate.")
     ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="With --sim: every request at t=0, not --rate.")
+    ] = False,
     input_tokens: Annotated[int, typer.Option(min=1)] = 128,
     output_tokens: Annotated[int, typer.Option(min=1)] = 32,
     seed: Annotated[int, typer.Option()] = 0,
@@ -967,9 +970,16 @@ def compare_command(
         sim=sim,
         gpu=gpu,
         concurrency=concurrency,
+        offline=offline,
     )
     if concurrency is not None and not sim:
         raise typer.BadParameter("--concurrency needs --sim", param_hint="--concurrency")
+    if offline and not sim:
+        raise typer.BadParameter("--offline needs --sim", param_hint="--offline")
+    if offline and concurrency is not None:
+        raise typer.BadParameter(
+            "give --offline or --concurrency, not both", param_hint="--offline"
+        )
     if sim:
         outcome = compare.compare_sim(loaded, options)
         title = f"{loaded.fleet.name}: shared vs isolated (simulated{', ' + gpu if gpu else ''})"

@@ -41,6 +41,7 @@ class CompareOptions:
     sim: bool = False
     gpu: str | None = None
     concurrency: int | None = None  # with sim: closed loop instead of `rate`
+    offline: bool = False  # with sim: every request at t = 0 (maximum throughput)
 
 
 @dataclass
@@ -152,6 +153,7 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
                 requests=options.requests,
                 rate=options.rate,
                 concurrency=options.concurrency,
+                offline=options.offline,
                 input_tokens=LengthDist(mean=options.input_tokens),
                 output_tokens=LengthDist(mean=options.output_tokens),
                 seed=options.seed,

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +10,7 @@ import pytest
 from modelyard.fleet import load_fleet
 from modelyard.sim.errors import EngineStartError, SimError
 from modelyard.sim.run import SimOptions, default_mix, fleet_peak_rate, simulate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
 
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 
@@ -100,25 +98,9 @@ def test_no_rate_is_an_error(write_fleet: Callable[[str], Path]) -> None:
         simulate(loaded, SimOptions(requests=10))
 
 
-def test_cli_sim_run_json() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "sim",
-            "run",
-            str(EXAMPLE),
-            "--requests",
-            "500",
-            "--rate",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+def test_cli_sim_run_json(cli: Cli) -> None:
+    out = cli("sim", "run", str(EXAMPLE), "--requests", "500", "--rate", "1", "--json")
+    assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert {m["name"] for m in data["models"]} == {"llama-8b", "mistral-7b"}
     assert {"p50", "p90", "p99", "mean"} <= set(data["models"][0]["ttft_ms"])
@@ -145,14 +127,8 @@ def test_shared_device_spans_equal_per_step_simulation(gpu: str, rate: float) ->
     assert sum(m.preemptions for m in per_step.models) > 0 or gpu != "a10g"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelyard", *args], capture_output=True, text=True, check=False
-    )
-
-
-def test_cli_sim_run_sweeps_closed_loop_and_names_the_calibration() -> None:
-    out = _cli("sim", "run", str(EXAMPLE), "--requests", "200", "--concurrency", "1,8", "--json")
+def test_cli_sim_run_sweeps_closed_loop_and_names_the_calibration(cli: Cli) -> None:
+    out = cli("sim", "run", str(EXAMPLE), "--requests", "200", "--concurrency", "1,8", "--json")
     assert out.returncode == 0, out.stderr
     docs = json.loads(out.stdout)
     assert [d["load"] for d in docs] == [
@@ -162,17 +138,17 @@ def test_cli_sim_run_sweeps_closed_loop_and_names_the_calibration() -> None:
     accuracy = docs[0]["models"][0]["accuracy"]
     assert accuracy["gpu"] == "a10g" and accuracy["measured_on_gpu"] is False
     assert accuracy["band"] > 0 and accuracy["calibration"].startswith("vllm-v1")
-    text = _cli(
+    text = cli(
         "sim", "run", str(EXAMPLE), "--requests", "100", "--offline", "--engine-version", "0.6.3"
     )
     assert text.returncode == 0, text.stderr
     assert "load: kind offline" in text.stdout and "vllm-v0.6-default" in text.stdout
-    both = _cli("sim", "run", str(EXAMPLE), "--offline", "--concurrency", "4")
+    both = cli("sim", "run", str(EXAMPLE), "--offline", "--concurrency", "4")
     assert both.returncode == 2 and "give one of --rate, --concurrency, --offline" in both.stderr
 
 
-def test_cli_catalog_lists_calibrations() -> None:
-    out = _cli("catalog", "--json")
+def test_cli_catalog_lists_calibrations(cli: Cli) -> None:
+    out = cli("catalog", "--json")
     assert out.returncode == 0, out.stderr
     names = {c["name"]: c for c in json.loads(out.stdout)["calibrations"]}
     assert {"vllm-v0.6-hopper", "vllm-v1-hopper", "sglang-hopper", "tensorrt-llm-hopper"} <= set(
@@ -181,7 +157,7 @@ def test_cli_catalog_lists_calibrations() -> None:
     assert names["vllm-v0.6-hopper"]["versions"] == ">=0.6,<0.8"
 
 
-def test_cli_calibrate_from_a_real_bench_sweep(tmp_path: Path) -> None:
+def test_cli_calibrate_from_a_real_bench_sweep(tmp_path: Path, cli: Cli) -> None:
     """The vLLM-CPU sweep recorded on this project's machine (benchmarks/results): the written
     calibration reproduces what the fit printed when `sim run` replays the sweep."""
     sweep = [
@@ -191,7 +167,7 @@ def test_cli_calibrate_from_a_real_bench_sweep(tmp_path: Path) -> None:
     output = tmp_path / "cpu.yaml"
     catalogs = ["--catalog", str(ROOT / "benchmarks/results/cpu_host_catalog.yaml")]
     catalogs += ["--catalog", str(ROOT / "benchmarks/results/cpu_bf16_quant.yaml")]
-    out = _cli(
+    out = cli(
         "sim",
         "calibrate",
         *map(str, sweep),

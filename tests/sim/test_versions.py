@@ -48,8 +48,12 @@ def test_engine_version_names_an_engine_or_a_release() -> None:
     )
     with pytest.raises(SimError, match="no simulator profile for 'tgi'"):
         resolve_engine_version("vllm", "tgi 2.0")
-    with pytest.raises(SimError, match="has no simulator profile"):
-        resolve_engine_version("llamacpp", None)
+    stand_in = resolve_engine_version("tgi", None)  # no TGI profile: the current vLLM's
+    assert (str(stand_in), stand_in.stated, stand_in.stands_in_for) == (
+        f"vllm {CURRENT_VERSIONS['vllm']}",
+        False,
+        "tgi",
+    )
 
 
 def test_calibrations_follow_engine_and_version() -> None:
@@ -93,3 +97,20 @@ def test_an_unmeasured_request_path_widens_the_band() -> None:
     v0_band, v0_notes = accuracy("0.6.3")  # its request path is copied from V1, not measured
     assert "request path" in v0_notes and "request path" not in v1_notes
     assert v0_band > v1_band
+
+
+def test_an_engine_without_a_profile_runs_as_the_current_vllm_and_says_so() -> None:
+    from modelyard.sim.devices import one_model_fleet
+    from modelyard.sim.run import SimOptions, simulate
+
+    def accuracy(engine: str) -> tuple[float, str]:
+        entry = {"catalog": "llama-3.1-8b", "gpu": "h100-sxm", "engine": engine}
+        result = simulate(one_model_fleet(entry, "t"), SimOptions(requests=20, concurrency=1))
+        found = result.models[0].accuracy
+        assert found is not None
+        return found.band, " ".join(found.notes)
+
+    vllm_band, vllm_notes = accuracy("vllm")
+    tgi_band, tgi_notes = accuracy("tgi")
+    assert "no tgi profile: simulated as vllm" in tgi_notes and "profile" not in vllm_notes
+    assert tgi_band > vllm_band

@@ -86,7 +86,10 @@ def _accuracy(
     notes = [] if measured else [f"{cal.name} was not measured on {spec.gpu_name}"]
     if extra_note:
         notes.append(extra_note)
-    if not version.stated:
+    if version.stands_in_for is not None:
+        notes.append(f"no {version.stands_in_for} profile: simulated as {version}")
+        band = max(band, cal.unmeasured_error_band)
+    elif not version.stated:
         notes.append(f"engine version not given: {version} assumed")
     if cal.request_latency_ms and cal.unmeasured("request_latency_ms"):
         band = max(band, cal.unmeasured_error_band)

@@ -3,7 +3,9 @@
 A fleet model says `engine_version: "0.6.3"` (a version of its own engine) or
 `engine_version: "sglang 0.3.0"` (another engine, for a model the simulator stands in for).
 Calibrations name an engine and a version range, e.g. `engine: vllm, versions: ">=0.6,<0.8"`.
-Without `engine_version` the current release of the model's engine is assumed.
+Without `engine_version` the current release of the model's engine is assumed; an engine
+without a profile of its own (TGI, llama.cpp, Ollama) is modelled as the current vLLM, and the
+simulated figures' accuracy notes say so.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class EngineVersion:
     engine: str
     version: str
     stated: bool  # False: the current release was assumed
+    stands_in_for: str | None = None  # a fleet engine without a profile of its own (e.g. tgi)
 
     def __str__(self) -> str:
         return f"{self.engine} {self.version}"
@@ -80,11 +83,8 @@ def resolve_engine_version(fleet_engine: str, engine_version: str | None) -> Eng
     engine = ENGINE_ALIASES.get(fleet_engine, fleet_engine)
     if engine_version is None:
         current = CURRENT_VERSIONS.get(engine)
-        if current is None:
-            raise SimError(
-                f"engine '{fleet_engine}' has no simulator profile; give engine_version, e.g. "
-                f"'vllm {CURRENT_VERSIONS['vllm']}' (profiles: {', '.join(KNOWN_ENGINES)})"
-            )
+        if current is None:  # TGI, llama.cpp, Ollama: modelled as the current vLLM, and said so
+            return EngineVersion("vllm", CURRENT_VERSIONS["vllm"], False, fleet_engine)
         return EngineVersion(engine, current, stated=False)
     text = engine_version.strip()
     name, _, rest = text.rpartition(" ")
