@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from modelyard.sim.contention import Contention, NoContention
 from modelyard.sim.loop import PRIORITY_STEP_DONE, Event
 from modelyard.sim.perf import StepModel, steps_until
 from modelyard.sim.request import (
@@ -43,30 +44,6 @@ class EngineListener(Protocol):
     def on_tokens(self, requests: Iterable[SimRequest], time: float) -> None: ...
 
     def on_finished(self, request: SimRequest, time: float) -> None: ...
-
-
-class Contention(Protocol):
-    """What an engine asks of the device it shares."""
-
-    def factor(self, engine: Engine) -> float: ...
-
-    def set_busy(self, engine: Engine, busy: bool, now: float) -> None: ...
-
-    def horizon(self, engine: Engine) -> float:
-        """The earliest time another engine on the device may start or stop being busy (the
-        factor stays exact until then)."""
-        ...
-
-
-class NoContention:
-    def factor(self, engine: Engine) -> float:
-        return 1.0
-
-    def set_busy(self, engine: Engine, busy: bool, now: float) -> None:
-        return None
-
-    def horizon(self, engine: Engine) -> float:
-        return math.inf
 
 
 @dataclass
