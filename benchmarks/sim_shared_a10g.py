@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.fleet import load_fleet
-from modelyard.memory import Device, fit, fleet_settings
+from modelyard.memory import Device, fit_model
 from modelyard.plan.capacity import CapacityModel
 from modelyard.plan.fits import MemoryFits
 from modelyard.plan.simulator import PlanSimulator
@@ -58,15 +58,7 @@ def main() -> None:
         step = StepModel(loaded.model_spec(name), quant, hardware, cal, quant.kv_cache_bytes)
         decode = step.decode_step_time(8, 8.0 * context) * 1000
         for fraction in (0.9, shared):
-            result = fit(
-                catalog.resolve_model_name(entry.catalog),
-                loaded.model_spec(name),
-                entry.quant_name,
-                quant,
-                Device.from_gpu(GPU, spec),
-                fleet_settings(loaded, name, fraction),
-                name=name,
-            )
+            result = fit_model(loaded, name, Device.from_gpu(GPU, spec), fraction)
             steps.add_row(
                 name,
                 f"{fraction:g}",
