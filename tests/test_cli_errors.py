@@ -108,7 +108,7 @@ def test_missing_fleet_file(cli: Cli, tmp_path: Path, command: str) -> None:
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
-        (["sim", "run", str(GOOD_FLEET), "--rate", "-1"], r"--rate.*> 0"),
+        (["sim", "run", str(GOOD_FLEET), "--rate", "-1"], r"--rate.*positive"),
         (["sim", "run", str(GOOD_FLEET), "--requests", "0"], r"--requests"),
         (["sim", "run", str(GOOD_FLEET), "--mix", "nobody=1"], r"nobody"),
         (["sim", "run", str(GOOD_FLEET), "--placement", "sideways"], r"placement|fleet"),
