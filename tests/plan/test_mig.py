@@ -3,6 +3,8 @@ model, several slices of one model included, within 7 compute / 8 memory slices 
 
 from __future__ import annotations
 
+import pytest
+
 import itertools
 import math
 
@@ -148,6 +150,7 @@ def test_mig_never_needs_more_gpus_than_isolated_and_shows_gpu_utilisation() -> 
     assert mig.gpu_utilization <= 1.0
 
 
+@pytest.mark.slow  # a property over many simulated plans; make test runs it
 @settings(max_examples=30, deadline=None)
 @given(
     users=st.floats(1e3, 2e6),
