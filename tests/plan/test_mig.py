@@ -3,11 +3,10 @@ model, several slices of one model included, within 7 compute / 8 memory slices 
 
 from __future__ import annotations
 
-import pytest
-
 import itertools
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
