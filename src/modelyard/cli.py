@@ -42,6 +42,7 @@ from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
 from modelyard.signals import Stopped, stop_on_signals
+from modelyard.sim import verdicts
 from modelyard.sim.calibrate import fit_calibration, load_results
 from modelyard.sim.faults import load_fault_file
 from modelyard.sim.fit_bench import METRICS as BENCH_METRICS
@@ -68,6 +69,7 @@ app = typer.Typer(
 )
 # Tables are wide; when stdout is not a terminal (CI logs, pipes) rich would wrap at 80.
 console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 CatalogOption = Annotated[
     list[Path] | None,
@@ -422,6 +424,12 @@ def sim_run(
         console.print(tables.sim_table(result))
         load = ", ".join(f"{k} {v}" for k, v in result.load.items())
         console.print(f"[dim]load: {load}; simulated in {result.wall_s:.2f} s wall time[/]")
+        offered = verdicts.offered_rps(result)
+        if offered:
+            rates = ", ".join(f"{name} {rps:.2f}" for name, rps in offered.items())
+            console.print(f"offered req/s: {rates} (req/s above: completions over the run)")
+        for warning in verdicts.warnings(result):
+            err_console.print(f"[yellow]warning:[/] {warning}", markup=True)
         for model in result.models:
             if model.accuracy is not None:
                 line = _accuracy_line(model.name, model.accuracy)
@@ -995,6 +1003,8 @@ def compare_command(
         used = ", ".join(f"{n}x {g}" for g, n in result.gpus.items()) or "no GPUs (CPU engines)"
         money = f", ${cost:,.0f}/month at the catalog's cheapest prices" if cost else ""
         console.print(f"{result.placement}: {used}{money}", highlight=False)
+        for warning in result.warnings:
+            err_console.print(f"[yellow]warning:[/] {result.placement}: {warning}", markup=True)
     if output is not None:
         result_documents.write(output, compare.document(loaded, options, outcome))
 

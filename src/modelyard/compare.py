@@ -22,6 +22,7 @@ from modelyard.engines import launcher
 from modelyard.fleet import LoadedFleet
 from modelyard.placement import Layout, PlacementOverride, device_plans
 from modelyard.results import ComparedModel, CompareDocument, ComparedPlacement, Percentiles
+from modelyard.sim import verdicts
 from modelyard.sim.run import SimOptions, default_mix, simulate
 from modelyard.units import HOURS_PER_MONTH
 from modelyard.workload import ArrivalProcess, LengthDist, Workload
@@ -49,6 +50,7 @@ class PlacementResult:
     placement: str
     models: dict[str, ComparedModel] = field(default_factory=dict)
     gpus: dict[str, int] = field(default_factory=dict)  # GPU type -> count this placement used
+    warnings: list[str] = field(default_factory=list)  # what makes the answer bad (simulated)
 
     def monthly_usd(self, catalog: Catalog) -> float | None:
         """GPU cost of the placement at the catalog's cheapest listed prices, 730 h a month
@@ -159,7 +161,7 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
                 seed=options.seed,
             ),
         )
-        result = PlacementResult(placement, gpus=dict(sim.gpus))
+        result = PlacementResult(placement, gpus=dict(sim.gpus), warnings=verdicts.warnings(sim))
         for model in sim.models:
             result.models[model.name] = ComparedModel(
                 requests=model.requests,

@@ -1,0 +1,48 @@
+"""sim/verdicts.py: the offered rate, and warnings when the answer is bad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelyard.fleet import load_fleet
+from modelyard.sim.run import SimOptions, simulate
+from modelyard.sim.verdicts import offered_rps, warnings
+from tests.conftest import Cli
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
+
+
+def test_an_overloaded_engine_gets_every_warning() -> None:
+    # one A10G for Llama at the example's 3.3 req/s: saturated (docs/simulator.md)
+    result = simulate(load_fleet(EXAMPLE), SimOptions(requests=1500, seed=1))
+    offered = offered_rps(result)
+    assert sum(offered.values()) == pytest.approx(result.load["rate"])
+    text = "\n".join(warnings(result))
+    assert "llama-8b: the queue grows without bound" in text
+    assert "llama-8b misses the SLO: TTFT p99" in text
+    assert "llama-8b: KV cache exhausted" in text
+    assert "mistral-7b" not in text  # the fallback's 5% is served well
+
+
+def test_a_served_load_has_no_warnings() -> None:
+    result = simulate(load_fleet(EXAMPLE), SimOptions(requests=400, rate=0.5, seed=1))
+    assert warnings(result) == []
+    assert offered_rps(result)["llama-8b"] > 0
+
+
+def test_closed_loop_offers_no_rate_and_never_reports_an_unbounded_queue() -> None:
+    result = simulate(load_fleet(EXAMPLE), SimOptions(requests=200, concurrency=64, seed=1))
+    assert offered_rps(result) == {}
+    assert not any("grows without bound" in w for w in warnings(result))
+
+
+def test_cli_sim_run_prints_offered_rate_and_warnings(cli: Cli) -> None:
+    result = cli("sim", "run", str(EXAMPLE), "--requests", "1500")
+    assert result.returncode == 0
+    assert (
+        "offered req/s: llama-8b 3.1" in result.stdout
+        or "offered req/s: llama-8b 3." in result.stdout
+    )
+    assert "warning: llama-8b: the queue grows without bound" in result.stderr
