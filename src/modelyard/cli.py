@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -585,6 +586,9 @@ def gateway_command(
     grace: Annotated[
         float, typer.Option(min=0, help="Seconds in-flight requests get on stop.")
     ] = 30,
+    backlog: Annotated[
+        int, typer.Option(min=1, help="Connections queued before they are accepted.")
+    ] = gateway_server.DEFAULT_BACKLOG,
     catalog: CatalogOption = None,
 ) -> None:
     """Run the OpenAI-compatible gateway: routing, fallback, breakers, health, warm-up."""
@@ -599,7 +603,11 @@ def gateway_command(
         sys.stdout.write(f"gateway for '{loaded.fleet.name}' on {url}\n")
         sys.stdout.flush()
 
-    run_async(gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready))
+    signum = run_async_value(
+        gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready, backlog)
+    )
+    # a server's normal end: drained cleanly, exit 0 (as Kubernetes and systemd expect)
+    sys.stderr.write(f"gateway stopped on {signal.Signals(signum).name}, requests drained\n")
 
 
 @app.command("hash-key")

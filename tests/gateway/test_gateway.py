@@ -483,25 +483,30 @@ def test_access_log_names_route_model_and_outcome(gateway: GatewayProcess) -> No
 
 
 def test_engine_queue_is_read_from_metrics(backends: dict[str, SimServe], tmp_path: Path) -> None:
-    """With weight_by_engine_load the gateway reads each replica's queue through its adapter."""
-    from modelyard.gateway.app import Gateway, _read_engine_load
+    """With weight_by_engine_load the gateway reads each replica's queue from a real `sim
+    serve`'s /metrics, through its adapter."""
+    from modelyard.fleet import load_fleet
+    from modelyard.gateway.clock import LoopClock
+    from modelyard.gateway.health import read_engine_load
+    from modelyard.gateway.state import Gateway
+    from modelyard.http.client import Pool
 
     path = _write_fleet(tmp_path, backends, extra="gateway: {weight_by_engine_load: true}\n")
-    from modelyard.fleet import load_fleet
+    loaded = load_fleet(path)
 
-    gateway = Gateway.build(load_fleet(path), {"primary": [backends["primary"].url()]})
-    backend = gateway.backends["primary"][0]
-    backend.engine_waiting = 5.0  # stale value: the read must replace it with the engine's 0
-
-    async def run() -> tuple[Any, float]:
-        async with aiohttp.ClientSession() as session:
-            gateway.session = session
-            metrics = await _read_engine_load(gateway, backend, aiohttp.ClientTimeout(total=5))
+    async def run(url: str) -> tuple[Any, float]:
+        pool = Pool()
+        gateway = Gateway.build(loaded, {"primary": [url]}, pool, LoopClock(), environ={})
+        backend = gateway.backends["primary"][0]
+        backend.engine_waiting = 5.0  # stale value: the read must replace it with the engine's
+        try:
+            metrics = await read_engine_load(gateway, backend)
+        finally:
+            pool.close()
         return metrics, backend.engine_waiting
 
-    metrics, waiting = asyncio.run(run())
+    metrics, waiting = asyncio.run(run(backends["primary"].url()))
     assert metrics is not None and metrics.waiting == 0.0 and metrics.running is not None
     assert waiting == 0.0
-    backend.url = "http://127.0.0.1:9"  # unreachable: the load falls back to 0, no exception
-    backend.engine_waiting = 5.0
-    assert asyncio.run(run()) == (None, 0.0)
+    # unreachable: the load falls back to 0, no exception
+    assert asyncio.run(run(f"http://127.0.0.1:{free_port('127.0.0.1')}")) == (None, 0.0)
