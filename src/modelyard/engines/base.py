@@ -87,6 +87,24 @@ class EngineAdapter:
         r"std::bad_alloc",
     )
 
+    # LaunchSpec settings and this engine's flag for each (rendered when set and not the
+    # engine's default: None, 0, "auto", one GPU)
+    setting_flags: ClassVar[dict[str, str]] = {}
+
+    def setting_args(self, spec: LaunchSpec) -> list[str]:
+        args: list[str] = []
+        for setting, flag in self.setting_flags.items():
+            value = getattr(spec, setting)
+            if value in (None, 0, "auto") or (setting == "tensor_parallel_size" and value == 1):
+                continue
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return args
+
+    def quant_args(self, spec: LaunchSpec) -> list[str]:
+        """The quantization profile's arguments for this engine (none where it lists none)."""
+        engine = spec.quant.engines.get(self.name)
+        return list(engine.args) if engine is not None else []
+
     def command(self, spec: LaunchSpec) -> list[str]:
         raise NotImplementedError
 
