@@ -19,6 +19,9 @@ duration that passed before its first chunk arrived (≈ 1 would mean the proxy 
 
     python benchmarks/gateway_overhead.py            # full run (about 10 minutes)
     python benchmarks/gateway_overhead.py --quick    # fewer seconds per point
+    # this checkout's gateway beside another's (a regression check, same run):
+    git archive main src | tar -x -C /tmp/base
+    python benchmarks/gateway_overhead.py --quick --only direct,modelyard --baseline /tmp/base/src
 
 Needs nginx (`apt-get install nginx-light`) and LiteLLM (`make litellm-env`); a missing one is
 skipped with a note.
@@ -514,11 +517,13 @@ def start_target(
     fleet_extra: str = "",
     connections: int = 4096,
     core: str = GATEWAY_CORE,
+    baseline: Path | None = None,
 ) -> Server | None:
     """The gateway `name`, pinned to `core`, in front of the nginx upstream (its `/sse`
     location for modelyard, which always streams upstream, and `/json` for the others) or,
     `streaming`, in front of a streaming upstream on `upstream`. `fleet_extra` is YAML appended
-    to modelyard's fleet; `connections` is nginx's worker_connections."""
+    to modelyard's fleet; `connections` is nginx's worker_connections; `baseline` is the
+    source folder (`src`) the "modelyard baseline" target runs from."""
     port = free_port()
     sse, json_base = ("", "") if streaming else ("/sse", "/json")
     tag = "-stream" if streaming else ""
@@ -526,7 +531,7 @@ def start_target(
         script = directory / "aiohttp_floor.py"
         script.write_text(AIOHTTP_FLOOR)
         return start(name, [sys.executable, str(script), str(port)], port, core)
-    if name == "modelyard":
+    if name in ("modelyard", BASELINE):
         fleet = directory / f"fleet{tag}.yaml"
         fleet.write_text(
             "name: bench\nmodels:\n  bench:\n    catalog: llama-3.1-8b\n    engine: vllm\n"
@@ -534,12 +539,14 @@ def start_target(
             "policy:\n  retry: {attempts: 2, backoff: 50ms}\n  health: {interval: 5s}\n"
             + fleet_extra
         )
+        other = name == BASELINE and baseline is not None
         return start(
-            "modelyard gateway",
+            name,
             [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)],
             port,
             core,
-            log=directory / f"modelyard{tag}.log",
+            env={"PYTHONPATH": str(baseline)} if other else None,
+            log=directory / f"{name.replace(' ', '-')}{tag}.log",
         )
     if name == "nginx proxy":
         conf = proxy_conf(directory, port, upstream, f"{json_base}/", connections)
@@ -568,7 +575,13 @@ def start_target(
     return None
 
 
-def streaming(directory: Path, seconds: float, console: Console, chosen: list[str]) -> list[Point]:
+def streaming(
+    directory: Path,
+    seconds: float,
+    console: Console,
+    chosen: list[str],
+    baseline: Path | None = None,
+) -> list[Point]:
     """Stream 64 tokens from the simulated engine, direct and through each proxy in turn."""
     points: list[Point] = []
     sim_port = free_port()
@@ -589,7 +602,9 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
             server = (
                 None
                 if name == "direct"
-                else start_target(name, directory, sim_port, console, streaming=True)
+                else start_target(
+                    name, directory, sim_port, console, streaming=True, baseline=baseline
+                )
             )
             if server is None and name != "direct":
                 continue
@@ -606,16 +621,27 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
     return points
 
 
-TARGETS = ("litellm", "direct", "modelyard", "nginx proxy", "aiohttp floor")
+BASELINE = "modelyard baseline"  # the gateway from another checkout's sources (--baseline)
+TARGETS = ("litellm", "direct", "modelyard", BASELINE, "nginx proxy", "aiohttp floor")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per point instead of 8")
     parser.add_argument("--only", help="comma-separated targets (default: all)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source folder (another checkout's src/): its gateway is measured too, as "
+        f"'{BASELINE}', right after this one's",
+    )
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 8.0
-    chosen = args.only.split(",") if args.only else list(TARGETS)
+    chosen = args.only.split(",") if args.only else [t for t in TARGETS if t != BASELINE]
+    if args.baseline is not None:
+        if not (args.baseline / "modelyard" / "__init__.py").exists():
+            raise SystemExit(f"--baseline {args.baseline}: no modelyard package there")
+        chosen.append(BASELINE)
     console = Console(width=160)
     if shutil.which("nginx") is None:
         raise SystemExit("nginx not found: apt-get install nginx-light (it is the upstream)")
@@ -634,7 +660,11 @@ def main() -> None:
         try:
             rates = list(RATES)
             for name in [t for t in TARGETS if t in chosen]:
-                server = None if name == "direct" else start_target(name, directory, up, console)
+                server = (
+                    None
+                    if name == "direct"
+                    else start_target(name, directory, up, console, baseline=args.baseline)
+                )
                 if server is None and name != "direct":
                     continue
                 port = server.port if server else up
@@ -656,7 +686,7 @@ def main() -> None:
                         stop(server)
         finally:
             stop(upstream)
-        stream_points = streaming(directory, seconds, console, chosen)
+        stream_points = streaming(directory, seconds, console, chosen, args.baseline)
     report(points, maxima, stream_points, console)
 
 

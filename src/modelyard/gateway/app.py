@@ -1,9 +1,10 @@
-"""The gateway's HTTP application: its endpoints, each wrapped once in the middleware stack,
-and the background work (health checks, warm-up) that lives as long as it does.
+"""The composition of the gateway's HTTP application: every endpoint's handler
+(gateway/handlers.py) wrapped once in the middleware stack (gateway/middleware.py), and the
+background work (health checks, warm-up) that lives as long as the application.
 
 `create_app(gateway)` is called by the composition root (gateway/server.py, or a test) with the
-`Gateway` it built; handlers are closures over that one object, which is also the only thing
-the application holds (`app[GATEWAY]`).
+`Gateway` it built, clock and transport inside; the handlers are closures over that object, so
+nothing is looked up on the application per request.
 """
 
 from __future__ import annotations
@@ -11,161 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
-import orjson
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from modelyard.engines.api import MODELS
-from modelyard.gateway import models
-from modelyard.gateway.access_log import RequestLog
-from modelyard.gateway.endpoints import ANSWERED, ROUTED, Endpoint, Upstream, wants_stream
-from modelyard.gateway.failover import try_candidates
+from modelyard.gateway import handlers
+from modelyard.gateway.endpoints import ROUTED
 from modelyard.gateway.health import health_loop, warmup_loop
 from modelyard.gateway.middleware import Handler, build_middleware_stack
-from modelyard.gateway.replies import error_response, json_response, model_not_found
-from modelyard.gateway.routing import Resolution, RouteNotFoundError
 from modelyard.gateway.state import Gateway
 
-TASK_HEADER = "X-Modelyard-Task"
-GATEWAY = web.AppKey("gateway", Gateway)
-UNGUARDED = frozenset({"/health", "/metrics"})
-CARD_TIMEOUT_EXTRA_S = 5.0
-
-
-def _routed(gateway: Gateway, endpoint: Endpoint) -> Handler:
-    async def generate(http: web.Request, entry: RequestLog) -> web.StreamResponse:
-        raw = await http.read()
-        try:
-            body = orjson.loads(raw)
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-        except (ValueError, orjson.JSONDecodeError) as exc:
-            return error_response(f"invalid JSON body: {exc}", 400, "invalid_request_error")
-        metadata = body.get("metadata")
-        task = http.headers.get(TASK_HEADER) or (
-            metadata.get("task") if isinstance(metadata, dict) else None
-        )
-        requested = body.get("model")
-        router = gateway.config.router
-        try:
-            resolution = router.resolve(requested, task)
-        except RouteNotFoundError:
-            return model_not_found(requested, router.names())
-        serving = tuple(m for m in resolution.models if endpoint.path in gateway.serves(m))
-        if not serving:
-            engines = ", ".join(f"{m} ({gateway.engine_of(m)})" for m in resolution.models)
-            return error_response(
-                f"{endpoint.path} is not served by the engines of `{resolution.route}`: {engines}",
-                404,
-                "invalid_request_error",
-                "endpoint_not_served",
-            )
-        stream = endpoint.upstream is not Upstream.WHOLE and wants_stream(body)
-        in_flight = gateway.metrics.in_flight
-        in_flight.inc()
-        try:
-            return await try_candidates(
-                gateway, http, entry, body, Resolution(resolution.route, serving), endpoint, stream
-            )
-        finally:
-            in_flight.dec()
-
-    return generate
-
-
-async def _fill_cards(gateway: Gateway) -> None:
-    replicas = {
-        model: [b.url for b in backends]
-        for model, backends in gateway.backends.items()
-        if MODELS in gateway.serves(model)
-    }
-    timeout_s = gateway.config.loaded.fleet.policy.timeouts.connect + CARD_TIMEOUT_EXTRA_S
-    await models.fill_cards(gateway.transport, gateway.clock, gateway.cards, replicas, timeout_s)
-
-
-def _models(gateway: Gateway) -> Handler:
-    async def listing(http: web.Request, entry: RequestLog) -> web.StreamResponse:
-        await _fill_cards(gateway)
-        return json_response(models.listing(gateway.config.router.names(), gateway.cards))
-
-    return listing
-
-
-def _model(gateway: Gateway) -> Handler:
-    async def retrieve(http: web.Request, entry: RequestLog) -> web.StreamResponse:
-        name = http.match_info["model"]
-        known = gateway.config.router.names()
-        if name not in known:
-            return model_not_found(name, known)
-        await _fill_cards(gateway)
-        return json_response(gateway.cards.get(name) or models.own_card(name))
-
-    return retrieve
-
-
-def health_body(gateway: Gateway) -> tuple[dict[str, Any], int]:
-    """`/health`: every backend's state, which routes can serve; 503 when none can."""
-    now = gateway.clock.now()
-    backends = [
-        {
-            "model": b.model,
-            "url": b.url,
-            "breaker": b.breaker.current(now).value,
-            "healthy": b.healthy,
-            "outstanding": b.outstanding,
-            "backing_off_s": round(max(b.backoff_until - now, 0.0), 3),
-            "last_error": b.last_error,
-        }
-        for replicas in gateway.backends.values()
-        for b in replicas
-    ]
-    routes = gateway.serving_routes()
-    serving = any(routes.values())
-    body = {
-        "status": "ok" if serving else "unavailable",
-        "serving": serving,
-        "routes": routes,
-        "backends": backends,
-    }
-    return body, 200 if serving else 503
-
-
-def _health(gateway: Gateway) -> Handler:
-    async def health(http: web.Request, entry: RequestLog) -> web.StreamResponse:
-        body, status = health_body(gateway)
-        return json_response(body, status)
-
-    return health
-
-
-def _metrics(gateway: Gateway) -> Handler:
-    async def metrics(http: web.Request, entry: RequestLog) -> web.StreamResponse:
-        return web.Response(
-            body=generate_latest(gateway.metrics.registry),
-            content_type="text/plain",
-            charset="utf-8",
-        )
-
-    return metrics
-
-
-async def _not_routed(http: web.Request, entry: RequestLog) -> web.StreamResponse:
-    """Anything the gateway does not answer: OpenAI's shape, naming what it does."""
-    return error_response(
-        f"Unknown request URL: {http.method} {http.path}. This gateway answers: "
-        + ", ".join(ANSWERED),
-        404,
-        "invalid_request_error",
-        "unknown_url",
-    )
+UNGUARDED = frozenset({"/health", "/metrics"})  # probes and scrapers need no key
 
 
 def create_app(gateway: Gateway, background: bool = True) -> web.Application:
     """The application serving `gateway`; `background`: run health checks and warm-up."""
     app = web.Application(client_max_size=gateway.config.loaded.fleet.gateway.max_body_bytes)
-    app[GATEWAY] = gateway
 
     def add(method: str, path: str, handler: Handler) -> None:
         stack = build_middleware_stack(gateway, handler, guarded=path not in UNGUARDED)
@@ -175,12 +37,12 @@ def create_app(gateway: Gateway, background: bool = True) -> web.Application:
             app.router.add_route(method, path, stack)
 
     for endpoint in ROUTED.values():
-        add("POST", endpoint.path, _routed(gateway, endpoint))
-    add("GET", MODELS, _models(gateway))
-    add("GET", MODELS + "/{model:.+}", _model(gateway))
-    add("GET", "/health", _health(gateway))
-    add("GET", "/metrics", _metrics(gateway))
-    add("*", "/{path:.*}", _not_routed)
+        add("POST", endpoint.path, handlers.routed(gateway, endpoint))
+    add("GET", MODELS, handlers.model_list(gateway))
+    add("GET", MODELS + "/{model:.+}", handlers.model_card(gateway))
+    add("GET", "/health", handlers.health(gateway))
+    add("GET", "/metrics", handlers.metrics(gateway))
+    add("*", "/{path:.*}", handlers.not_routed)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         tasks = (
