@@ -34,7 +34,9 @@ async def _engine(request: Request) -> Reply:
 def test_requests_are_kept_and_answered_by_the_handler() -> None:
     async def go() -> None:
         transport = FakeTransport(_engine)
-        response = await transport.request("POST", "http://e:1", "/x", b'{"q":1}', headers={"A": "b"})
+        response = await transport.request(
+            "POST", "http://e:1", "/x", b'{"q":1}', headers={"A": "b"}
+        )
         assert response.status == 201 and response.headers["content-type"] == "application/json"
         assert await response.read_all() == b'{"echo":{"q":1},"method":"POST"}'
         response.close()
