@@ -23,7 +23,7 @@ from modelyard.gateway.clock import LoopClock
 from modelyard.gateway.errors import GatewayError
 from modelyard.gateway.state import Gateway
 from modelyard.http.client import Pool
-from modelyard.signals import STOPPING_SIGNALS
+from modelyard.signals import stopping_signal
 
 log = logging.getLogger("modelyard.gateway")
 # connections the kernel queues before the gateway accepts them: aiohttp's default of 128
@@ -88,9 +88,6 @@ async def serve(
     gc.collect()
     gc.freeze()
     loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[int] = loop.create_future()
-    for stopping in STOPPING_SIGNALS:  # whatever was inherited (a background job ignores SIGINT)
-        loop.add_signal_handler(stopping, _set_once, stopped, int(stopping))
 
     def on_hup() -> None:
         try:
@@ -100,18 +97,13 @@ async def serve(
             log.error('{"event": "reload", "outcome": "rejected", "why": %r}', str(exc))
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    if on_ready is not None:
-        on_ready(f"http://{host}:{port}")
-    try:
-        signum = await stopped
-        await site.stop()  # stop accepting; in-flight requests finish within the grace period
-    finally:
-        await runner.cleanup()  # a second signal while draining changes nothing
-        for handled in (*STOPPING_SIGNALS, signal.SIGHUP):
-            loop.remove_signal_handler(handled)
+    with stopping_signal(loop) as stopped:
+        if on_ready is not None:
+            on_ready(f"http://{host}:{port}")
+        try:
+            signum = await stopped
+            await site.stop()  # stop accepting; in-flight requests finish within the grace
+        finally:
+            await runner.cleanup()  # a second signal while draining changes nothing
+            loop.remove_signal_handler(signal.SIGHUP)
     return signum
-
-
-def _set_once(future: asyncio.Future[int], value: int) -> None:
-    if not future.done():
-        future.set_result(value)

@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from modelyard.sim.engine import SimRequest
+from modelyard.sim.errors import SimError
 from modelyard.sim.faults import CONTEXT_LENGTH_BODY, parse_faults
 from modelyard.sim.server import answers, responses, tokens
 from modelyard.sim.server.clock import RealtimeDriver
@@ -55,6 +56,7 @@ class SimServer:
         self.timing_debug = timing_debug
         self._ids = itertools.count()
         self._sites: dict[str, web.TCPSite] = {}
+        self._listening: dict[str, tuple[web.AppRunner, str, int]] = {}  # runner, host, port
         self._runners: list[web.AppRunner] = []
 
     def app_for(self, model: SimModel) -> web.Application:
@@ -102,18 +104,26 @@ class SimServer:
         return app
 
     async def start(self, host: str, ports: list[int]) -> None:
+        """Listen on one port per engine; SimError naming the port when one is taken."""
         for model, port in zip(self.models, ports, strict=True):
             runner = web.AppRunner(self.app_for(model), access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             self._runners.append(runner)
+            self._listening[model.name] = (runner, host, port)
             site = web.TCPSite(runner, host, port, reuse_address=True)
             self._sites[model.name] = site
             if model.faults.faults.refuse_connections_s > 0:
                 asyncio.get_running_loop().create_task(
                     self._refuse(model, model.faults.faults.refuse_connections_s, start=True)
                 )
-            else:
+                continue
+            try:
                 await site.start()
+            except OSError as exc:
+                raise SimError(
+                    f"{model.name}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                    " (is another server running there? pick another --port)"
+                ) from exc
 
     async def stop(self) -> None:
         for runner in self._runners:
@@ -121,13 +131,13 @@ class SimServer:
 
     async def _refuse(self, model: SimModel, seconds: float, start: bool = False) -> None:
         site = self._sites[model.name]
+        runner, host, port = self._listening[model.name]
         if not start:
             await site.stop()
-            server = site._runner.server
+            server = runner.server
             for handler in server.connections if server is not None else []:
                 handler.force_close()
         await asyncio.sleep(seconds / self.driver.clock.speed)
-        runner, host, port = site._runner, site._host, site._port
         fresh = web.TCPSite(runner, host, port, reuse_address=True)
         self._sites[model.name] = fresh
         await fresh.start()
