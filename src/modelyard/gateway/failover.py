@@ -231,23 +231,12 @@ async def _send(
     gateway: Gateway, backend: BackendState, endpoint: Endpoint, payload: bytes, sink: ClientSink
 ) -> Attempt:
     """One attempt at `backend`, its events into `sink` (None: a whole body)."""
-    deadlines = gateway.config.deadlines
+    call = gateway.call(backend, endpoint.path, payload)
     backend.outstanding += 1
     try:
         if sink is None:
-            return await exchange(
-                gateway.transport, gateway.clock, backend.url, endpoint.path, payload, deadlines
-            )
-        return await attempt(
-            gateway.transport,
-            gateway.clock,
-            backend.url,
-            endpoint.path,
-            payload,
-            deadlines,
-            sink,
-            kind_for(endpoint.upstream),
-        )
+            return await exchange(call)
+        return await attempt(call, sink, kind_for(endpoint.upstream))
     finally:
         backend.outstanding -= 1
 

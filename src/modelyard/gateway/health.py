@@ -110,15 +110,8 @@ async def warm(gateway: Gateway, backend: BackendState) -> None:
     """One one-token completion; its outcome feeds the backend's breaker."""
     endpoint = ROUTED[COMPLETIONS]
     payload = upstream_body(endpoint, {"prompt": "Hello", "max_tokens": 1}, backend.model)
-    result = await attempt(
-        gateway.transport,
-        gateway.clock,
-        backend.url,
-        endpoint.path,
-        payload,
-        gateway.config.deadlines,
-        AnswerSink(endpoint, None),
-    )
+    call = gateway.call(backend, endpoint.path, payload)
+    result = await attempt(call, AnswerSink(endpoint, None))
     gateway.record(backend, result)
     metrics = gateway.metrics
     metrics.of(metrics.warmups, backend.model, result.outcome.value).inc()

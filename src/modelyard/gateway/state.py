@@ -25,7 +25,7 @@ from modelyard.gateway.clock import Clock
 from modelyard.gateway.errors import Outcome, policy
 from modelyard.gateway.metrics import GatewayMetrics
 from modelyard.gateway.routing import Router
-from modelyard.gateway.upstream import Attempt, Deadlines
+from modelyard.gateway.upstream import Attempt, Call, Deadlines
 from modelyard.http.transport import Transport
 
 RATE_LIMIT_PAUSE_S = 1.0  # a 429 without Retry-After backs the replica off this long
@@ -137,6 +137,10 @@ class Gateway:
                 replicas[index] = old.get((backend.model, backend.url), backend)
         self.config, self.backends = config, fresh
         self.cards.clear()
+
+    def call(self, backend: BackendState, path: str, payload: bytes) -> Call:
+        """A request to `backend`, on this gateway's transport, clock and deadlines."""
+        return Call(self.transport, self.clock, backend.url, path, payload, self.config.deadlines)
 
     def engine_of(self, model: str) -> str:
         return self.config.loaded.fleet.models[model].engine

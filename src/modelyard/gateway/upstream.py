@@ -37,6 +37,19 @@ class Deadlines:
     total: float
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to one upstream: the transport and clock it goes by, where it goes, its
+    body and its deadlines."""
+
+    transport: Transport
+    clock: Clock
+    backend: str  # base URL
+    path: str
+    payload: bytes
+    deadlines: Deadlines
+
+
 @dataclass(slots=True)
 class Attempt:
     backend: str
@@ -88,67 +101,43 @@ class AttemptWatchdog(Watchdog):
 BodyReader = Callable[[Response, Attempt, AttemptWatchdog], Awaitable[None]]
 
 
-async def attempt(
-    transport: Transport,
-    clock: Clock,
-    backend: str,
-    path: str,
-    payload: bytes,
-    deadlines: Deadlines,
-    sink: Sink,
-    kind_of: KindOf = chunk_kind,
-) -> Attempt:
-    """POST `payload` to `backend + path` and relay its SSE events through `sink`."""
+async def attempt(call: Call, sink: Sink, kind_of: KindOf = chunk_kind) -> Attempt:
+    """POST the call's payload and relay the upstream's SSE events through `sink`."""
+    clock = call.clock
 
     async def read(response: Response, result: Attempt, watchdog: AttemptWatchdog) -> None:
         if response.headers.get("content-type", "").startswith("application/json"):
             await _whole_answer(response, result, watchdog, clock, sink)
         else:
-            await _relay(response, result, watchdog, clock, deadlines, sink, kind_of)
+            await _relay(response, result, watchdog, clock, call.deadlines, sink, kind_of)
 
-    return await _run(
-        transport, clock, backend, path, payload, deadlines, "text/event-stream", read
-    )
+    return await _run(call, "text/event-stream", read)
 
 
-async def exchange(
-    transport: Transport,
-    clock: Clock,
-    backend: str,
-    path: str,
-    payload: bytes,
-    deadlines: Deadlines,
-) -> Attempt:
-    """POST `payload` and read the whole answer into `Attempt.body` (non-streaming APIs)."""
+async def exchange(call: Call) -> Attempt:
+    """POST the call's payload and read the whole answer into `Attempt.body` (non-streaming
+    APIs)."""
 
     async def read(response: Response, result: Attempt, watchdog: AttemptWatchdog) -> None:
         watchdog.deadline = watchdog.total_deadline
         result.body = await response.read_all()
         result.committed = True
-        result.ttft_s = clock.now() - watchdog.start
+        result.ttft_s = call.clock.now() - watchdog.start
 
-    return await _run(transport, clock, backend, path, payload, deadlines, "application/json", read)
+    return await _run(call, "application/json", read)
 
 
-async def _run(
-    transport: Transport,
-    clock: Clock,
-    backend: str,
-    path: str,
-    payload: bytes,
-    deadlines: Deadlines,
-    accept: str,
-    read: BodyReader,
-) -> Attempt:
+async def _run(call: Call, accept: str, read: BodyReader) -> Attempt:
     """One request under the deadlines; `read` takes a 200 response's body."""
+    clock, deadlines = call.clock, call.deadlines
     start = clock.now()
-    result = Attempt(backend=backend)
+    result = Attempt(backend=call.backend)
     first_deadline = start + min(deadlines.first_token, deadlines.total)
     watchdog = AttemptWatchdog(clock, first_deadline, start, start + deadlines.total)
     response: Response | None = None
     try:
-        response = await transport.request(
-            "POST", backend, path, payload, deadlines.connect, accept
+        response = await call.transport.request(
+            "POST", call.backend, call.path, call.payload, deadlines.connect, accept
         )
         result.status = response.status
         if response.status != 200:
