@@ -11,7 +11,10 @@ proxy_buffering off); and "aiohttp floor", not a proxy: aiohttp (the gateway's s
 answering a fixed completion itself, the floor for any gateway built on it. Load: an open-loop
 constant-rate client (raw asyncio protocol with
 keep-alive connections, latency from each request's *scheduled* time) so the client is not the
-bottleneck at 2,000 req/s; `schedule p99` shows its own lateness.
+bottleneck at 2,000 req/s; `schedule p99` shows its own lateness. `target CPU µs/req`: the
+CPU time the gateway's process used per request sent (modelyard and the aiohttp floor, which
+are one process each): steadier than latency on a busy machine, and what sets the sustainable
+rate.
 
 Streaming: the simulated engine (`sim serve`) streams 64 tokens with real gaps; the table shows
 the added time to the first chunk and added inter-chunk gap, and the fraction of a stream's
@@ -429,6 +432,13 @@ class Point:
     ttft_p99_ms: float = float("nan")
     gap_p99_ms: float = float("nan")
     first_fraction: float = float("nan")
+    cpu_us_per_request: float = float("nan")  # the target process's CPU time per request sent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summarise(target: str, rate: float, samples: list[Sample]) -> Point:
@@ -461,7 +471,13 @@ def summarise(target: str, rate: float, samples: list[Sample]) -> Point:
 
 
 def measure(
-    target: str, port: int, path: str, rate: float, seconds: float, stream: bool = False
+    target: str,
+    port: int,
+    path: str,
+    rate: float,
+    seconds: float,
+    stream: bool = False,
+    pid: int | None = None,
 ) -> Point:
     body: dict[str, object] = {
         "model": "bench",
@@ -471,8 +487,14 @@ def measure(
     if stream:
         body["stream"] = True
     request = http_request(path, body)
-    samples = uvloop.run(open_loop(port, request, rate, seconds, warmup=min(1.0, seconds / 4)))
-    return summarise(target, rate, samples)
+    warmup = min(1.0, seconds / 4)
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    samples = uvloop.run(open_loop(port, request, rate, seconds, warmup))
+    point = summarise(target, rate, samples)
+    if pid is not None:
+        sent = int((seconds + warmup) * rate)
+        point.cpu_us_per_request = (cpu_seconds(pid) - cpu_before) / sent * 1e6
+    return point
 
 
 def _holds(point: Point) -> bool:
@@ -621,6 +643,7 @@ def streaming(
     return points
 
 
+ONE_PROCESS = ("modelyard", "modelyard baseline", "aiohttp floor")  # for the CPU column
 BASELINE = "modelyard baseline"  # the gateway from another checkout's sources (--baseline)
 TARGETS = ("litellm", "direct", "modelyard", BASELINE, "nginx proxy", "aiohttp floor")
 
@@ -680,7 +703,10 @@ def main() -> None:
                             points.append(Point(name, rate, *(float("nan"),) * 3, 0.0, -1))
                             continue
                         console.print(f"[dim]{name} at {rate} req/s[/]")
-                        points.append(measure(name, port, path, rate, seconds))
+                        # one process does all the work (nginx's workers and LiteLLM's
+                        # server are other processes than the one started)
+                        pid = server.process.pid if server and name in ONE_PROCESS else None
+                        points.append(measure(name, port, path, rate, seconds, pid=pid))
                 finally:
                     if server is not None:
                         stop(server)
@@ -708,13 +734,14 @@ def report(
         "added p50 ms",
         "added p99 ms",
         "client schedule p99 ms",
+        "target CPU µs/req",
         "errors",
     ):
         table.add_column(column, justify="left" if column == "target" else "right")
     for point in points:
         base = direct.get(point.rate)
         if point.errors < 0:
-            table.add_row(point.target, f"{point.rate:g}", "over capacity", *[""] * 6)
+            table.add_row(point.target, f"{point.rate:g}", "over capacity", *[""] * 7)
             continue
         if base is None:
             continue
@@ -728,6 +755,7 @@ def report(
             f"{point.p50_ms - base.p50_ms:.2f}" if added else "",
             f"{point.p99_ms - base.p99_ms:.2f}" if added else "",
             f"{point.schedule_p99_ms:.2f}",
+            "" if np.isnan(point.cpu_us_per_request) else f"{point.cpu_us_per_request:.0f}",
             str(point.errors),
         )
     console.print(table)
