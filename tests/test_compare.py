@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,27 @@ def test_compare_in_the_simulator() -> None:
     assert by["isolated"].gpus == {"a10g": 2} and by["shared"].gpus == {"a10g": 1}
     assert by["isolated"].monthly_usd(catalog) == pytest.approx(2 * 1.006 * 730)
     assert by["shared"].monthly_usd(catalog) == pytest.approx(1.006 * 730)
+
+
+def test_compare_in_the_simulator_closed_loop_and_offline() -> None:
+    loaded = load_fleet(EXAMPLE)
+    base = CompareOptions(requests=200, input_tokens=512, output_tokens=128)
+    closed = compare_sim(loaded, replace(base, concurrency=4))
+    offline = compare_sim(loaded, replace(base, offline=True))
+    for placement in (0, 1):
+        for model in ("llama-8b", "mistral-7b"):
+            users, batch = closed[placement].models[model], offline[placement].models[model]
+            assert users.completed == batch.completed == users.requests
+            # everything at t = 0 waits behind everything else: later first tokens, more req/s
+            assert batch.ttft_ms.p50 > 2 * users.ttft_ms.p50
+            assert batch.throughput_rps > users.throughput_rps
+
+
+def test_cli_compare_offline_needs_the_simulator(cli: Cli) -> None:
+    out = cli("compare", str(EXAMPLE), "--offline")
+    assert out.returncode == 2 and "--offline needs --sim" in out.stderr
+    out = cli("compare", str(EXAMPLE), "--sim", "--offline", "--concurrency", "2")
+    assert out.returncode == 2 and "not both" in out.stderr
 
 
 def test_cli_compare_sim_prints_the_table(cli: Cli) -> None:
