@@ -11,7 +11,10 @@ proxy_buffering off); and "aiohttp floor", not a proxy: aiohttp (the gateway's s
 answering a fixed completion itself, the floor for any gateway built on it. Load: an open-loop
 constant-rate client (raw asyncio protocol with
 keep-alive connections, latency from each request's *scheduled* time) so the client is not the
-bottleneck at 2,000 req/s; `schedule p99` shows its own lateness.
+bottleneck at 2,000 req/s; `schedule p99` shows its own lateness. `target CPU µs/req`: the
+CPU time the gateway's process used per request sent (modelyard and the aiohttp floor, which
+are one process each): steadier than latency on a busy machine, and what sets the sustainable
+rate.
 
 Streaming: the simulated engine (`sim serve`) streams 64 tokens with real gaps; the table shows
 the added time to the first chunk and added inter-chunk gap, and the fraction of a stream's
@@ -19,6 +22,10 @@ duration that passed before its first chunk arrived (≈ 1 would mean the proxy 
 
     python benchmarks/gateway_overhead.py            # full run (about 10 minutes)
     python benchmarks/gateway_overhead.py --quick    # fewer seconds per point
+    # this checkout's gateway beside another's (a regression check, same run):
+    git archive main src | tar -x -C /tmp/base
+    python benchmarks/gateway_overhead.py --quick --only direct,modelyard --baseline /tmp/base/src
+    python benchmarks/gateway_overhead.py --quick --baseline /tmp/base/src --alternate 8  # CPU
 
 Needs nginx (`apt-get install nginx-light`) and LiteLLM (`make litellm-env`); a missing one is
 skipped with a note.
@@ -426,6 +433,13 @@ class Point:
     ttft_p99_ms: float = float("nan")
     gap_p99_ms: float = float("nan")
     first_fraction: float = float("nan")
+    cpu_us_per_request: float = float("nan")  # the target process's CPU time per request sent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summarise(target: str, rate: float, samples: list[Sample]) -> Point:
@@ -458,7 +472,13 @@ def summarise(target: str, rate: float, samples: list[Sample]) -> Point:
 
 
 def measure(
-    target: str, port: int, path: str, rate: float, seconds: float, stream: bool = False
+    target: str,
+    port: int,
+    path: str,
+    rate: float,
+    seconds: float,
+    stream: bool = False,
+    pid: int | None = None,
 ) -> Point:
     body: dict[str, object] = {
         "model": "bench",
@@ -468,8 +488,14 @@ def measure(
     if stream:
         body["stream"] = True
     request = http_request(path, body)
-    samples = uvloop.run(open_loop(port, request, rate, seconds, warmup=min(1.0, seconds / 4)))
-    return summarise(target, rate, samples)
+    warmup = min(1.0, seconds / 4)
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    samples = uvloop.run(open_loop(port, request, rate, seconds, warmup))
+    point = summarise(target, rate, samples)
+    if pid is not None:
+        sent = int((seconds + warmup) * rate)
+        point.cpu_us_per_request = (cpu_seconds(pid) - cpu_before) / sent * 1e6
+    return point
 
 
 def _holds(point: Point) -> bool:
@@ -514,11 +540,13 @@ def start_target(
     fleet_extra: str = "",
     connections: int = 4096,
     core: str = GATEWAY_CORE,
+    baseline: Path | None = None,
 ) -> Server | None:
     """The gateway `name`, pinned to `core`, in front of the nginx upstream (its `/sse`
     location for modelyard, which always streams upstream, and `/json` for the others) or,
     `streaming`, in front of a streaming upstream on `upstream`. `fleet_extra` is YAML appended
-    to modelyard's fleet; `connections` is nginx's worker_connections."""
+    to modelyard's fleet; `connections` is nginx's worker_connections; `baseline` is the
+    source folder (`src`) the "modelyard baseline" target runs from."""
     port = free_port()
     sse, json_base = ("", "") if streaming else ("/sse", "/json")
     tag = "-stream" if streaming else ""
@@ -526,7 +554,7 @@ def start_target(
         script = directory / "aiohttp_floor.py"
         script.write_text(AIOHTTP_FLOOR)
         return start(name, [sys.executable, str(script), str(port)], port, core)
-    if name == "modelyard":
+    if name in ("modelyard", BASELINE):
         fleet = directory / f"fleet{tag}.yaml"
         fleet.write_text(
             "name: bench\nmodels:\n  bench:\n    catalog: llama-3.1-8b\n    engine: vllm\n"
@@ -534,12 +562,14 @@ def start_target(
             "policy:\n  retry: {attempts: 2, backoff: 50ms}\n  health: {interval: 5s}\n"
             + fleet_extra
         )
+        other = name == BASELINE and baseline is not None
         return start(
-            "modelyard gateway",
+            name,
             [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)],
             port,
             core,
-            log=directory / f"modelyard{tag}.log",
+            env={"PYTHONPATH": str(baseline)} if other else None,
+            log=directory / f"{name.replace(' ', '-')}{tag}.log",
         )
     if name == "nginx proxy":
         conf = proxy_conf(directory, port, upstream, f"{json_base}/", connections)
@@ -568,7 +598,13 @@ def start_target(
     return None
 
 
-def streaming(directory: Path, seconds: float, console: Console, chosen: list[str]) -> list[Point]:
+def streaming(
+    directory: Path,
+    seconds: float,
+    console: Console,
+    chosen: list[str],
+    baseline: Path | None = None,
+) -> list[Point]:
     """Stream 64 tokens from the simulated engine, direct and through each proxy in turn."""
     points: list[Point] = []
     sim_port = free_port()
@@ -589,7 +625,9 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
             server = (
                 None
                 if name == "direct"
-                else start_target(name, directory, sim_port, console, streaming=True)
+                else start_target(
+                    name, directory, sim_port, console, streaming=True, baseline=baseline
+                )
             )
             if server is None and name != "direct":
                 continue
@@ -606,22 +644,47 @@ def streaming(directory: Path, seconds: float, console: Console, chosen: list[st
     return points
 
 
-TARGETS = ("litellm", "direct", "modelyard", "nginx proxy", "aiohttp floor")
+ONE_PROCESS = ("modelyard", "modelyard baseline", "aiohttp floor")  # for the CPU column
+BASELINE = "modelyard baseline"  # the gateway from another checkout's sources (--baseline)
+TARGETS = ("litellm", "direct", "modelyard", BASELINE, "nginx proxy", "aiohttp floor")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per point instead of 8")
     parser.add_argument("--only", help="comma-separated targets (default: all)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source folder (another checkout's src/): its gateway is measured too, as "
+        f"'{BASELINE}', right after this one's",
+    )
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        metavar="ROUNDS",
+        help="with --baseline: only measure the two gateways in turn, ROUNDS times each at "
+        "--rate, and compare their CPU per request (minimum and median over the rounds)",
+    )
+    parser.add_argument("--rate", type=float, default=500.0, help="with --alternate (req/s)")
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 8.0
-    chosen = args.only.split(",") if args.only else list(TARGETS)
+    chosen = args.only.split(",") if args.only else [t for t in TARGETS if t != BASELINE]
+    if args.baseline is not None:
+        if not (args.baseline / "modelyard" / "__init__.py").exists():
+            raise SystemExit(f"--baseline {args.baseline}: no modelyard package there")
+        chosen.append(BASELINE)
     console = Console(width=160)
     if shutil.which("nginx") is None:
         raise SystemExit("nginx not found: apt-get install nginx-light (it is the upstream)")
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs 2 cores: the gateway on one, the load generator on the other")
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    if args.alternate:
+        if args.baseline is None:
+            raise SystemExit("--alternate compares with --baseline SRC: give it")
+        alternate(args.baseline, args.alternate, args.rate, seconds, console)
+        return
     points: list[Point] = []
     maxima: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -634,7 +697,11 @@ def main() -> None:
         try:
             rates = list(RATES)
             for name in [t for t in TARGETS if t in chosen]:
-                server = None if name == "direct" else start_target(name, directory, up, console)
+                server = (
+                    None
+                    if name == "direct"
+                    else start_target(name, directory, up, console, baseline=args.baseline)
+                )
                 if server is None and name != "direct":
                     continue
                 port = server.port if server else up
@@ -650,14 +717,70 @@ def main() -> None:
                             points.append(Point(name, rate, *(float("nan"),) * 3, 0.0, -1))
                             continue
                         console.print(f"[dim]{name} at {rate} req/s[/]")
-                        points.append(measure(name, port, path, rate, seconds))
+                        # one process does all the work (nginx's workers and LiteLLM's
+                        # server are other processes than the one started)
+                        pid = server.process.pid if server and name in ONE_PROCESS else None
+                        points.append(measure(name, port, path, rate, seconds, pid=pid))
                 finally:
                     if server is not None:
                         stop(server)
         finally:
             stop(upstream)
-        stream_points = streaming(directory, seconds, console, chosen)
+        stream_points = streaming(directory, seconds, console, chosen, args.baseline)
     report(points, maxima, stream_points, console)
+
+
+def alternate(baseline: Path, rounds: int, rate: float, seconds: float, console: Console) -> None:
+    """This checkout's gateway and the baseline's in turn at `rate`, `rounds` times each: on a
+    machine others use, the CPU per request of rounds measured seconds apart is the fairest
+    comparison (its minimum the least disturbed)."""
+    names = ("modelyard", BASELINE)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        directory.chmod(0o777)
+        up = free_port()
+        conf = upstream_conf(directory, up)
+        upstream = start("nginx upstream", ["nginx", "-c", str(conf)], up, CLIENT_CORE)
+        servers: list[Server] = []
+        try:
+            for name in names:
+                server = start_target(name, directory, up, console, baseline=baseline)
+                assert server is not None
+                servers.append(server)
+                measure(name, server.port, "/v1/chat/completions", 50, 1.0)  # warm it
+            for round_index in range(rounds):
+                for name, server in zip(names, servers, strict=True):
+                    console.print(f"[dim]round {round_index + 1}: {name}[/]")
+                    point = measure(
+                        name,
+                        server.port,
+                        "/v1/chat/completions",
+                        rate,
+                        seconds,
+                        pid=server.process.pid,
+                    )
+                    cpu[name].append(point.cpu_us_per_request)
+        finally:
+            for server in servers:
+                stop(server)
+            stop(upstream)
+    table = Table(
+        title=f"gateway CPU µs per request at {rate:g} req/s, {rounds} rounds in turn",
+        title_justify="left",
+    )
+    for column in ("target", "each round", "min", "median"):
+        table.add_column(column, justify="left" if column in ("target", "each round") else "right")
+    for name in names:
+        values = cpu[name]
+        rows = " ".join(f"{v:.0f}" for v in values)
+        table.add_row(name, rows, f"{min(values):.0f}", f"{np.median(values):.0f}")
+    console.print(table)
+    ours, theirs = cpu["modelyard"], cpu[BASELINE]
+    console.print(
+        f"modelyard / baseline: {min(ours) / min(theirs):.3f} (minima), "
+        f"{np.median(ours) / np.median(theirs):.3f} (medians)"
+    )
 
 
 def report(
@@ -678,13 +801,14 @@ def report(
         "added p50 ms",
         "added p99 ms",
         "client schedule p99 ms",
+        "target CPU µs/req",
         "errors",
     ):
         table.add_column(column, justify="left" if column == "target" else "right")
     for point in points:
         base = direct.get(point.rate)
         if point.errors < 0:
-            table.add_row(point.target, f"{point.rate:g}", "over capacity", *[""] * 6)
+            table.add_row(point.target, f"{point.rate:g}", "over capacity", *[""] * 7)
             continue
         if base is None:
             continue
@@ -698,6 +822,7 @@ def report(
             f"{point.p50_ms - base.p50_ms:.2f}" if added else "",
             f"{point.p99_ms - base.p99_ms:.2f}" if added else "",
             f"{point.schedule_p99_ms:.2f}",
+            "" if np.isnan(point.cpu_us_per_request) else f"{point.cpu_us_per_request:.0f}",
             str(point.errors),
         )
     console.print(table)

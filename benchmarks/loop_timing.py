@@ -1,9 +1,10 @@
 """How late does an asyncio (uvloop) program wake up for a deadline?
 
-Compares the event loop's own timer (`asyncio.sleep` to the deadline) with what `sim serve`
-does in real time (`RealtimeDriver`): sleep to 2 ms before, then yield the loop with `sleep(0)`
-and the core with `sched_yield` until the deadline. Prints wake-up error percentiles for random
-deadlines 1-20 ms ahead; run it pinned to one core to see the server's situation:
+Compares the event loop's own timer (`asyncio.sleep` to the deadline) with what `sim serve` and
+the load generator do (`modelyard.http.pacing.until`): sleep to 2 ms before, then yield the loop
+with `sleep(0)` and the core with `sched_yield` until the deadline. Prints wake-up error
+percentiles for random deadlines 1-20 ms ahead; run it pinned to one core to see the server's
+situation:
 
     taskset -c 0 python benchmarks/loop_timing.py [--samples 1000]
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import time
 
@@ -21,7 +21,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-SPIN_S = 0.002  # as sim serve's RealtimeDriver.SPIN_S
+from modelyard.http import pacing
 
 
 async def timer(due: float) -> None:
@@ -29,12 +29,7 @@ async def timer(due: float) -> None:
 
 
 async def spin(due: float) -> None:
-    delay = due - time.monotonic() - SPIN_S
-    if delay > 0:
-        await asyncio.sleep(delay)
-    while time.monotonic() < due:
-        await asyncio.sleep(0)
-        os.sched_yield()
+    await pacing.until(due)
 
 
 async def measure(samples: int) -> dict[str, np.ndarray]:

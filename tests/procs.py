@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,25 @@ def wait_http(url: str, deadline_s: float = 20.0, status: int | tuple[int, ...] 
             last = exc
         time.sleep(0.02)
     raise AssertionError(f"{url} did not answer {status} within {deadline_s}s (last: {last})")
+
+
+def refuses_connections(url: str) -> bool:
+    """Whether nothing listens at `url` (a connection is refused)."""
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def poll_until(condition: Callable[[], bool], what: str, deadline_s: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after the deadline."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not within {deadline_s} s")
+        time.sleep(0.02)  # between polls
 
 
 @dataclass
@@ -80,7 +101,7 @@ def start_sim_serve(args: list[str], tmp_path: Path, ready_path: str = "/health"
             process.kill()
             raise AssertionError("sim serve did not start within 20 s")
         time.sleep(0.02)
-    endpoints = json.loads(state.read_text())
+    endpoints = json.loads(state.read_text())["engines"]  # `up`'s state format
     running = SimServe(process, endpoints)
     for endpoint in endpoints:
         wait_http(f"{endpoint['url']}{ready_path}")
@@ -104,22 +125,19 @@ class GatewayProcess:
         return int(self.process.returncode)
 
 
-def start_gateway(fleet: Path, tmp_path: Path) -> GatewayProcess:
+def as_background_job(command: list[str]) -> list[str]:
+    """`command` started as a shell's background job starts it: with SIGINT ignored."""
+    return ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
+
+
+def start_gateway(fleet: Path, tmp_path: Path, sigint_ignored: bool = False) -> GatewayProcess:
     port = free_port("127.0.0.1")
     log = tmp_path / f"gateway-{port}.log"
+    command = [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)]
+    command += ["--grace", "10"]
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelyard",
-                "gateway",
-                str(fleet),
-                "--port",
-                str(port),
-                "--grace",
-                "10",
-            ],
+            as_background_job(command) if sigint_ignored else command,
             stdout=sink,
             stderr=subprocess.STDOUT,
             text=True,

@@ -24,7 +24,6 @@ LAYERS: list[tuple[str, set[str]]] = [
             "memory",
             "quant",
             "signals",
-            "chunks",
             "http",
             # what every part knows of engines: adapters, model files, errors
             "engines.adapters",

@@ -77,7 +77,7 @@ def test_compare_with_real_processes_of_the_sim_engine(tmp_path: Path) -> None:
     fleet.write_text("""\
 name: demo-sim
 models:
-  primary: {catalog: qwen2.5-7b, engine: sim, gpu: l4, max_model_len: 2048,
+  primary: {catalog: qwen2.5-7b, quant: awq-w4-g128, engine: sim, gpu: l4, max_model_len: 2048,
             engine_args: [--speed, "20", --cold-start-s, "0"]}
   fallback: {catalog: gemma-3-270m, engine: sim, gpu: l4, max_model_len: 2048,
              engine_args: [--speed, "20", --cold-start-s, "0"]}

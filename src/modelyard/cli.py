@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -556,6 +557,17 @@ def sim_serve(
     ] = 1.0,
     placement: Annotated[str, typer.Option(help="fleet, shared or isolated.")] = "fleet",
     max_model_len: Annotated[int | None, typer.Option(min=16, help="With --model.")] = None,
+    quant: Annotated[
+        str | None, typer.Option(help="With --model: quantization profile (default bf16).")
+    ] = None,
+    kv_cache_dtype: Annotated[str, typer.Option(help="With --model: auto or fp8.")] = "auto",
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(min=0.01, max=1.0, help="With --model: the engine's share of GPU memory."),
+    ] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(min=1, help="With --model.")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(min=1, help="With --model.")] = None,
+    tensor_parallel_size: Annotated[int | None, typer.Option(min=1, help="With --model.")] = None,
     served_model_name: Annotated[
         str | None, typer.Option(help="With --model: the name clients send (default: --model).")
     ] = None,
@@ -564,7 +576,13 @@ def sim_serve(
         float | None, typer.Option(min=0, help="Override the simulated cold start (sim seconds).")
     ] = None,
     faults: Annotated[Path | None, typer.Option(help="YAML: model name -> faults.")] = None,
-    state: Annotated[Path | None, typer.Option(help="Write the endpoints here as JSON.")] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the endpoints here in `up`'s state format (e.g. .modelyard/state.json, "
+            "which `gateway` reads); removed on exit."
+        ),
+    ] = None,
     timing_debug: Annotated[
         bool,
         typer.Option(
@@ -602,7 +620,22 @@ def sim_serve(
         raise typer.BadParameter(
             "give both --fixed-ttft-ms and --fixed-itl-ms, or neither", param_hint="--fixed-itl-ms"
         )
+    # the engine settings of a fleet entry, named as vLLM's flags (what `up` passes)
+    settings = {
+        "quant": quant,
+        "kv_cache_dtype": None if kv_cache_dtype == "auto" else kv_cache_dtype,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "tensor_parallel_size": tensor_parallel_size,
+    }
+    given = {name: value for name, value in settings.items() if value is not None}
     if fleet is not None:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise typer.BadParameter(
+                f"{flags}: with a fleet file, set these in the fleet", param_hint="--model"
+            )
         loaded = load_fleet(fleet, catalog)
     else:
         assert model is not None
@@ -610,7 +643,9 @@ def sim_serve(
             raise typer.BadParameter(
                 "--model needs --gpu (the GPU to simulate)", param_hint="--gpu"
             )
-        loaded = single_model_fleet(model, gpu, max_model_len, catalog, served_model_name)
+        loaded = single_model_fleet(
+            model, gpu, max_model_len, catalog, served_model_name, settings=given
+        )
     options = ServeOptions(
         host=host,
         port=port,
@@ -625,6 +660,7 @@ def sim_serve(
         fixed_latency_s=None
         if fixed_ttft_ms is None or fixed_itl_ms is None
         else (fixed_ttft_ms / 1000.0, fixed_itl_ms / 1000.0),
+        state=state,
     )
 
     def ready(endpoints: list[Endpoint]) -> None:
@@ -634,12 +670,9 @@ def sim_serve(
                 f"{endpoint.cold_start_s:.1f} s at speed {speed:g})\n"
             )
         sys.stdout.flush()
-        if state is not None:  # written whole, then renamed: readers never see half a file
-            partial = state.with_name(state.name + ".partial")
-            partial.write_text(json.dumps([e.__dict__ for e in endpoints], indent=2))
-            partial.replace(state)
 
-    run_async(serve(loaded, options, ready))
+    signum = run_async_value(serve(loaded, options, ready))
+    sys.stderr.write(f"sim serve stopped on {signal.Signals(signum).name}\n")
 
 
 StateDirOption = Annotated[
@@ -737,6 +770,9 @@ def gateway_command(
     grace: Annotated[
         float, typer.Option(min=0, help="Seconds in-flight requests get on stop.")
     ] = 30,
+    backlog: Annotated[
+        int, typer.Option(min=1, help="Connections queued before they are accepted.")
+    ] = gateway_server.DEFAULT_BACKLOG,
     catalog: CatalogOption = None,
 ) -> None:
     """Run the OpenAI-compatible gateway: routing, fallback, breakers, health, warm-up."""
@@ -751,7 +787,11 @@ def gateway_command(
         sys.stdout.write(f"gateway for '{loaded.fleet.name}' on {url}\n")
         sys.stdout.flush()
 
-    run_async(gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready))
+    signum = run_async_value(
+        gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready, backlog)
+    )
+    # a server's normal end: drained cleanly, exit 0 (as Kubernetes and systemd expect)
+    sys.stderr.write(f"gateway stopped on {signal.Signals(signum).name}, requests drained\n")
 
 
 @app.command("hash-key")

@@ -6,6 +6,7 @@ against the catalog. Every problem comes back as `file:line: dotted.path: messag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -533,9 +534,12 @@ def single_model_fleet(
     max_model_len: int | None = None,
     extra_catalogs: list[Path] | None = None,
     served_name: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> LoadedFleet:
-    """A one-model fleet on the simulated engine, for `sim serve --model M --gpu G`."""
-    entry: dict[str, Any] = {"catalog": model, "engine": "sim", "gpu": gpu}
+    """A one-model fleet on the simulated engine, for `sim serve --model M --gpu G`;
+    `settings`: more fields of its fleet entry (quant, kv_cache_dtype, ...), validated as the
+    fleet file's are."""
+    entry: dict[str, Any] = {"catalog": model, "engine": "sim", "gpu": gpu, **(settings or {})}
     if max_model_len is not None:
         entry["max_model_len"] = max_model_len
     else:

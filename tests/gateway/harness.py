@@ -13,8 +13,11 @@ import aiohttp
 from aiohttp import web
 
 from modelyard.engines.launcher import free_port
-from modelyard.gateway.app import Gateway, create_app
+from modelyard.gateway.app import create_app
+from modelyard.gateway.clock import LoopClock
 from modelyard.gateway.server import endpoints_for
+from modelyard.gateway.state import Gateway
+from modelyard.http.client import Pool
 from tests.sim.inproc import HOST, sim_engines
 
 
@@ -42,7 +45,7 @@ async def running(
 ) -> AsyncIterator[Running]:
     """Simulated engines for `models` and a gateway before them."""
     async with sim_engines(tmp_path, models, routes, policy, engines) as (loaded, urls):
-        gateway = Gateway.build(loaded, endpoints_for(loaded, None))
+        gateway = Gateway.build(loaded, endpoints_for(loaded, None), Pool(), LoopClock())
         runner = web.AppRunner(create_app(gateway), access_log=None)
         await runner.setup()
         port = free_port(HOST)

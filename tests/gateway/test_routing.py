@@ -46,7 +46,7 @@ def test_model_without_route_is_alone(tmp_path: Path) -> None:
 
 def test_power_of_two_choices_prefers_less_loaded() -> None:
     rng = random.Random(1)
-    picks = [pick_replica(["x", "y"], {"x": 5, "y": 0}, rng, set()) for _ in range(50)]
+    picks = [pick_replica(["x", "y"], {"x": 5, "y": 0}, rng) for _ in range(50)]
     assert set(picks) == {"y"}
-    assert pick_replica(["x", "y"], {}, rng, {"x", "y"}) is None
-    assert pick_replica(["x"], {"x": 9}, rng, set()) == "x"
+    assert pick_replica([], {}, rng) is None
+    assert pick_replica(["x"], {"x": 9}, rng) == "x"

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from modelyard.http.client import Pool, UpstreamConnectError, UpstreamResetError
+from modelyard.http.client import Pool
+from modelyard.http.errors import UpstreamConnectError, UpstreamResetError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -76,7 +77,9 @@ def test_content_length_body_split_across_reads_and_connection_reused() -> None:
         server, url, seen, connections = await serve(handler)
         pool = Pool()
         for _ in range(2):
-            response = await pool.post(url, "/v1/x", b'{"a":1}', 2.0, "text/event-stream")
+            response = await pool.request(
+                "POST", url, "/v1/x", b'{"a":1}', 2.0, "text/event-stream"
+            )
             assert response.status == 200 and await response.read_all() == b"hello world"
             response.close()
         assert len(connections) == 1  # the second request reused the first connection
@@ -102,10 +105,10 @@ def test_chunked_with_extensions_and_trailers_split_anywhere() -> None:
     async def main() -> None:
         server, url, _, connections = await serve(handler)
         pool = Pool()
-        response = await pool.post(url, "/p", b"{}", 2.0, "*/*")
+        response = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert await response.read_all() == b"hello world"
         response.close()
-        second = await pool.post(url, "/p", b"{}", 2.0, "*/*")
+        second = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert second.status == 204 and await second.read_all() == b""
         second.close()
         assert len(connections) == 1
@@ -124,7 +127,9 @@ def test_close_delimited_body_and_extra_headers() -> None:
     async def main() -> None:
         server, url, seen, _ = await serve(handler)
         pool = Pool()
-        response = await pool.post(url, "/p", b"{}", 2.0, "*/*", {"X-Modelyard-Task": "qa"})
+        response = await pool.request(
+            "POST", url, "/p", b"{}", 2.0, "*/*", {"X-Modelyard-Task": "qa"}
+        )
         assert response.headers["content-type"] == "text/plain"
         assert await response.read_all() == b"part one, two"
         response.close()
@@ -146,10 +151,10 @@ def test_server_closing_an_idle_connection_is_retried_on_a_new_one() -> None:
     async def main() -> None:
         server, url, _, connections = await serve(handler)
         pool = Pool()
-        first = await pool.post(url, "/p", b"{}", 2.0, "*/*")
+        first = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert await first.read_all() == b"ok"
         first.close()
-        second = await pool.post(url, "/p", b"{}", 2.0, "*/*")
+        second = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert second.status == 200 and await second.read_all() == b"ok"
         second.close()
         assert len(connections) == 2
@@ -170,9 +175,9 @@ def test_resets_and_refusals_are_classified() -> None:
         server, url, _, _ = await serve(handler)
         pool = Pool()
         with pytest.raises(UpstreamResetError) as before:
-            await pool.post(url, "/p", b"{}", 2.0, "*/*")
+            await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert before.value.before_headers
-        response = await pool.post(url, "/p", b"{}", 2.0, "*/*")
+        response = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert await response.read_any() == b"only part"
         with pytest.raises(UpstreamResetError) as during:
             await response.read_all()
@@ -183,7 +188,7 @@ def test_resets_and_refusals_are_classified() -> None:
             s.bind(("127.0.0.1", 0))
             free = s.getsockname()[1]
         with pytest.raises(UpstreamConnectError):
-            await pool.post(f"http://127.0.0.1:{free}", "/p", b"{}", 2.0, "*/*")
+            await pool.request("POST", f"http://127.0.0.1:{free}", "/p", b"{}", 2.0, "*/*")
         pool.close()
 
     run(main())
@@ -198,10 +203,10 @@ def test_an_unfinished_response_is_not_reused() -> None:
     async def main() -> None:
         server, url, _, connections = await serve(handler)
         pool = Pool()
-        response = await pool.post(url, "/p", b"{}", 2.0, "*/*")
+        response = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert await response.read_any() == b"abc"
         response.close()  # mid-body: the connection must be closed, not pooled
-        again = await pool.post(url, "/p", b"{}", 2.0, "*/*")
+        again = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
         assert await again.read_any() == b"abc"
         again.close()
         assert len(connections) == 2
@@ -230,15 +235,15 @@ def test_finish_reads_the_terminator_that_trails_done_so_the_connection_is_reuse
     async def main() -> None:
         server, url, _, connections = await serve(handler)
         pool = Pool()
-        response = await pool.post(url, "/p", b"{}", 2.0, "text/event-stream")
+        response = await pool.request("POST", url, "/p", b"{}", 2.0, "text/event-stream")
         assert await response.read_any() == done
         await response.finish()
         response.close()
-        again = await pool.post(url, "/p", b"{}", 2.0, "text/event-stream")
+        again = await pool.request("POST", url, "/p", b"{}", 2.0, "text/event-stream")
         assert await again.read_any() == done
         await again.finish(timeout_s=0.05)  # the terminator never comes
         again.close()
-        third = await pool.post(url, "/p", b"{}", 2.0, "text/event-stream")
+        third = await pool.request("POST", url, "/p", b"{}", 2.0, "text/event-stream")
         assert await third.read_any() == done
         third.close()
         assert len(connections) == 2  # reused once, then a new one after the unfinished body

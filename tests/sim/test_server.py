@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from modelyard.engines.launcher import free_port
-from tests.procs import SimServe, start_sim_serve, wait_http
+from tests.procs import SimServe, poll_until, refuses_connections, start_sim_serve, wait_http
 
 pytestmark = pytest.mark.process  # sim serve and the gateway as processes
 
@@ -234,7 +234,7 @@ def test_fault_close_after_tokens(server: SimServe) -> None:
 
 def test_fault_refuse_connections(server: SimServe) -> None:
     _set_faults(server, refuse_connections_s=20.0)  # 1 s wall at speed 20
-    time.sleep(0.1)
+    poll_until(lambda: refuses_connections(server.url()), "the server refuses connections")
     with _client(server) as client, pytest.raises(openai.APIConnectionError):
         client.completions.create(model="qwen2.5-7b", prompt="x", max_tokens=1)
     wait_http(server.url() + "/health", deadline_s=5)

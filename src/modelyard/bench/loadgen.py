@@ -20,8 +20,11 @@ import orjson
 
 from modelyard.bench.datasets import Prompt
 from modelyard.bench.metrics import RequestRecord
-from modelyard.chunks import decode, has_content, plainly_has_token
-from modelyard.http.client import Pool, UpstreamConnectError, UpstreamResetError
+from modelyard.http import pacing
+from modelyard.http.client import Pool
+from modelyard.http.errors import UpstreamConnectError, UpstreamResetError
+from modelyard.http.sse import Kind, SseReader, chunk_kind, decode, error_message, usage_of
+from modelyard.http.transport import Response, Transport
 from modelyard.workload import Requests
 
 CONNECT_S = 10.0
@@ -87,7 +90,7 @@ def _payload(
 
 
 async def send_one(
-    pool: Pool,
+    transport: Transport,
     target: Target,
     payload: bytes,
     record: RequestRecord,
@@ -96,7 +99,7 @@ async def send_one(
     record.sent = time.monotonic()
     try:
         async with asyncio.timeout(options.timeout_s):
-            await _exchange(pool, target, payload, record, options)
+            await _exchange(transport, target, payload, record, options)
     except TimeoutError:
         record.error, record.detail, record.end = "timeout", "client timeout", time.monotonic()
     except UpstreamConnectError as exc:
@@ -107,11 +110,17 @@ async def send_one(
 
 
 async def _exchange(
-    pool: Pool, target: Target, payload: bytes, record: RequestRecord, options: LoadOptions
+    transport: Transport,
+    target: Target,
+    payload: bytes,
+    record: RequestRecord,
+    options: LoadOptions,
 ) -> None:
     accept = "text/event-stream" if options.stream else "application/json"
     extra = {"X-Modelyard-Task": target.task} if target.task is not None else None
-    response = await pool.post(target.url, "/v1/completions", payload, CONNECT_S, accept, extra)
+    response = await transport.request(
+        "POST", target.url, "/v1/completions", payload, CONNECT_S, accept, extra
+    )
     try:
         if response.status != 200:
             body = await response.read_all()
@@ -123,79 +132,78 @@ async def _exchange(
                 record.error = "http_4xx" if response.status < 500 else "http_5xx"
             record.detail = f"HTTP {response.status}: {body[:200].decode(errors='replace')}"
             return
-        if not options.stream:
-            body = await response.read_all()
-            answer = decode(body)
-            now = time.monotonic()
-            if answer is None:
-                record.error, record.end = "protocol", now
-                record.detail = f"answer is not a JSON object: {body[:200]!r}"
-                return
-            record.chunk_times.append(now)
-            record.end = now
-            usage = answer.get("usage") or {}
-            record.output_tokens = usage.get("completion_tokens")
-            record.prompt_tokens = usage.get("prompt_tokens")
-            return
-        done = False
-        chunks = record.chunk_times
-        buffer = b""
-        while not done:
-            received = await response.read_any()
-            if not received:
-                break
-            now = time.monotonic()  # every event in this read arrived now
-            buffer = buffer + received if buffer else received
-            lines = buffer.split(b"\n")
-            buffer = lines.pop()
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    break
-                # Most chunks carry one token: decide from the bytes and parse JSON only for
-                # the rare ones (usage, errors, empty deltas), so the client stays cheap.
-                marked = (
-                    data.startswith(b'{"error"')
-                    or b'"usage":{' in data
-                    or b'"object":"error"' in data
-                )
-                chunk = decode(data) if marked or not plainly_has_token(data) else None
-                if chunk is None and (marked or not plainly_has_token(data)):
-                    record.error, record.end = "protocol", now
-                    record.detail = f"event data is not a JSON object: {data[:200]!r}"
-                    return
-                if chunk is not None and marked:
-                    if chunk.get("error") or chunk.get("object") == "error":
-                        record.error = "mid_stream"
-                        record.detail = str(chunk.get("error") or chunk)[:200]
-                        record.end = now
-                        return
-                    usage = chunk.get("usage") or {}
-                    record.output_tokens = usage.get("completion_tokens")
-                    record.prompt_tokens = usage.get("prompt_tokens")
-                    if not has_content(chunk):
-                        continue
-                elif chunk is not None and not has_content(chunk):
-                    continue
-                chunks.append(now)
-                if options.capture_due:
-                    stamped = chunk or decode(data) or {}
-                    due = stamped.get("modelyard_due_monotonic")
-                    if due is not None:
-                        if record.due_times is None or record.written_times is None:
-                            record.due_times, record.written_times = [], []
-                        record.due_times.append(due)
-                        record.written_times.append(stamped["modelyard_sent_monotonic"])
-        record.end = time.monotonic()
-        if not done:
-            record.error, record.detail = "mid_stream", "stream ended without [DONE]"
+        if options.stream:
+            await _read_stream(response, record, options)
         else:
-            await response.finish()  # the connection goes back to the pool
+            await _read_answer(response, record)
     finally:
         response.close()
+
+
+async def _read_answer(response: Response, record: RequestRecord) -> None:
+    body = await response.read_all()
+    answer = decode(body)
+    now = time.monotonic()
+    record.end = now
+    if answer is None:
+        record.error = "protocol"
+        record.detail = f"answer is not a JSON object: {body[:200]!r}"
+        return
+    record.chunk_times.append(now)
+    _count(record, answer.get("usage"))
+
+
+def _count(record: RequestRecord, usage: object) -> None:
+    if isinstance(usage, dict):
+        record.output_tokens = usage.get("completion_tokens")
+        record.prompt_tokens = usage.get("prompt_tokens")
+
+
+async def _read_stream(response: Response, record: RequestRecord, options: LoadOptions) -> None:
+    """Times every event carrying a token; usage from the chunk that reports it; an error
+    event, a payload that is not JSON, or an end without [DONE] fails the request."""
+    reader = SseReader()
+    chunks = record.chunk_times
+    while True:
+        received = await response.read_any()
+        events = reader.feed(received) if received else reader.end()
+        now = time.monotonic()  # every event in this read arrived now
+        for _, data in events:
+            kind = chunk_kind(data)
+            if kind is Kind.DONE:
+                record.end = time.monotonic()
+                await response.finish()  # the connection goes back to the pool
+                return
+            if kind.failed:
+                record.end = now
+                if kind is Kind.ERROR:
+                    record.error, record.detail = "mid_stream", error_message(data)
+                else:
+                    record.error = "protocol"
+                    record.detail = f"event data is not a JSON object: {data[:200]!r}"
+                return
+            usage = usage_of(data)
+            if usage is not None:
+                _count(record, usage)
+            if kind is not Kind.TOKEN:
+                continue
+            chunks.append(now)
+            if options.capture_due:
+                _capture_due(record, data)
+        if not received:
+            break
+    record.end = time.monotonic()
+    record.error, record.detail = "mid_stream", "stream ended without [DONE]"
+
+
+def _capture_due(record: RequestRecord, data: bytes) -> None:
+    stamped = decode(data) or {}
+    due = stamped.get("modelyard_due_monotonic")
+    if due is not None:
+        if record.due_times is None or record.written_times is None:
+            record.due_times, record.written_times = [], []
+        record.due_times.append(due)
+        record.written_times.append(stamped["modelyard_sent_monotonic"])
 
 
 async def run_load(
@@ -204,20 +212,22 @@ async def run_load(
     options: LoadOptions,
     on_progress: Callable[[int], None] | None = None,
     prompts: list[Prompt] | None = None,
+    transport: Transport | None = None,
 ) -> tuple[list[RequestRecord], float]:
     """Send every request; returns the records (in request order) and the start time.
 
-    With `prompts`, request i sends prompts[i % len] (its max_tokens, else the workload's)."""
+    With `prompts`, request i sends prompts[i % len] (its max_tokens, else the workload's).
+    `transport` defaults to a keep-alive HTTP/1.1 pool (modelyard/http/client.py)."""
     count = len(requests)
     records: list[RequestRecord | None] = [None] * count
-    pool = (
-        Pool()
-    )  # keep-alive HTTP/1.1 on asyncio protocols: cheap per chunk (modelyard/http/client.py)
+    sender = transport if transport is not None else Pool()
     with _collector_paused():
         try:
-            return await _send_all(requests, targets, options, on_progress, prompts, records, pool)
+            return await _send_all(
+                requests, targets, options, on_progress, prompts, records, sender
+            )
         finally:
-            pool.close()
+            sender.close()
 
 
 @contextlib.contextmanager
@@ -246,7 +256,7 @@ async def _send_all(
     on_progress: Callable[[int], None] | None,
     prompts: list[Prompt] | None,
     records: list[RequestRecord | None],
-    pool: Pool,
+    transport: Transport,
 ) -> tuple[list[RequestRecord], float]:
     count = len(requests)
     loop = asyncio.get_running_loop()
@@ -271,7 +281,7 @@ async def _send_all(
         target = targets[requests.targets[int(requests.target_index[index])]]
         record = RequestRecord(target=target.name, scheduled=scheduled, sent=scheduled)
         records[index] = record
-        await send_one(pool, target, payloads[index], record, options)
+        await send_one(transport, target, payloads[index], record, options)
         finished += 1
         if on_progress is not None:
             on_progress(finished)
@@ -288,19 +298,7 @@ async def _send_all(
         tasks = []
         for index in range(count):
             scheduled = start + float(requests.arrival_s[index])
-            await _until(scheduled)
+            await pacing.until(scheduled)
             tasks.append(loop.create_task(one(index, scheduled)))
         await asyncio.gather(*tasks)
     return [r for r in records if r is not None], start
-
-
-async def _until(due: float) -> None:
-    """Wait until `due` on the monotonic clock. The loop's timers have millisecond resolution,
-    so sleep to just short of it, then poll the loop (reading responses meanwhile) and yield the
-    core until it comes."""
-    delay = due - time.monotonic()
-    if delay > 0.0015:
-        await asyncio.sleep(delay - 0.0012)
-    while time.monotonic() < due:
-        await asyncio.sleep(0)
-        os.sched_yield()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -293,6 +294,8 @@ class SimAdapter(EngineAdapter):
     image = ""
     serves = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MODELS})
     metric_names: ClassVar[MetricNames] = VllmAdapter.metric_names
+    # `sim serve --model` takes vLLM's flags, so it simulates the engine `up` would start
+    setting_flags: ClassVar[dict[str, str]] = VllmAdapter.setting_flags
 
     def command(self, spec: LaunchSpec) -> list[str]:
         if spec.gpu is None:
@@ -313,10 +316,13 @@ class SimAdapter(EngineAdapter):
             spec.host,
             "--port",
             str(spec.port),
+            "--quant",
+            spec.quant_name,
         ]
-        if spec.max_model_len:
-            args += ["--max-model-len", str(spec.max_model_len)]
-        return args + list(spec.extra_args)
+        # without one, vLLM and `sim run` take the model's whole context; `sim serve --model`
+        # alone would cap it at 8k
+        context = replace(spec, max_model_len=spec.max_model_len or spec.model.max_context)
+        return args + self.setting_args(context) + list(spec.extra_args)
 
 
 ADAPTERS: dict[str, EngineAdapter] = {

@@ -275,7 +275,10 @@ def stop(processes: list[EngineProcess], grace_s: float = 10.0) -> list[str]:
     live = [p for p in processes if is_running(p)]
     for process in live:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:  # leads no group: a `sim serve` started by hand
+                os.kill(process.pid, signal.SIGTERM)
     end = time.monotonic() + grace_s
     for process in live:
         while time.monotonic() < end:

@@ -46,7 +46,12 @@ def read_state(state_dir: Path) -> list[EngineProcess]:
 
 
 def write_state(state_dir: Path, fleet_name: str, engines: list[EngineProcess]) -> None:
-    path = state_path(state_dir)
+    write_state_file(state_path(state_dir), fleet_name, engines)
+
+
+def write_state_file(path: Path, fleet_name: str, engines: list[EngineProcess]) -> None:
+    """Written whole, then renamed: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(
         json.dumps({"fleet": fleet_name, "engines": [asdict(e) for e in engines]}, indent=2)

@@ -30,12 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.engines.api import NOW, AnswerShape
+from modelyard.http.sse import TERMINAL_RESPONSE_EVENTS
 
 JSON = dict[str, Any]
 FIRST_WINS = frozenset({"id", "created", "model"})
-TERMINAL_RESPONSE_EVENTS = frozenset(
-    {"response.completed", "response.incomplete", "response.failed"}
-)
 
 
 class AnswerKind(enum.Enum):
@@ -237,12 +235,53 @@ class ResponsesAssembler:
         self.response: JSON | None = None
 
     def add(self, event: Mapping[str, Any]) -> None:
-        if event.get("type") in TERMINAL_RESPONSE_EVENTS and isinstance(
-            event.get("response"), Mapping
-        ):
-            self.response = dict(event["response"])
+        if event.get("type") in TERMINAL_RESPONSE_EVENTS:
+            response = event.get("response")
+            if not isinstance(response, Mapping):
+                raise ValueError(f"a {event['type']} event without its response")
+            self.response = dict(response)
 
     def answer(self, now_s: int = 0) -> JSON:
         if self.response is None:
             raise ValueError("the stream ended without a terminal response event")
         return _with_defaults(dict(self.response), self.shape.answer, now_s)
+
+
+_NOT_IN_CHUNKS = frozenset({"choices", "usage", "object"})
+
+
+def chunks_of(answer: Mapping[str, Any], kind: AnswerKind, include_usage: bool) -> list[JSON]:
+    """A whole chat or completion answer as the stream it would have been: one chunk with
+    every choice's message (as a delta) or text, logprobs and finish reason, and, when the
+    client asked for usage, the usage chunk."""
+    top = {key: value for key, value in answer.items() if key not in _NOT_IN_CHUNKS}
+    chunk_object = "chat.completion.chunk" if kind is AnswerKind.CHAT else "text_completion"
+    choices = []
+    for position, choice in enumerate(answer.get("choices") or ()):
+        if not isinstance(choice, Mapping):
+            continue
+        piece: JSON = {"index": choice.get("index", position)}
+        if kind is AnswerKind.CHAT:
+            delta = dict(choice.get("message") or {})
+            if isinstance(delta.get("tool_calls"), list):
+                delta["tool_calls"] = [
+                    {"index": i, **call} for i, call in enumerate(delta["tool_calls"])
+                ]
+            piece["delta"] = delta
+        else:
+            piece["text"] = choice.get("text", "")
+        rest = {k: v for k, v in choice.items() if k not in ("index", "message", "text")}
+        choices.append({**piece, "logprobs": None, **rest})
+    chunks: list[JSON] = [{**top, "object": chunk_object, "choices": choices}]
+    if include_usage and isinstance(answer.get("usage"), Mapping):
+        chunks.append({**top, "object": chunk_object, "choices": [], "usage": answer["usage"]})
+    return chunks
+
+
+def terminal_event_of(response: Mapping[str, Any]) -> tuple[str, JSON]:
+    """A whole Responses API answer as the terminal event of its stream."""
+    status = response.get("status")
+    kind = "response.incomplete" if status == "incomplete" else "response.completed"
+    if status == "failed":
+        kind = "response.failed"
+    return kind, {"type": kind, "response": dict(response)}

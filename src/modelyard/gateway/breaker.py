@@ -4,7 +4,10 @@
     half-open --a probe succeeds--> closed;  half-open --a probe fails--> open (timer restarts)
 
 In half-open at most `half_open_probes` requests are let through at once; the rest are refused
-as if open. Failures that do not count (4xx, 429) neither trip nor reset it.
+as if open. `allow` hands out a `Permit` that the request's outcome brings back, so a probe
+frees a slot only of the half-open period that let it through (one let through before the
+breaker opened again frees nothing of the next). Outcomes that do not count (4xx, 429, a client
+hanging up) neither trip nor reset it. Health checks report failures without a permit.
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ class State(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """A request let through; `probe_of` is the half-open period it probes (0: none)."""
+
+    probe_of: int = 0
+
+
+NOT_A_PROBE = Permit()
+
+
 @dataclass
 class Breaker:
     consecutive_failures: int
@@ -28,6 +41,7 @@ class Breaker:
     failures: int = 0
     opened_at: float = 0.0
     probes_in_flight: int = 0
+    half_open_periods: int = 0
     trips: int = 0
 
     def current(self, now: float) -> State:
@@ -35,26 +49,40 @@ class Breaker:
         if self.state is State.OPEN and now - self.opened_at >= self.open_for_s:
             self.state = State.HALF_OPEN
             self.probes_in_flight = 0
+            self.half_open_periods += 1
         return self.state
 
-    def allow(self, now: float) -> bool:
-        """May a request go to this backend now? Reserves a probe slot when half-open."""
+    def admits(self, now: float) -> bool:
+        """Would `allow(now)` let a request through? Changes nothing (for the pure failover
+        decision, which reads several backends and takes one)."""
+        if self.state is State.CLOSED:
+            return True
+        if self.state is State.OPEN:
+            return now - self.opened_at >= self.open_for_s and self.half_open_probes > 0
+        return self.probes_in_flight < self.half_open_probes
+
+    def allow(self, now: float) -> Permit | None:
+        """Let a request go to this backend now? Takes a probe slot when half-open."""
         state = self.current(now)
         if state is State.CLOSED:
-            return True
+            return NOT_A_PROBE
         if state is State.HALF_OPEN and self.probes_in_flight < self.half_open_probes:
             self.probes_in_flight += 1
-            return True
-        return False
+            return Permit(self.half_open_periods)
+        return None
 
-    def on_success(self, now: float) -> None:
-        if self.current(now) is State.HALF_OPEN:
+    def _release(self, permit: Permit | None) -> None:
+        if permit is not None and permit.probe_of == self.half_open_periods:
             self.probes_in_flight = max(self.probes_in_flight - 1, 0)
+
+    def on_success(self, now: float, permit: Permit | None = None) -> None:
+        if self.current(now) is State.HALF_OPEN:
+            self._release(permit)
         self.state = State.CLOSED
         self.failures = 0
 
-    def on_failure(self, now: float) -> None:
-        """A failure that counts toward the breaker (see errors.classify)."""
+    def on_failure(self, now: float, permit: Permit | None = None) -> None:
+        """A failure that counts toward the breaker (gateway/errors.py: `policy`)."""
         state = self.current(now)
         if state is State.HALF_OPEN:
             self._open(now)
@@ -65,10 +93,10 @@ class Breaker:
         if self.failures >= self.consecutive_failures:
             self._open(now)
 
-    def on_neutral(self, now: float) -> None:
-        """An outcome that neither trips nor heals (4xx): frees a half-open probe slot."""
+    def on_neutral(self, now: float, permit: Permit | None = None) -> None:
+        """An outcome that neither trips nor heals (4xx): frees its half-open probe slot."""
         if self.current(now) is State.HALF_OPEN:
-            self.probes_in_flight = max(self.probes_in_flight - 1, 0)
+            self._release(permit)
 
     def _open(self, now: float) -> None:
         self.state = State.OPEN

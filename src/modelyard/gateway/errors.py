@@ -8,6 +8,12 @@ docs/gateway.md):
 | 429                                       | yes                  | no                    |
 | other 4xx, 501, context-length errors     | no (client's error)  | no                    |
 | failure after the first byte to the client| never                | yes                   |
+| the client hung up                        | never                | no                    |
+
+    ModelyardError
+    └── GatewayError          the gateway cannot start or reload (bad fleet, no port)
+        ├── ClientGone        the client hung up while its stream was written
+        └── MalformedStream   an upstream's event is not the JSON object it must be
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ class GatewayError(ModelyardError):
     """The gateway cannot start or reload (bad fleet, no port)."""
 
 
+class ClientGone(GatewayError):
+    """The client closed its connection while the gateway wrote to it."""
+
+
+class MalformedStream(GatewayError):
+    """An upstream's event could not be read as the JSON object the API says it is."""
+
+
 class Outcome(enum.Enum):
     OK = "ok"
     CONNECT = "connect_error"
@@ -35,6 +49,7 @@ class Outcome(enum.Enum):
     RATE_LIMITED = "rate_limited"
     CLIENT_ERROR = "client_error"
     MID_STREAM = "mid_stream_failure"
+    CLIENT_GONE = "client_disconnected"
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ _POLICY = {
     Outcome.RATE_LIMITED: Policy(retry=True, counts=False),
     Outcome.CLIENT_ERROR: Policy(retry=False, counts=False),
     Outcome.MID_STREAM: Policy(retry=False, counts=True),
+    Outcome.CLIENT_GONE: Policy(retry=False, counts=False),
 }
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import orjson
 
 from modelyard.engines.api import MODELS
+from modelyard.gateway.clock import Clock, within
+from modelyard.http.errors import HttpError
+from modelyard.http.transport import Transport
 
 JSON = dict[str, Any]
 OWNER = "modelyard"
@@ -33,26 +35,33 @@ def card_in(listing: Any, model: str) -> JSON | None:
     return None
 
 
+async def _listing(transport: Transport, url: str, timeout_s: float) -> Any:
+    response = await transport.request("GET", url, MODELS, connect_timeout_s=timeout_s)
+    try:
+        body = await response.read_all()
+        return orjson.loads(body) if response.status == 200 else None
+    finally:
+        response.close()
+
+
 async def fetch_card(
-    session: aiohttp.ClientSession, urls: list[str], model: str, timeout_s: float
+    transport: Transport, clock: Clock, urls: list[str], model: str, timeout_s: float
 ) -> JSON | None:
     """The engine's entry for `model` from the first replica that lists it (None: none did)."""
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
     for url in urls:
         try:
-            async with session.get(url + MODELS, timeout=timeout) as response:
-                if response.status != 200:
-                    continue
-                card = card_in(orjson.loads(await response.read()), model)
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            listing = await within(clock, timeout_s, _listing(transport, url, timeout_s))
+        except (HttpError, TimeoutError, orjson.JSONDecodeError):
             continue
+        card = card_in(listing, model)
         if card is not None:
             return card
     return None
 
 
 async def fill_cards(
-    session: aiohttp.ClientSession,
+    transport: Transport,
+    clock: Clock,
     cards: dict[str, JSON],
     replicas: dict[str, list[str]],
     timeout_s: float,
@@ -60,7 +69,7 @@ async def fill_cards(
     """Fetch, at once, the entries of the models in `replicas` that `cards` lacks."""
     missing = [model for model in replicas if model not in cards]
     found = await asyncio.gather(
-        *(fetch_card(session, replicas[model], model, timeout_s) for model in missing)
+        *(fetch_card(transport, clock, replicas[model], model, timeout_s) for model in missing)
     )
     for model, card in zip(missing, found, strict=True):
         if card is not None:

@@ -1,6 +1,8 @@
 """Where a committed attempt's events go: to a streaming client as they arrive, byte for byte,
 or into an assembler that builds the non-streaming answer. Both keep the usage the upstream
-reported (for the gateway's token counts)."""
+reported (for the gateway's token counts), and both take an upstream's whole JSON answer when
+it ignored `stream: true` (one chunk, then `[DONE]`, for a streaming client; the answer as it
+is for the others)."""
 
 from __future__ import annotations
 
@@ -11,37 +13,33 @@ import orjson
 from aiohttp import web
 
 from modelyard.engines.api import AnswerShape
-from modelyard.gateway.assemble import JSON, ResponsesAssembler, StreamAssembler
+from modelyard.gateway.assemble import (
+    JSON,
+    ResponsesAssembler,
+    StreamAssembler,
+    chunks_of,
+    terminal_event_of,
+)
 from modelyard.gateway.endpoints import Endpoint, Upstream
-from modelyard.gateway.streams import DONE
-
-_USAGE = b'"usage":{'
-
-
-def data_of(event: bytes) -> bytes:
-    """The data payload of one SSE event as `attempt` hands it on (event line, data line)."""
-    start = event.find(b"data:")
-    return event[start + 5 :].strip() if start >= 0 else b""
+from modelyard.gateway.errors import ClientGone, MalformedStream
+from modelyard.http.sse import DONE_DATA, as_event, decode, usage_of
 
 
-def usage_of(event: bytes) -> dict[str, Any] | None:
-    """The usage a chat or completion chunk reports, decoding only chunks whose bytes show
-    one."""
-    if _USAGE not in event:
-        return None
-    try:
-        usage = orjson.loads(data_of(event)).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
+def _usage(answer: JSON) -> dict[str, Any] | None:
+    usage = answer.get("usage")
     return usage if isinstance(usage, dict) else None
 
 
 class StreamRelay:
     """Streams events to the client as the upstream sent them."""
 
-    def __init__(self, http: web.Request, headers: dict[str, str]) -> None:
+    def __init__(
+        self, http: web.Request, headers: dict[str, str], endpoint: Endpoint, include_usage: bool
+    ) -> None:
         self.http = http
         self.headers = headers
+        self.endpoint = endpoint
+        self.include_usage = include_usage
         self.response: web.StreamResponse | None = None
         self.usage: dict[str, Any] | None = None
 
@@ -53,15 +51,34 @@ class StreamRelay:
                 **self.headers,
             }
         )
-        await response.prepare(self.http)
         self.response = response
+        try:
+            await response.prepare(self.http)
+        except ConnectionResetError as exc:
+            raise ClientGone(str(exc)) from exc
 
-    async def line(self, event: bytes) -> None:
+    async def event(self, event: bytes, data: bytes) -> None:
         assert self.response is not None
-        usage = usage_of(event)
+        usage = usage_of(data)
         if usage is not None:
             self.usage = usage
-        await self.response.write(event)
+        try:
+            await self.response.write(event)
+        except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError among them
+            raise ClientGone(str(exc)) from exc
+
+    async def whole(self, body: bytes, answer: JSON) -> None:
+        self.usage = _usage(answer)
+        if self.endpoint.upstream is Upstream.EVENTS:
+            kind, terminal = terminal_event_of(answer)
+            await self.event(
+                as_event(b"event: " + kind.encode() + b"\n", orjson.dumps(terminal)), b""
+            )
+            return
+        assert self.endpoint.answer is not None
+        for chunk in chunks_of(answer, self.endpoint.answer, self.include_usage):
+            await self.event(as_event(b"", orjson.dumps(chunk)), b"")
+        await self.event(as_event(b"", DONE_DATA), DONE_DATA)
 
 
 class AnswerSink:
@@ -74,20 +91,36 @@ class AnswerSink:
         else:
             assert endpoint.answer is not None
             self.assembler = StreamAssembler(endpoint.answer, shape)
+        self.whole_body: bytes | None = None
+        self.whole_usage: dict[str, Any] | None = None
 
     async def commit(self) -> None:
         return None
 
-    async def line(self, event: bytes) -> None:
-        data = data_of(event)
-        if data != DONE:
-            self.assembler.add(orjson.loads(data))
+    async def event(self, event: bytes, data: bytes) -> None:
+        if data == DONE_DATA:
+            return
+        chunk = decode(data)
+        if chunk is None:
+            raise MalformedStream(f"event data is not a JSON object: {data[:80]!r}")
+        try:
+            self.assembler.add(chunk)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise MalformedStream(f"event not in the API's shape ({exc}): {data[:80]!r}") from exc
 
-    def answer(self) -> JSON:
-        return self.assembler.answer(int(time.time()))  # a timestamp for the answer, not a clock
+    async def whole(self, body: bytes, answer: JSON) -> None:
+        self.whole_body, self.whole_usage = body, _usage(answer)
+
+    def answer(self) -> bytes:
+        """The answer's body: the upstream's own when it sent one whole, else assembled."""
+        if self.whole_body is not None:
+            return self.whole_body
+        return orjson.dumps(self.assembler.answer(int(time.time())))  # a timestamp, not a clock
 
     @property
     def usage(self) -> dict[str, Any] | None:
+        if self.whole_body is not None:
+            return self.whole_usage
         if isinstance(self.assembler, StreamAssembler):
             usage = self.assembler.top.get("usage")
         else:

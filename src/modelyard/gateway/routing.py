@@ -62,13 +62,13 @@ class Router:
 
 
 def pick_replica(
-    replicas: list[str], outstanding: dict[str, float], rng: random.Random, excluded: set[str]
+    replicas: list[str], outstanding: dict[str, float], rng: random.Random
 ) -> str | None:
-    """Least outstanding requests of two random replicas (power of two choices)."""
-    usable = [r for r in replicas if r not in excluded]
-    if not usable:
+    """Least outstanding requests of two random replicas (power of two choices); the caller
+    leaves out replicas it may not use (tried already, backing off, breaker open)."""
+    if not replicas:
         return None
-    if len(usable) == 1:
-        return usable[0]
-    first, second = rng.sample(usable, 2)
+    if len(replicas) == 1:
+        return replicas[0]
+    first, second = rng.sample(replicas, 2)
     return first if outstanding.get(first, 0) <= outstanding.get(second, 0) else second

@@ -1,5 +1,7 @@
 """Running the gateway: endpoints from the fleet or a running `up`, graceful shutdown on
-SIGTERM/SIGINT, reload on SIGHUP (a bad new fleet file is rejected and the old one serves on)."""
+SIGTERM/SIGINT (whatever handling the process inherited: a shell's background job starts with
+SIGINT ignored), reload on SIGHUP (a bad new fleet file is rejected and the old
+one serves on)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,19 @@ from aiohttp import web
 from modelyard.engines.state import read_state
 from modelyard.errors import ModelyardError
 from modelyard.fleet import LoadedFleet, load_fleet
-from modelyard.gateway.app import Gateway, create_app
+from modelyard.gateway.access_log import AccessLog
+from modelyard.gateway.app import create_app
+from modelyard.gateway.clock import LoopClock
 from modelyard.gateway.errors import GatewayError
-from modelyard.gateway.routing import Router
+from modelyard.gateway.state import Gateway
+from modelyard.http.client import Pool
+from modelyard.signals import stopping_signal
 
 log = logging.getLogger("modelyard.gateway")
+# connections the kernel queues before the gateway accepts them: aiohttp's default of 128
+# overflowed when hundreds of streams connected at once (benchmarks/gateway_streams.py); the
+# kernel caps it at net.core.somaxconn
+DEFAULT_BACKLOG = 4096
 
 
 def endpoints_for(loaded: LoadedFleet, state_dir: Path | None) -> dict[str, list[str]]:
@@ -44,19 +54,9 @@ def endpoints_for(loaded: LoadedFleet, state_dir: Path | None) -> dict[str, list
 
 
 def reload(gateway: Gateway, path: Path, state_dir: Path | None) -> None:
-    """Swap in a new fleet file; keep breakers of backends that stay."""
+    """Serve the fleet file at `path` anew (gateway/state.py: `Gateway.reconfigure`)."""
     loaded = load_fleet(path)
-    fresh = Gateway.build(loaded, endpoints_for(loaded, state_dir))
-    old = {(b.model, b.url): b for replicas in gateway.backends.values() for b in replicas}
-    for replicas in fresh.backends.values():
-        for index, backend in enumerate(replicas):
-            kept = old.get((backend.model, backend.url))
-            if kept is not None:
-                replicas[index] = kept
-    gateway.loaded = loaded
-    gateway.backends = fresh.backends
-    gateway.router = Router(loaded.fleet)
-    gateway.cards.clear()  # engines' model entries are fetched again, from the new endpoints
+    gateway.reconfigure(loaded, endpoints_for(loaded, state_dir))
 
 
 async def serve(
@@ -67,27 +67,27 @@ async def serve(
     state_dir: Path | None,
     grace_s: float = 30.0,
     on_ready: Callable[[str], None] | None = None,
-) -> None:
-    gateway = Gateway.build(loaded, endpoints_for(loaded, state_dir))
-    app = create_app(gateway)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_s)
+    backlog: int = DEFAULT_BACKLOG,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain (in-flight requests get `grace_s`); returns
+    the signal's number. The composition root: the transport, clock and `Gateway` are built
+    here, once."""
+    clock = LoopClock()
+    access = AccessLog(clock, enabled=log.isEnabledFor(logging.INFO))
+    gateway = Gateway.build(loaded, endpoints_for(loaded, state_dir), Pool(), clock, access)
+    runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=grace_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise GatewayError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise GatewayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     # Everything built so far (catalog, fleet, app) lives as long as the process: move it out
     # of the collector's sight so full collections stay short on the request path.
     gc.collect()
     gc.freeze()
-    if on_ready is not None:
-        on_ready(f"http://{host}:{port}")
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
 
     def on_hup() -> None:
         try:
@@ -97,7 +97,13 @@ async def serve(
             log.error('{"event": "reload", "outcome": "rejected", "why": %r}', str(exc))
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await stop.wait()
-    await site.stop()  # stop accepting; in-flight requests finish within the grace period
-    await runner.cleanup()
-    gateway.access.flush()
+    with stopping_signal(loop) as stopped:
+        if on_ready is not None:
+            on_ready(f"http://{host}:{port}")
+        try:
+            signum = await stopped
+            await site.stop()  # stop accepting; in-flight requests finish within the grace
+        finally:
+            await runner.cleanup()  # a second signal while draining changes nothing
+            loop.remove_signal_handler(signal.SIGHUP)
+    return signum

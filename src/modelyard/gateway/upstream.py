@@ -3,10 +3,11 @@ answer.
 
 Streams (`attempt`): the gateway always asks the upstream for one, so the connect,
 first-output, idle and total deadlines hold for every request. Nothing is sent to the client
-until the first output arrives (gateway/streams.py says what that is per endpoint): up to then
-a failure can still move to the next candidate. Whole bodies (`exchange`, embeddings): headers
-within the first-token deadline, the body within the total one; nothing reaches the client
-before the whole body has arrived.
+until the first output arrives (http/sse.py says what that is per stream kind): up to then a
+failure can still move to the next candidate. An upstream that ignores `stream: true` and
+answers with one JSON body (status 200, application/json) has answered: the sink gets it
+whole. Whole bodies (`exchange`, embeddings): headers within the first-token deadline, the body
+within the total one; nothing reaches the client before the whole body has arrived.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from modelyard.gateway.errors import Outcome, classify_status
-from modelyard.gateway.streams import CHUNK_RULES, StreamRules
-from modelyard.http.client import Pool, Response, UpstreamConnectError, UpstreamResetError
+from modelyard.gateway.clock import Clock, Watchdog
+from modelyard.gateway.errors import ClientGone, MalformedStream, Outcome, classify_status
+from modelyard.http.errors import UpstreamConnectError, UpstreamResetError
+from modelyard.http.sse import Kind, SseReader, as_event, chunk_kind, decode, is_error
+from modelyard.http.transport import Response, Transport
 
-LineSink = Callable[[bytes], Awaitable[None]]
-Commit = Callable[[], Awaitable[None]]
+KindOf = Callable[[bytes], Kind]
+_STARTS_OUTPUT = frozenset({Kind.TOKEN, Kind.FINISH, Kind.DONE})
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,20 @@ class Deadlines:
     total: float
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to one upstream: the transport and clock it goes by, where it goes, its
+    body and its deadlines."""
+
+    transport: Transport
+    clock: Clock
+    backend: str  # base URL
+    path: str
+    payload: bytes
+    deadlines: Deadlines
+
+
+@dataclass(slots=True)
 class Attempt:
     backend: str
     outcome: Outcome = Outcome.OK
@@ -56,87 +73,72 @@ class Attempt:
         return f"{self.reason} ({self.cause})" if self.cause else self.reason
 
 
-class _Watchdog:
-    """The attempt's one deadline timer. Moving the deadline is a float store; when the timer
-    fires before a deadline that has since moved, it re-arms itself there. (An
-    `asyncio.timeout_at` per received line costs a timer handle each.)"""
+class Sink(Protocol):
+    """Where a committed attempt's answer goes (gateway/relay.py)."""
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, deadline: float, start: float, total_deadline: float
-    ) -> None:
-        self.loop = loop
-        self.task = asyncio.current_task()
+    async def commit(self) -> None:
+        """The first output arrived: from now on the answer is this upstream's."""
+        ...
+
+    async def event(self, event: bytes, data: bytes) -> None:
+        """One event (its bytes as relayed, and its data payload), in order."""
+        ...
+
+    async def whole(self, body: bytes, answer: dict[str, Any]) -> None:
+        """The upstream answered the stream request with one JSON body."""
+        ...
+
+
+class AttemptWatchdog(Watchdog):
+    """The attempt's deadline timer, knowing when the attempt started and must end."""
+
+    def __init__(self, clock: Clock, deadline: float, start: float, total_deadline: float) -> None:
+        super().__init__(clock, deadline)
         self.start = start
         self.total_deadline = total_deadline
-        self.deadline = deadline
-        self.expired = False
-        self.handle = loop.call_at(deadline, self._fire)
 
-    def _fire(self) -> None:
-        if self.loop.time() >= self.deadline:
-            self.expired = True
-            if self.task is not None:
-                self.task.cancel()
+
+BodyReader = Callable[[Response, Attempt, AttemptWatchdog], Awaitable[None]]
+
+
+async def attempt(call: Call, sink: Sink, kind_of: KindOf = chunk_kind) -> Attempt:
+    """POST the call's payload and relay the upstream's SSE events through `sink`."""
+    clock = call.clock
+
+    async def read(response: Response, result: Attempt, watchdog: AttemptWatchdog) -> None:
+        if response.headers.get("content-type", "").startswith("application/json"):
+            await _whole_answer(response, result, watchdog, clock, sink)
         else:
-            self.handle = self.loop.call_at(self.deadline, self._fire)
+            await _relay(response, result, watchdog, clock, call.deadlines, sink, kind_of)
 
-    def close(self) -> None:
-        self.handle.cancel()
-
-
-BodyReader = Callable[[Response, Attempt, _Watchdog], Awaitable[None]]
+    return await _run(call, "text/event-stream", read)
 
 
-async def attempt(
-    pool: Pool,
-    backend: str,
-    path: str,
-    payload: bytes,
-    deadlines: Deadlines,
-    commit: Commit,
-    sink: LineSink,
-    rules: StreamRules = CHUNK_RULES,
-) -> Attempt:
-    """POST `payload` to `backend + path` and relay its SSE events through `sink`."""
+async def exchange(call: Call) -> Attempt:
+    """POST the call's payload and read the whole answer into `Attempt.body` (non-streaming
+    APIs)."""
 
-    async def read(response: Response, result: Attempt, watchdog: _Watchdog) -> None:
-        await _relay(response, result, watchdog, deadlines, commit, sink, rules)
-
-    return await _run(pool, backend, path, payload, deadlines, "text/event-stream", read)
-
-
-async def exchange(
-    pool: Pool, backend: str, path: str, payload: bytes, deadlines: Deadlines
-) -> Attempt:
-    """POST `payload` and read the whole answer into `Attempt.body` (non-streaming APIs)."""
-
-    async def read(response: Response, result: Attempt, watchdog: _Watchdog) -> None:
+    async def read(response: Response, result: Attempt, watchdog: AttemptWatchdog) -> None:
         watchdog.deadline = watchdog.total_deadline
         result.body = await response.read_all()
         result.committed = True
-        result.ttft_s = watchdog.loop.time() - watchdog.start
+        result.ttft_s = call.clock.now() - watchdog.start
 
-    return await _run(pool, backend, path, payload, deadlines, "application/json", read)
+    return await _run(call, "application/json", read)
 
 
-async def _run(
-    pool: Pool,
-    backend: str,
-    path: str,
-    payload: bytes,
-    deadlines: Deadlines,
-    accept: str,
-    read: BodyReader,
-) -> Attempt:
+async def _run(call: Call, accept: str, read: BodyReader) -> Attempt:
     """One request under the deadlines; `read` takes a 200 response's body."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    result = Attempt(backend=backend)
+    clock, deadlines = call.clock, call.deadlines
+    start = clock.now()
+    result = Attempt(backend=call.backend)
     first_deadline = start + min(deadlines.first_token, deadlines.total)
-    watchdog = _Watchdog(loop, first_deadline, start, start + deadlines.total)
+    watchdog = AttemptWatchdog(clock, first_deadline, start, start + deadlines.total)
     response: Response | None = None
     try:
-        response = await pool.post(backend, path, payload, deadlines.connect, accept=accept)
+        response = await call.transport.request(
+            "POST", call.backend, call.path, call.payload, deadlines.connect, accept
+        )
         result.status = response.status
         if response.status != 200:
             watchdog.deadline = watchdog.total_deadline
@@ -146,106 +148,129 @@ async def _run(
             retry_after = response.headers.get("retry-after", "")
             if retry_after.replace(".", "", 1).isdigit():
                 result.retry_after_s = float(retry_after)
-            return _done(result, loop, start)
+            return _done(result, clock, start)
         await read(response, result, watchdog)
-        return _done(result, loop, start)
+        return _done(result, clock, start)
     except asyncio.CancelledError:
         if not watchdog.expired:
-            raise  # the client went away: not ours to handle
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        if response is None:
-            result.outcome, result.detail = (
-                Outcome.FIRST_TOKEN_TIMEOUT,
-                "no response headers in time",
-            )
-        elif loop.time() >= watchdog.total_deadline:
-            result.outcome = Outcome.TOTAL_TIMEOUT
-            result.detail = f"not finished within {deadlines.total:g} s"
-        elif not result.committed:
-            result.outcome = Outcome.FIRST_TOKEN_TIMEOUT
-            result.detail = f"no first token within {deadlines.first_token:g} s"
-        else:
-            result.outcome = Outcome.IDLE_TIMEOUT
-            result.detail = f"no event for {deadlines.idle:g} s"
-        return _done(result, loop, start)
+            raise  # the gateway is stopping: not ours to handle
+        watchdog.absorb()
+        _timed_out(result, response, clock, watchdog, deadlines)
+        return _done(result, clock, start)
     except UpstreamConnectError as exc:
         result.outcome, result.detail, result.cause = Outcome.CONNECT, "cannot connect", str(exc)
-        return _done(result, loop, start)
+        return _done(result, clock, start)
     except UpstreamResetError as exc:
         result.outcome, result.cause = Outcome.RESET, str(exc)
         result.detail = (
             "connection lost before headers" if exc.before_headers else "connection lost"
         )
-        return _done(result, loop, start)
+        return _done(result, clock, start)
+    except MalformedStream as exc:
+        result.outcome, result.detail = Outcome.SERVER_ERROR, "malformed event in the stream"
+        result.cause = str(exc)
+        return _done(result, clock, start)
+    except ClientGone:
+        result.outcome, result.detail = Outcome.CLIENT_GONE, "the client closed the connection"
+        return _done(result, clock, start)
     finally:
         watchdog.close()
         if response is not None:
             response.close()  # never leave an upstream generating for nobody
 
 
+def _timed_out(
+    result: Attempt,
+    response: Response | None,
+    clock: Clock,
+    watchdog: AttemptWatchdog,
+    deadlines: Deadlines,
+) -> None:
+    if response is None:
+        result.outcome, result.detail = Outcome.FIRST_TOKEN_TIMEOUT, "no response headers in time"
+    elif clock.now() >= watchdog.total_deadline:
+        result.outcome = Outcome.TOTAL_TIMEOUT
+        result.detail = f"not finished within {deadlines.total:g} s"
+    elif not result.committed:
+        result.outcome = Outcome.FIRST_TOKEN_TIMEOUT
+        result.detail = f"no first token within {deadlines.first_token:g} s"
+    else:
+        result.outcome = Outcome.IDLE_TIMEOUT
+        result.detail = f"no event for {deadlines.idle:g} s"
+
+
+async def _whole_answer(
+    response: Response, result: Attempt, watchdog: AttemptWatchdog, clock: Clock, sink: Sink
+) -> None:
+    """A complete JSON answer where a stream was asked for: the answer, if it is one."""
+    watchdog.deadline = watchdog.total_deadline
+    body = await response.read_all()
+    answer = decode(body)
+    if answer is None:
+        raise MalformedStream(f"a 200 answer that is not a JSON object: {body[:80]!r}")
+    if is_error(answer):
+        result.outcome, result.body = Outcome.SERVER_ERROR, body
+        result.detail = "error object in a 200 answer"
+        return
+    result.committed = True
+    result.ttft_s = clock.now() - watchdog.start
+    await sink.commit()
+    await sink.whole(body, answer)
+
+
 async def _relay(
     response: Response,
     result: Attempt,
-    watchdog: _Watchdog,
+    watchdog: AttemptWatchdog,
+    clock: Clock,
     deadlines: Deadlines,
-    commit: Commit,
-    sink: LineSink,
-    rules: StreamRules,
+    sink: Sink,
+    kind_of: KindOf,
 ) -> None:
     """Read the SSE body as it arrives (whole reads, not line by line) and hand on events,
     each with its `event:` line when the upstream names events."""
-    loop = watchdog.loop
+    now = clock.now
+    idle = deadlines.idle
     total_deadline = watchdog.total_deadline
-    pending: list[bytes] = []
-    buffer = b""
-    named = b""  # the `event:` line of the event being read
-    ended = False
-    while not ended:
+    reader = SseReader()
+    pending: list[tuple[bytes, bytes]] = []
+    while True:
         data = await response.read_any()
-        if not data:
-            if not buffer:
-                break
-            ended, data = True, b"\n"  # a last line without its newline
+        events = reader.feed(data) if data else reader.end()
         if result.committed:
-            watchdog.deadline = min(loop.time() + deadlines.idle, total_deadline)
-        buffer = buffer + data if buffer else data
-        lines = buffer.split(b"\n")
-        buffer = lines.pop()  # an incomplete last line waits for more
-        for line in lines:
-            if line.startswith(b"event:"):
-                named = line.rstrip(b"\r") + b"\n"
-                continue
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if rules.is_error(payload):
+            watchdog.deadline = min(now() + idle, total_deadline)
+        for named, payload in events:
+            kind = kind_of(payload)
+            if kind >= Kind.ERROR:
                 result.outcome, result.body = Outcome.SERVER_ERROR, payload
-                result.detail = "error event in the stream"
+                result.detail = (
+                    "error event in the stream"
+                    if kind is Kind.ERROR
+                    else "malformed event in the stream"
+                )
                 return
-            event = named + b"data: " + payload + b"\n\n"
-            named = b""
-            end = rules.is_end(payload)
-            if not result.committed and (end or rules.starts_output(payload)):
+            event = as_event(named, payload)
+            if not result.committed and kind in _STARTS_OUTPUT:
                 result.committed = True
-                result.ttft_s = loop.time() - watchdog.start
-                watchdog.deadline = min(loop.time() + deadlines.idle, total_deadline)
-                await commit()
+                result.ttft_s = now() - watchdog.start
+                watchdog.deadline = min(now() + idle, total_deadline)
+                await sink.commit()
                 for earlier in pending:
-                    await sink(earlier)
+                    await sink.event(*earlier)
                 pending.clear()
             if result.committed:
-                await sink(event)
+                await sink.event(event, payload)
             else:
-                pending.append(event)
-            if end:
+                pending.append((event, payload))
+            if kind is Kind.DONE:
                 await response.finish()  # the connection goes back to the pool
                 return
+        if not data:
+            break
     result.outcome = Outcome.RESET
     result.detail = "stream ended before its last event"
 
 
-def _done(result: Attempt, loop: asyncio.AbstractEventLoop, start: float) -> Attempt:
-    result.elapsed_s = loop.time() - start
+def _done(result: Attempt, clock: Clock, start: float) -> Attempt:
+    result.elapsed_s = clock.now() - start
     return result

@@ -1,11 +1,12 @@
-"""The gateway's upstream HTTP/1.1 client, also the load generator's: keep-alive connections
-per backend on asyncio protocols, the response body handed on as it arrives.
+"""The HTTP/1.1 client of every part that talks to engines (the gateway's requests, health
+checks, metric scrapes and warm-ups; the load generator): keep-alive connections per backend on
+asyncio protocols, the response body handed on as it arrives. It is the real `Transport`
+(http/transport.py).
 
-Why not aiohttp's client here: on the request path it was about a quarter of the gateway's CPU
-per request (benchmarks/gateway_overhead.py, profile in docs/benchmarks.md). This client does
-only what talking to an OpenAI-compatible engine needs: POST with a body, a status line and
-headers, a body by Content-Length, chunked, or until close; TLS through the event loop. Health
-checks, metrics scrapes and warm-ups keep using aiohttp.
+Why not aiohttp's client: on the request path it was about a quarter of the gateway's CPU per
+request (benchmarks/gateway_overhead.py, profile in docs/benchmarks.md). This client does only
+what talking to an OpenAI-compatible engine needs: GET, or POST with a body; a status line and
+headers; a body by Content-Length, chunked, or until close; TLS through the event loop.
 """
 
 from __future__ import annotations
@@ -14,24 +15,15 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from modelyard.http.errors import UpstreamConnectError, UpstreamResetError
 
 MAX_HEAD_BYTES = 64 * 1024
 PAUSE_AT_BYTES = 1024 * 1024
 IDLE_KEEPALIVE_S = 30.0
-
-
-class UpstreamConnectError(Exception):
-    """No connection could be made (refused, unreachable, timed out)."""
-
-
-class UpstreamResetError(Exception):
-    """The connection broke; `before_headers` says whether any response had arrived."""
-
-    def __init__(self, message: str, before_headers: bool) -> None:
-        super().__init__(message)
-        self.before_headers = before_headers
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,6 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reused = False
         self.idle_since = 0.0
         self._reset_response()
 
@@ -235,8 +226,8 @@ class _Connection(asyncio.Protocol):
         return data
 
 
-class Response:
-    """An upstream response: status and headers now, the body as it arrives."""
+class PooledResponse:
+    """A response on a pooled connection: status and headers now, the body as it arrives."""
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
@@ -326,29 +317,35 @@ class Pool:
             return connection
         return None
 
-    async def post(
+    async def request(
         self,
+        method: str,
         url: str,
         path: str,
-        body: bytes,
-        connect_timeout: float,
-        accept: str,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        """Send the request; return when the response's status and headers have arrived. A
-        reused connection that the server had already closed is retried once on a new one."""
+        body: bytes = b"",
+        connect_timeout_s: float = 10.0,
+        accept: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> PooledResponse:
+        """Send the request (a POST's body is JSON); return when the response's status and
+        headers have arrived. A reused connection that the server had already closed is
+        retried once on a new one."""
         origin = self.origin(url)
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) if headers else ""
+        framing = (
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            if body or method == "POST"
+            else ""
+        )
         request = (
-            f"POST {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
-            f"Content-Type: application/json\r\nAccept: {accept}\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{method} {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
+            f"Accept: {accept}\r\n{extra}{framing}\r\n"
         ).encode("latin-1") + body
         for _ in range(2):
             connection = self._take_idle(origin)
             reused = connection is not None
             if connection is None:
-                connection = await self._connect(origin, connect_timeout)
+                connection = await self._connect(origin, connect_timeout_s)
             connection.send(request)
             assert connection.headers_ready is not None
             try:
@@ -361,7 +358,7 @@ class Pool:
                 if connection.transport is not None:
                     connection.transport.close()
                 raise
-            return Response(connection)
+            return PooledResponse(connection)
         raise UpstreamResetError("connection closed before a response", True)
 
     def release(self, connection: _Connection) -> None:

@@ -12,6 +12,7 @@ faults can be injected per model (sim/faults.py).
     tokens.py    counting a request's tokens; embeddings
     metrics.py   a served engine's identity, faults and vLLM-named metrics
     app.py       the HTTP endpoints
+    listeners.py one port per engine, closed for a while by a fault
     serve.py     building the served engines from a fleet, serving until a signal
 
 Prompt tokens are counted by a fixed rule (docs/simulator.md): one token per 4 UTF-8 bytes of

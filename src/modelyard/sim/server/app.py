@@ -24,6 +24,7 @@ from modelyard.sim.engine import SimRequest
 from modelyard.sim.faults import CONTEXT_LENGTH_BODY, parse_faults
 from modelyard.sim.server import answers, responses, tokens
 from modelyard.sim.server.clock import RealtimeDriver
+from modelyard.sim.server.listeners import Listeners
 from modelyard.sim.server.metrics import SimModel
 from modelyard.sim.server.sinks import CountSink, Frame, StreamSink
 
@@ -54,8 +55,7 @@ class SimServer:
         self.driver = driver
         self.timing_debug = timing_debug
         self._ids = itertools.count()
-        self._sites: dict[str, web.TCPSite] = {}
-        self._runners: list[web.AppRunner] = []
+        self.listeners = Listeners()
 
     def app_for(self, model: SimModel) -> web.Application:
         async def completions(http: web.Request) -> web.StreamResponse:
@@ -102,35 +102,23 @@ class SimServer:
         return app
 
     async def start(self, host: str, ports: list[int]) -> None:
+        """Listen on one port per engine; SimError naming the port when one is taken."""
         for model, port in zip(self.models, ports, strict=True):
-            runner = web.AppRunner(self.app_for(model), access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
-            self._runners.append(runner)
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            self._sites[model.name] = site
-            if model.faults.faults.refuse_connections_s > 0:
+            await self.listeners.add(model.name, self.app_for(model), host, port)
+            refuse_s = model.faults.faults.refuse_connections_s
+            if refuse_s > 0:
                 asyncio.get_running_loop().create_task(
-                    self._refuse(model, model.faults.faults.refuse_connections_s, start=True)
+                    self.listeners.refuse(model.name, refuse_s / self.speed, listening=False)
                 )
             else:
-                await site.start()
+                await self.listeners.listen(model.name)
 
     async def stop(self) -> None:
-        for runner in self._runners:
-            await runner.cleanup()
+        await self.listeners.close()
 
-    async def _refuse(self, model: SimModel, seconds: float, start: bool = False) -> None:
-        site = self._sites[model.name]
-        if not start:
-            await site.stop()
-            server = site._runner.server
-            for handler in server.connections if server is not None else []:
-                handler.force_close()
-        await asyncio.sleep(seconds / self.driver.clock.speed)
-        runner, host, port = site._runner, site._host, site._port
-        fresh = web.TCPSite(runner, host, port, reuse_address=True)
-        self._sites[model.name] = fresh
-        await fresh.start()
+    @property
+    def speed(self) -> float:
+        return self.driver.clock.speed
 
     async def _get_faults(self, model: SimModel) -> web.Response:
         return _json(model.faults.faults.model_dump())
@@ -142,7 +130,8 @@ class SimServer:
             return _error(str(exc), 400)
         model.faults.set(faults)
         if faults.refuse_connections_s > 0:
-            asyncio.get_running_loop().create_task(self._refuse(model, faults.refuse_connections_s))
+            refuse_s = faults.refuse_connections_s / self.speed
+            asyncio.get_running_loop().create_task(self.listeners.refuse(model.name, refuse_s))
         return _json(faults.model_dump())
 
     def _cold(self, model: SimModel) -> bool:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 
+from modelyard.http import pacing
 from modelyard.sim.engine import Engine, SimRequest
 from modelyard.sim.fixed import FixedLatencyEngine
 from modelyard.sim.loop import EventLoop
@@ -34,17 +34,15 @@ class RealtimeDriver:
 
     Two things keep emitted tokens on time at a few hundred streams on one core
     (benchmarks/sim_serve_timing.py). The asyncio loop's timers fire up to a millisecond early
-    or late (libuv counts whole milliseconds), so when `precise` the driver sleeps until
-    `SPIN_S` before a due time, then yields the loop with `sleep(0)` (sockets are still served)
-    and the core with `sched_yield` until it is due. And a step that ends with n tokens takes
-    n socket writes, one after another; the step's outcome is fixed when it starts, so the
-    driver starts writing half that long before the step ends (`Engine.announce`, the cost per
-    token a moving average of measured writes), which centres the burst on the due time
-    instead of trailing it. Tokens still carry the simulated time; the engine's state changes
-    only when the step is done.
+    or late, so when `precise` the driver waits for a due time with `http.pacing.until` (a
+    timer to shortly before, then yielding the loop and the core). And a step that ends with
+    n tokens takes n socket writes, one after another; the step's outcome is fixed when it
+    starts, so the driver starts writing half that long before the step ends
+    (`Engine.announce`, the cost per token a moving average of measured writes), which centres
+    the burst on the due time instead of trailing it. Tokens still carry the simulated time;
+    the engine's state changes only when the step is done.
     """
 
-    SPIN_S = 0.002
     MAX_LEAD_S = 0.005
 
     def __init__(self, clock: Clock, precise: bool | None = None) -> None:
@@ -92,10 +90,10 @@ class RealtimeDriver:
                 self._announce(engine, tokens)
                 continue
             wait = (min(due, early) - now) / clock.speed
-            if precise and wait <= self.SPIN_S:
-                await asyncio.sleep(0)  # lets sockets be served while the due time nears
-                os.sched_yield()  # and a process sharing this core run
-                continue
-            timeout = None if math.isinf(wait) else wait - (self.SPIN_S if precise else 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if math.isinf(wait):
+                await self._wake.wait()
+            elif precise:
+                await pacing.until(time.monotonic() + wait, self._wake)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)

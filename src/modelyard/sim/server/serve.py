@@ -1,13 +1,24 @@
-"""Starting `sim serve`: engines placed as `sim run` places them, one HTTP port each, served
-until SIGINT/SIGTERM."""
+"""Starting `sim serve`: engines placed and built as `sim run` builds them (the same device
+plans, memory fractions, quantization, KV cache dtype and contention between engines of one
+GPU), one HTTP port each, served until SIGINT or SIGTERM — whatever handling the process
+inherited (a shell's background job starts with SIGINT ignored). With a state file, the
+endpoints are written in `up`'s format (engines/state.py) once every port listens, so the
+gateway, `status` and `bench --fleet` read them, and the file is removed on the way out."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from modelyard.engines.state import EngineProcess, write_state_file
+from modelyard.signals import stopping_signal
 from modelyard.sim.engine import Engine
 from modelyard.sim.fixed import FixedLatencyEngine
 from modelyard.sim.server.app import SimServer
@@ -30,6 +41,7 @@ class ServeOptions:
     timing_debug: bool = False
     precise: bool | None = None  # spin to due times (default: in real time, speed <= 1)
     fixed_latency_s: tuple[float, float] | None = None  # (TTFT, ITL): exact, no batching
+    state: Path | None = None  # write the endpoints here, in `up`'s state format
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
     )
     models: list[SimModel] = []
     for device in plan:
-        shared = SharedDevice(device.gpu_name, device.engines[0].calibration.contention_slowdown)
+        shared = SharedDevice(device.gpu_name, device.slowdown)  # as sim run: by sharing mode
         for spec in device.engines:
             listener = Listener()
             started = start_engine(spec, listener, shared, per_token=True)
@@ -85,37 +97,75 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
     return driver, models
 
 
-async def serve(loaded: Any, options: ServeOptions, on_ready: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    import signal
+def engine_processes(endpoints: list[Endpoint], speed: float) -> list[EngineProcess]:
+    """The endpoints as `up` records the engines it started: one process (this one) serving
+    them all; cold starts in wall-clock seconds."""
+    command = _own_command()
+    started_at = time.time()
+    return [
+        EngineProcess(
+            name=endpoint.engine,
+            model=endpoint.model,
+            engine="sim",
+            pid=os.getpid(),
+            port=int(endpoint.url.rsplit(":", 1)[1]),
+            url=endpoint.url,
+            log="",  # this process's own output
+            command=command,
+            cpus=sorted(os.sched_getaffinity(0)),
+            gpu_devices=[],
+            started_at=started_at,
+            cold_start_s=endpoint.cold_start_s / speed,
+        )
+        for endpoint in endpoints
+    ]
 
+
+def _own_command() -> list[str]:
+    """This process's command line as /proc shows it (what `status` compares to tell a live
+    engine from a reused pid)."""
+    try:
+        raw = Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
+    except OSError:
+        return [sys.executable, *sys.argv]
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+async def serve(loaded: Any, options: ServeOptions, on_ready: Any = None) -> int:
+    """Serve until SIGINT or SIGTERM; returns the signal's number."""
     driver, models = build_models(loaded, options)
     server = SimServer(models, driver, options.timing_debug)
     ports = [options.port + i for i in range(len(models))]
-    await server.start(options.host, ports)
-    runner_task = asyncio.get_running_loop().create_task(driver.run())
-    # Everything built so far lives as long as the process: out of the collector's sight, a
-    # full collection no longer stalls token writes for tens of milliseconds.
-    gc.collect()
-    gc.freeze()
-    endpoints = [
-        Endpoint(
-            engine=m.name,
-            model=m.served_name,
-            url=f"http://{options.host}:{port}",
-            gpu=m.gpu,
-            cold_start_s=m.cold_start_s,
-        )
-        for m, port in zip(models, ports, strict=True)
-    ]
-    if on_ready is not None:
-        on_ready(endpoints)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        runner_task.cancel()
-        await server.stop()
+    runner_task: asyncio.Task[None] | None = None
+    with stopping_signal(loop) as stopped:
+        try:
+            await server.start(options.host, ports)
+            runner_task = loop.create_task(driver.run())
+            # Everything built so far lives as long as the process: out of the collector's
+            # sight, a full collection no longer stalls token writes for tens of milliseconds.
+            gc.collect()
+            gc.freeze()
+            endpoints = [
+                Endpoint(
+                    engine=m.name,
+                    model=m.served_name,
+                    url=f"http://{options.host}:{port}",
+                    gpu=m.gpu,
+                    cold_start_s=m.cold_start_s,
+                )
+                for m, port in zip(models, ports, strict=True)
+            ]
+            if options.state is not None:
+                processes = engine_processes(endpoints, options.speed)
+                write_state_file(options.state, loaded.fleet.name, processes)
+            if on_ready is not None:
+                on_ready(endpoints)
+            return await stopped
+        finally:
+            if runner_task is not None:
+                runner_task.cancel()
+            await server.stop()
+            if options.state is not None and runner_task is not None:
+                with contextlib.suppress(OSError):
+                    options.state.unlink()
