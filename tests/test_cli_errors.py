@@ -177,3 +177,10 @@ def test_gateway_on_a_busy_port(cli: Cli, busy_port: int, tmp_path: Path) -> Non
     )
     result = cli("gateway", str(fleet), "--port", str(busy_port))
     assert_one_clear_line(result, rf"{busy_port}.*(in use|busy)|(in use|busy).*{busy_port}")
+
+
+def test_sim_serve_on_a_busy_port(cli: Cli, busy_port: int) -> None:
+    result = cli("sim", "serve", "--model", "gemma-3-270m", "--gpu", "l4", "--port", str(busy_port))
+    assert_one_clear_line(
+        result, rf"{busy_port}.*(in use|busy|taken)|(in use|busy|taken).*{busy_port}"
+    )
