@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from modelyard.engines.launcher import free_port
 from modelyard.fleet import load_fleet
 from modelyard.placement import DevicePlan, device_plans
 from modelyard.traffic import model_shares
 from tests.conftest import Cli
+from tests.procs import wait_http
 
 FLEET = """\
 name: consistent
@@ -180,3 +186,97 @@ def test_every_capability_describes_the_same_fleet(cli: Cli, fleet: Path) -> Non
         affinity = doc["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
         pools[name] = yaml.safe_dump(affinity)
     assert pools["llama-8b"] == pools["mistral-7b"] != pools["coder"]
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, Any]]]:
+    """`modelyard up` of the fleet with simulated engines (ready at once), stopped after."""
+    fleet = tmp_path / "fleet-sim.yaml"
+    fleet.write_text(
+        FLEET.replace("engine: ENGINE", 'engine: sim, engine_args: [--cold-start-s, "0"]')
+    )
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "modelyard"]
+    try:
+        done = subprocess.run(
+            [*command, "up", str(fleet), "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        yield fleet, state, json.loads((state / "state.json").read_text())
+    finally:
+        subprocess.run(
+            [*command, "down", "--state-dir", str(state)], capture_output=True, check=False
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_up_and_the_gateway_serve_the_same_fleet(
+    started: tuple[Path, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    fleet, state, recorded = started
+    devices, _ = reference(fleet)
+    want = _by_model(devices)
+    engines: dict[str, list[dict[str, Any]]] = {}
+    for engine in recorded["engines"]:
+        engines.setdefault(engine["model"], []).append(engine)
+    assert {m: len(e) for m, e in engines.items()} == {m: w["replicas"] for m, w in want.items()}
+    for name, replicas in engines.items():
+        for engine in replicas:
+            args = engine["command"]
+            assert float(args[args.index("--gpu-memory-utilization") + 1]) == want[name]["fraction"]
+            assert len(engine["gpu_devices"]) == want[name]["gpu_count"], engine
+    # the shared group's engines on one GPU; the TP replicas on GPUs of their own
+    assert engines["llama-8b"][0]["gpu_devices"] == engines["mistral-7b"][0]["gpu_devices"]
+    coder_gpus = [d for e in engines["coder"] for d in e["gpu_devices"]]
+    assert len(set(coder_gpus)) == 4 and not set(coder_gpus) & set(
+        engines["llama-8b"][0]["gpu_devices"]
+    )
+
+    port = free_port("127.0.0.1")
+    log = tmp_path / "gateway.log"
+    with log.open("w") as sink:
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelyard",
+                "gateway",
+                str(fleet),
+                "--port",
+                str(port),
+                "--state-dir",
+                str(state),
+                "--grace",
+                "5",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/health", deadline_s=30)
+
+        def answered_by(headers: dict[str, str]) -> str:
+            body = json.dumps({"model": "llama-8b", "prompt": "Hi", "max_tokens": 4}).encode()
+            request = urllib.request.Request(
+                url + "/v1/completions", body, {"Content-Type": "application/json", **headers}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return str(response.headers["X-Modelyard-Model"])
+
+        # traffic as the fleet routes it: the code task to coder, the rest to the primary
+        assert answered_by({"X-Modelyard-Task": "code"}) == "coder"
+        assert answered_by({}) == "llama-8b"
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
