@@ -30,6 +30,7 @@ from modelyard.report.plan_tables import (
     ranked_options,
     status,
 )
+from modelyard.report.tables import LATENCY_COLUMNS
 from modelyard.results import (
     BenchDocument,
     ComparedModel,
@@ -161,12 +162,7 @@ def _summary_table(series: Series) -> str:
     head = (
         "run / model",
         "completed",
-        "TTFT p50",
-        "TTFT p99",
-        "TPOT p50",
-        "TPOT p99",
-        "ITL p99",
-        "E2E p99",
+        *LATENCY_COLUMNS,
         "req/s",
         "goodput",
         "errors",

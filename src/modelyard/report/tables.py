@@ -15,6 +15,9 @@ from modelyard.results import BenchDocument
 from modelyard.sim.calibrate import Fit
 from modelyard.sim.run import SimResult
 
+# the latency percentiles every results table shows, in this order (ms)
+LATENCY_COLUMNS = ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p99", "E2E p99")
+
 
 def _gib(value: float) -> str:
     return f"{value / GIB:.2f}"
@@ -312,12 +315,7 @@ def bench_table(document: BenchDocument) -> Table:
             "target",
             "ok",
             "errors",
-            "TTFT p50",
-            "TTFT p99",
-            "TPOT p50",
-            "TPOT p99",
-            "ITL p99",
-            "E2E p99",
+            *LATENCY_COLUMNS,
             "req/s",
             "tok/s",
             "goodput",
