@@ -107,7 +107,7 @@ test: test-deps lint
 
 # in-process tests only: a test that starts a process must be marked `process` (tests/conftest.py)
 test-fast: install
-	MODELYARD_TEST_NO_PROCESSES=1 $(PY) -m pytest -m "not slow and not process"
+	MODELYARD_TEST_NO_PROCESSES=1 $(PY) -m pytest -m "not slow and not process" -n auto
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -147,8 +148,10 @@ class BreakerInvariants(RuleBasedStateMachine):
 
 TestBreakerInvariants = BreakerInvariants.TestCase
 TestBreakerInvariants.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestBreakerInvariants.pytestmark = [pytest.mark.slow]  # 200 machines of 40 steps: make test
 
 
+@pytest.mark.slow  # a long property or a whole sweep: make test runs it
 @settings(max_examples=300, deadline=None)
 @given(
     n=st.integers(1, 6),

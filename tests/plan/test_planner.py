@@ -172,6 +172,7 @@ def test_more_traffic_never_needs_fewer_gpus_nor_costs_less(
     assert dear.monthly_usd >= cheap.monthly_usd - 1e-6
 
 
+@pytest.mark.slow  # a long property or a whole sweep: make test runs it
 @settings(max_examples=40, deadline=None)
 @given(
     users=st.floats(0, 2e6),
@@ -252,6 +253,7 @@ def test_a_plan_counts_its_simulations_and_fits_and_caches_across_a_sweep(
     assert [p["recommended"] for p in (swept.sweep or {})["points"]][-1] is not None
 
 
+@pytest.mark.slow  # a long property or a whole sweep: make test runs it
 def test_cli_plan_json_mix_and_errors(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "plan.json"
     given = ["--capacity", "llama-8b=3", "--capacity", "mistral-7b=3"]

@@ -146,6 +146,7 @@ def test_spans_equal_step_by_step(catalog: Catalog, case: dict[str, Any]) -> Non
     assert fast_engine.stats.steps == slow_engine.stats.steps
 
 
+@pytest.mark.slow  # a long property or a whole sweep: make test runs it
 @settings(max_examples=100, deadline=None)
 @given(case=ENGINE_CASES)
 def test_early_announcement_changes_nothing(catalog: Catalog, case: dict[str, Any]) -> None:

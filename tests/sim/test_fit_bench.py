@@ -59,6 +59,7 @@ def _sweep(tmp_path: Path, truth: object) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow  # a long property or a whole sweep: make test runs it
 def test_fit_reproduces_a_sweep(tmp_path: Path) -> None:
     start = calibration_for("h100-sxm")
     truth = start.model_copy(

@@ -106,6 +106,7 @@ def test_cli_sim_run_json(cli: Cli) -> None:
     assert {"p50", "p90", "p99", "mean"} <= set(data["models"][0]["ttft_ms"])
 
 
+@pytest.mark.slow  # a long property or a whole sweep: make test runs it
 @pytest.mark.parametrize(("gpu", "rate"), [("h100-sxm", 10.0), ("a10g", 2.0)])
 def test_shared_device_spans_equal_per_step_simulation(gpu: str, rate: float) -> None:
     """Chained decode spans on a shared GPU end where another engine could change its busy
@@ -157,6 +158,7 @@ def test_cli_catalog_lists_calibrations(cli: Cli) -> None:
     assert names["vllm-v0.6-hopper"]["versions"] == ">=0.6,<0.8"
 
 
+@pytest.mark.slow  # a long property or a whole sweep: make test runs it
 def test_cli_calibrate_from_a_real_bench_sweep(tmp_path: Path, cli: Cli) -> None:
     """The vLLM-CPU sweep recorded on this project's machine (benchmarks/results): the written
     calibration reproduces what the fit printed when `sim run` replays the sweep."""
