@@ -25,6 +25,7 @@ duration that passed before its first chunk arrived (≈ 1 would mean the proxy 
     # this checkout's gateway beside another's (a regression check, same run):
     git archive main src | tar -x -C /tmp/base
     python benchmarks/gateway_overhead.py --quick --only direct,modelyard --baseline /tmp/base/src
+    python benchmarks/gateway_overhead.py --quick --baseline /tmp/base/src --alternate 8  # CPU
 
 Needs nginx (`apt-get install nginx-light`) and LiteLLM (`make litellm-env`); a missing one is
 skipped with a note.
@@ -658,6 +659,14 @@ def main() -> None:
         help="a source folder (another checkout's src/): its gateway is measured too, as "
         f"'{BASELINE}', right after this one's",
     )
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        metavar="ROUNDS",
+        help="with --baseline: only measure the two gateways in turn, ROUNDS times each at "
+        "--rate, and compare their CPU per request (minimum and median over the rounds)",
+    )
+    parser.add_argument("--rate", type=float, default=500.0, help="with --alternate (req/s)")
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 8.0
     chosen = args.only.split(",") if args.only else [t for t in TARGETS if t != BASELINE]
@@ -671,6 +680,11 @@ def main() -> None:
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs 2 cores: the gateway on one, the load generator on the other")
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    if args.alternate:
+        if args.baseline is None:
+            raise SystemExit("--alternate compares with --baseline SRC: give it")
+        alternate(args.baseline, args.alternate, args.rate, seconds, console)
+        return
     points: list[Point] = []
     maxima: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -714,6 +728,59 @@ def main() -> None:
             stop(upstream)
         stream_points = streaming(directory, seconds, console, chosen, args.baseline)
     report(points, maxima, stream_points, console)
+
+
+def alternate(baseline: Path, rounds: int, rate: float, seconds: float, console: Console) -> None:
+    """This checkout's gateway and the baseline's in turn at `rate`, `rounds` times each: on a
+    machine others use, the CPU per request of rounds measured seconds apart is the fairest
+    comparison (its minimum the least disturbed)."""
+    names = ("modelyard", BASELINE)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        directory.chmod(0o777)
+        up = free_port()
+        conf = upstream_conf(directory, up)
+        upstream = start("nginx upstream", ["nginx", "-c", str(conf)], up, CLIENT_CORE)
+        servers: list[Server] = []
+        try:
+            for name in names:
+                server = start_target(name, directory, up, console, baseline=baseline)
+                assert server is not None
+                servers.append(server)
+                measure(name, server.port, "/v1/chat/completions", 50, 1.0)  # warm it
+            for round_index in range(rounds):
+                for name, server in zip(names, servers, strict=True):
+                    console.print(f"[dim]round {round_index + 1}: {name}[/]")
+                    point = measure(
+                        name,
+                        server.port,
+                        "/v1/chat/completions",
+                        rate,
+                        seconds,
+                        pid=server.process.pid,
+                    )
+                    cpu[name].append(point.cpu_us_per_request)
+        finally:
+            for server in servers:
+                stop(server)
+            stop(upstream)
+    table = Table(
+        title=f"gateway CPU µs per request at {rate:g} req/s, {rounds} rounds in turn",
+        title_justify="left",
+    )
+    for column in ("target", "each round", "min", "median"):
+        table.add_column(column, justify="left" if column in ("target", "each round") else "right")
+    for name in names:
+        values = cpu[name]
+        rows = " ".join(f"{v:.0f}" for v in values)
+        table.add_row(name, rows, f"{min(values):.0f}", f"{np.median(values):.0f}")
+    console.print(table)
+    ours, theirs = cpu["modelyard"], cpu[BASELINE]
+    console.print(
+        f"modelyard / baseline: {min(ours) / min(theirs):.3f} (minima), "
+        f"{np.median(ours) / np.median(theirs):.3f} (medians)"
+    )
 
 
 def report(

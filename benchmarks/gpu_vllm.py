@@ -64,6 +64,7 @@ MIX = {"llama-8b": 0.95, "mistral-7b": 0.05}
 CONCURRENCY = (1, 8, 32)
 PEER_RATE = 8.0
 PEER_REQUESTS = 200
+PEER_CONCURRENCY = 8
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
 MIN_REQUESTS = 8
 SLO = {"ttft_ms": 800.0, "tpot_ms": 60.0}  # examples/fleet.yaml's SLO, for goodput
@@ -98,6 +99,8 @@ def env() -> dict[str, str]:
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
         "VLLM_SERVER_DEV_MODE": "1",  # /sleep and /wake_up
+        # vLLM 0.24's sampler imports flashinfer unless told not to; the bundle leaves it in spare
+        "VLLM_USE_FLASHINFER_SAMPLER": "0",
     }
 
 
@@ -185,10 +188,16 @@ def _modelyard(*args: str) -> list[str]:
     return [sys.executable, "-m", "modelyard", *args]
 
 
-def fleet_yaml(name: str, models: list[Model], shared: bool, sleep_mode: set[str]) -> str:
+def fleet_yaml(
+    name: str,
+    models: list[Model],
+    shared: bool,
+    sleep_mode: set[str],
+    extra_args: tuple[str, ...] = (),
+) -> str:
     lines = [f"name: {name}", "models:"]
     for model in models:
-        args = ["--load-format", "dummy"]
+        args = ["--load-format", "dummy", *extra_args]
         if model.name in sleep_mode:
             args.append("--enable-sleep-mode")
         lines += [
@@ -260,7 +269,14 @@ def _engines(state: Path) -> dict[str, dict[str, Any]]:
 
 
 class Phase:
-    def __init__(self, name: str, models: list[Model], shared: bool, sleep_mode: set[str]):
+    def __init__(
+        self,
+        name: str,
+        models: list[Model],
+        shared: bool,
+        sleep_mode: set[str],
+        extra_args: tuple[str, ...] = (),
+    ):
         self.name = name
         self.dir = RESULTS / name
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -268,7 +284,7 @@ class Phase:
         self.state = self.dir / "state"
         self.log = self.dir / "phase.log"
         self.fleet = self.dir / "fleet.yaml"
-        self.fleet.write_text(fleet_yaml(f"h200-{name}", models, shared, sleep_mode))
+        self.fleet.write_text(fleet_yaml(f"h200-{name}", models, shared, sleep_mode, extra_args))
         self.summary: dict[str, Any] = {
             "phase": name,
             "date": time.strftime("%Y-%m-%d"),
@@ -334,10 +350,11 @@ class Phase:
         )
 
     def down(self) -> None:
-        _run(_modelyard("down", "--state-dir", str(self.state)), self.log, 120)
+        # the engines' logs first: `down` removes the state file that names them
         for engine in _engines(self.state).values():
             with contextlib.suppress(OSError):
                 shutil.copy(engine["log"], self.dir / f"engine-{engine['model']}.log")
+        _run(_modelyard("down", "--state-dir", str(self.state)), self.log, 120)
 
     def write(self) -> None:
         self.summary["gpu_after"] = nvidia_smi()
@@ -388,9 +405,24 @@ def phase_alone(model: Model, closed_loop: bool, peer: bool, restart: bool) -> N
         phase.write()
 
 
-def peer_run(phase: Phase, model: Model) -> None:
-    """`vllm bench serve` and `modelyard bench` at the same rate and shape, back to back."""
+def peer_run(
+    phase: Phase,
+    model: Model,
+    concurrency: int | None = None,
+    requests: int = PEER_REQUESTS,
+    tag: str = "",
+) -> None:
+    """`vllm bench serve` and `modelyard bench` at the same load and shape, back to back: open
+    loop at PEER_RATE, or closed loop at `concurrency` users (the same load whatever the tools'
+    random draws, so their figures can be held side by side)."""
     engine = _engines(phase.state)[model.name]
+    if concurrency is None:
+        vllm_load = ["--request-rate", f"{PEER_RATE:g}"]
+        modelyard_load = ["--rate", f"{PEER_RATE:g}"]
+    else:
+        vllm_load = ["--request-rate", "inf", "--max-concurrency", str(concurrency)]
+        modelyard_load = ["--concurrency", str(concurrency)]
+    result = f"peer-vllm-bench-serve{tag}.json"
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "vllm_bench_serve.py"),
@@ -412,9 +444,8 @@ def peer_run(phase: Phase, model: Model) -> None:
         str(OUTPUT_TOKENS),
         "--ignore-eos",
         "--num-prompts",
-        str(PEER_REQUESTS),
-        "--request-rate",
-        f"{PEER_RATE:g}",
+        str(requests),
+        *vllm_load,
         "--seed",
         "0",
         "--percentile-metrics",
@@ -425,27 +456,46 @@ def peer_run(phase: Phase, model: Model) -> None:
         "--result-dir",
         str(phase.dir),
         "--result-filename",
-        "peer-vllm-bench-serve.json",
+        result,
     ]
     start = time.monotonic()
     code = _run(command, phase.log, 600)
     phase.summary["runs"].append(
         {
-            "label": "peer-vllm",
+            "label": f"peer-vllm{tag}",
             "command": command,
             "exit": code,
             "wall_s": time.monotonic() - start,
-            "results": "peer-vllm-bench-serve.json",
+            "results": result,
         }
     )
     phase.bench(
-        "peer-modelyard",
-        "--rate",
-        f"{PEER_RATE:g}",
+        f"peer-modelyard{tag}",
+        *modelyard_load,
         "--mix",
         f"{model.name}=1",
-        requests=PEER_REQUESTS,
+        requests=requests,
     )
+
+
+def phase_peer() -> None:
+    """The peer comparison in closed loop, twice each way (A B A B), on an eager-mode server:
+    the comparison needs one server both tools measure, not vLLM's best start-up."""
+    phase = Phase("peer", [LLAMA], shared=False, sleep_mode=set(), extra_args=("--enforce-eager",))
+    try:
+        if not phase.up():
+            return
+        for round_ in (1, 2):
+            peer_run(
+                phase,
+                LLAMA,
+                concurrency=PEER_CONCURRENCY,
+                requests=64,
+                tag=f"-c{PEER_CONCURRENCY}-{round_}",
+            )
+    finally:
+        phase.down()
+        phase.write()
 
 
 def phase_shared() -> None:
@@ -531,6 +581,8 @@ def run(phases: list[str], out: Path) -> None:
                 phase_alone(MISTRAL, closed_loop=False, peer=False, restart=True)
             elif name == "shared":
                 phase_shared()
+            elif name == "peer":
+                phase_peer()
         except Exception:  # a broken phase is reported; the next one still runs
             traceback.print_exc()
         finally:
@@ -544,7 +596,7 @@ def main() -> None:
     sub.add_parser("unpack")
     sub.add_parser("check")
     runner = sub.add_parser("run")
-    runner.add_argument("phases", nargs="+", choices=["llama", "mistral", "shared"])
+    runner.add_argument("phases", nargs="+", choices=["llama", "mistral", "shared", "peer"])
     runner.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     sub.add_parser("pack").add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out"))

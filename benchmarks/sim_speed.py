@@ -1,7 +1,8 @@
 """How fast `sim run` simulates: one million requests, one core.
 
-Target (issue: simulator): >= 1M requests in <= 60 s on one core. Prints a table with the
-wall time and the simulated requests per wall-second for each scenario.
+Target (issues: simulator, simulator accuracy): >= 1M requests in <= 60 s on one core, open and
+closed loop. Prints a table with the wall time and the simulated requests per wall-second for
+each scenario.
 
     python benchmarks/sim_speed.py [--requests 1000000]
 """
@@ -25,6 +26,14 @@ SCENARIOS = [
     (
         "example fleet, shared H100, 10 req/s",
         SimOptions(gpu="h100-sxm", rate=10.0, placement="shared"),
+    ),
+    (
+        "example fleet, isolated H100s, closed loop, 64 users",
+        SimOptions(gpu="h100-sxm", concurrency=64),
+    ),
+    (
+        "example fleet, shared H100, closed loop, 32 users",
+        SimOptions(gpu="h100-sxm", concurrency=32, placement="shared"),
     ),
 ]
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,27 @@ def test_compare_in_the_simulator() -> None:
     assert by["shared"].monthly_usd(catalog) == pytest.approx(1.006 * 730)
 
 
+def test_compare_in_the_simulator_closed_loop_and_offline() -> None:
+    loaded = load_fleet(EXAMPLE)
+    base = CompareOptions(requests=200, input_tokens=512, output_tokens=128)
+    closed = compare_sim(loaded, replace(base, concurrency=4))
+    offline = compare_sim(loaded, replace(base, offline=True))
+    for placement in (0, 1):
+        for model in ("llama-8b", "mistral-7b"):
+            users, batch = closed[placement].models[model], offline[placement].models[model]
+            assert users.completed == batch.completed == users.requests
+            # everything at t = 0 waits behind everything else: later first tokens, more req/s
+            assert batch.ttft_ms.p50 > 2 * users.ttft_ms.p50
+            assert batch.throughput_rps > users.throughput_rps
+
+
+def test_cli_compare_offline_needs_the_simulator(cli: Cli) -> None:
+    out = cli("compare", str(EXAMPLE), "--offline")
+    assert out.returncode == 2 and "--offline needs --sim" in out.stderr
+    out = cli("compare", str(EXAMPLE), "--sim", "--offline", "--concurrency", "2")
+    assert out.returncode == 2 and "not both" in out.stderr
+
+
 def test_cli_compare_sim_prints_the_table(cli: Cli) -> None:
     out = cli("compare", str(EXAMPLE), "--sim", "--requests", "300", "--rate", "1")
     assert out.returncode == 0, out.stderr
@@ -55,7 +77,7 @@ def test_compare_with_real_processes_of_the_sim_engine(tmp_path: Path) -> None:
     fleet.write_text("""\
 name: demo-sim
 models:
-  primary: {catalog: qwen2.5-7b, engine: sim, gpu: l4, max_model_len: 2048,
+  primary: {catalog: qwen2.5-7b, quant: awq-w4-g128, engine: sim, gpu: l4, max_model_len: 2048,
             engine_args: [--speed, "20", --cold-start-s, "0"]}
   fallback: {catalog: gemma-3-270m, engine: sim, gpu: l4, max_model_len: 2048,
              engine_args: [--speed, "20", --cold-start-s, "0"]}

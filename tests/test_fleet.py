@@ -88,7 +88,7 @@ BAD_FLEETS: list[tuple[str, str, list[str]]] = [
         [
             "fleet.yaml:3: models.llama-8b.catalog: unknown model 'llama-3.1-8' (did you mean "
             "'llama-3.1-8b'? known: gemma-3-270m, llama-3.1-70b, llama-3.1-8b, llama-4-scout-17b-16e, "
-            "mistral-7b-instruct-v0.2, mistral-7b-v0.3, qwen2.5-7b)"
+            "mistral-7b-instruct-v0.2, mistral-7b-v0.3, qwen2.5-7b, qwen3-14b, qwen3-4b, qwen3-8b)"
         ],
     ),
     (
@@ -134,7 +134,7 @@ BAD_FLEETS: list[tuple[str, str, list[str]]] = [
         "unknown-field",
         GOOD.replace("  mistral-7b: {", "  mistral-7b: {replica: 2, "),
         [
-            "fleet.yaml:4: models.mistral-7b.replica: unknown field (valid: catalog, engine, quant, gpu, "
+            "fleet.yaml:4: models.mistral-7b.replica: unknown field (valid: catalog, engine, engine_version, quant, gpu, "
             "replicas, endpoints, max_model_len, gpu_memory_utilization, max_num_seqs, "
             "max_num_batched_tokens, kv_cache_dtype, tensor_parallel_size, engine_args, weights)"
         ],

@@ -23,6 +23,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 from modelyard import __version__, compare
 from modelyard import results as result_documents
@@ -46,9 +47,18 @@ from modelyard.report import tables
 from modelyard.signals import Stopped, stop_on_signals
 from modelyard.sim.calibrate import fit_calibration, load_results
 from modelyard.sim.faults import load_fault_file
-from modelyard.sim.perf import load_calibration
-from modelyard.sim.run import SimOptions, default_mix, simulate
+from modelyard.sim.fit_bench import METRICS as BENCH_METRICS
+from modelyard.sim.fit_bench import BenchFit, bench_fleet, fit_bench, is_bench_results, load_sweep
+from modelyard.sim.perf import (
+    Calibration,
+    builtin_calibrations,
+    choose_calibration,
+    load_calibration,
+)
+from modelyard.sim.result import Accuracy
+from modelyard.sim.run import SimOptions, default_mix, simulate_levels
 from modelyard.sim.server import Endpoint, ServeOptions, serve
+from modelyard.sim.versions import resolve_engine_version
 from modelyard.workload import ArrivalProcess, LengthDist, Workload
 
 app = typer.Typer(
@@ -121,8 +131,10 @@ def schema() -> None:
 
 @app.command("catalog")
 def catalog_command(catalog: CatalogOption = None, as_json: JsonOption = False) -> None:
-    """List the catalog: models, GPUs, quantization profiles and name aliases."""
+    """List the catalog: models, GPUs, quantization profiles, aliases and the simulator's
+    engine calibrations."""
     loaded = Catalog.load(catalog)
+    calibrations = builtin_calibrations()
     if as_json:
         _print_json(
             {
@@ -130,11 +142,30 @@ def catalog_command(catalog: CatalogOption = None, as_json: JsonOption = False) 
                 "gpus": {k: v.model_dump(mode="json") for k, v in loaded.gpus.items()},
                 "quants": {k: v.model_dump(mode="json") for k, v in loaded.quants.items()},
                 "aliases": {k: v.model_dump(mode="json") for k, v in loaded.aliases.items()},
+                "calibrations": [c.model_dump(mode="json") for c in calibrations],
             }
         )
         return
     for table in tables.catalog_tables(loaded):
         console.print(table)
+    console.print(_calibrations_table(calibrations))
+
+
+def _calibrations_table(calibrations: list[Calibration]) -> Table:
+    table = Table(title="Simulator calibrations (engine profiles)", title_justify="left")
+    for column in ("name", "engine", "versions", "devices", "measured on", "band", "source"):
+        table.add_column(column)
+    for c in calibrations:
+        table.add_row(
+            c.name,
+            c.engine,
+            c.versions,
+            ", ".join(c.devices),
+            ", ".join(c.measured_on) or "-",
+            f"+-{c.error_band:.0%} / +-{c.unmeasured_error_band:.0%}",
+            c.provenance.source,
+        )
+    return table
 
 
 def _device(catalog: Catalog, gpu: str | None) -> tuple[Device, str | None]:
@@ -309,8 +340,16 @@ def sim_run(
     gpu: Annotated[str | None, typer.Option(help="Simulate every model on this GPU type.")] = None,
     requests: Annotated[int, typer.Option(min=1, help="Requests to simulate.")] = 10_000,
     rate: Annotated[
-        float | None, typer.Option(help="Requests/s (default: the fleet's peak traffic).")
+        str | None,
+        typer.Option(help="Open loop: requests/s (default: the fleet's peak); a list sweeps."),
     ] = None,
+    concurrency: Annotated[
+        str | None,
+        typer.Option(help="Closed loop: users, each with one request in flight; a list sweeps."),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Every request at t=0 (maximum throughput).")
+    ] = False,
     arrival: Annotated[str, typer.Option(help="constant, poisson or gamma.")] = "poisson",
     burstiness: Annotated[float, typer.Option(help="Gamma shape (1 = Poisson).")] = 1.0,
     input_tokens: Annotated[int | None, typer.Option(min=1, help="Mean prompt tokens.")] = None,
@@ -320,6 +359,16 @@ def sim_run(
     mix: Annotated[
         str | None, typer.Option(help="Traffic shares, e.g. llama-8b=95,mistral-7b=5.")
     ] = None,
+    engine_version: Annotated[
+        str | None,
+        typer.Option(help="Engine release for every model, e.g. 0.6.3 or 'sglang 0.3.0'."),
+    ] = None,
+    sharing: Annotated[
+        str | None, typer.Option(help="Shared groups' mode: time-sliced, mps or mig.")
+    ] = None,
+    mps_compute_share: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="With MPS: SM share of each engine.")
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     calibration: Annotated[
         list[Path] | None, typer.Option(help="Calibration YAML taking precedence (repeatable).")
@@ -332,6 +381,12 @@ def sim_run(
         raise typer.BadParameter("must be fleet, shared or isolated", param_hint="--placement")
     if arrival not in ("constant", "poisson", "gamma"):
         raise typer.BadParameter("must be constant, poisson or gamma", param_hint="--arrival")
+    if sharing not in (None, "time-sliced", "mps", "mig"):
+        raise typer.BadParameter("must be time-sliced, mps or mig", param_hint="--sharing")
+    if (rate is not None) + (concurrency is not None) + offline > 1:
+        raise typer.BadParameter(
+            "give one of --rate, --concurrency, --offline", param_hint="--rate"
+        )
     loaded = load_fleet(fleet, catalog)
     if gpu is not None:
         loaded.catalog.gpu(gpu)
@@ -342,7 +397,6 @@ def sim_run(
         placement=placement,  # type: ignore[arg-type]
         gpu=gpu,
         requests=requests,
-        rate=rate,
         arrival=arrival,  # type: ignore[arg-type]
         burstiness=burstiness,
         input_tokens=_length(length_dist, mean_in, length_std),
@@ -350,13 +404,66 @@ def sim_run(
         mix=_mix(mix),
         seed=seed,
         calibrations=tuple(load_calibration(p) for p in calibration or []),
+        offline=offline,
+        engine_version=engine_version,
+        sharing=sharing,  # type: ignore[arg-type]
+        mps_compute_share=mps_compute_share,
     )
-    result = simulate(loaded, options)
+    outcome = simulate_levels(
+        loaded,
+        options,
+        rates=_levels(rate, "--rate") if rate else None,
+        concurrencies=[int(c) for c in _levels(concurrency, "--concurrency")]
+        if concurrency
+        else None,
+    )
     if as_json:
-        _print_json(result.to_json())
+        docs = [result.to_json() for result in outcome]
+        _print_json(docs[0] if len(docs) == 1 else docs)
         return
-    console.print(tables.sim_table(result))
-    console.print(f"[dim]simulated in {result.wall_s:.2f} s wall time[/]")
+    for result in outcome:
+        console.print(tables.sim_table(result))
+        load = ", ".join(f"{k} {v}" for k, v in result.load.items())
+        console.print(f"[dim]load: {load}; simulated in {result.wall_s:.2f} s wall time[/]")
+        for model in result.models:
+            if model.accuracy is not None:
+                line = _accuracy_line(model.name, model.accuracy)
+                console.print(f"[dim]{line}[/]", highlight=False)
+
+
+def _accuracy_line(name: str, accuracy: Accuracy) -> str:
+    measured = "measured on" if accuracy.measured_on_gpu else "not measured on"
+    notes = f" ({'; '.join(accuracy.notes)})" if accuracy.notes else ""
+    return (
+        f"{name}: calibration {accuracy.calibration} for {accuracy.engine_version}, {measured} "
+        f"{accuracy.gpu}: figures +-{accuracy.band:.0%}{notes}"
+    )
+
+
+def _bench_fit_table(fitted: BenchFit) -> Table:
+    c = fitted.calibration
+    table = Table(
+        title=f"Calibration {c.name}: mfu {c.mfu:.3f}, bandwidth efficiency "
+        f"{c.bandwidth_efficiency:.3f}, step {c.step_overhead_ms:.2f} ms + "
+        f"{c.per_seq_overhead_ms:.3f} ms/sequence, request path {c.request_latency_ms:.1f} ms",
+        title_justify="left",
+    )
+    for column in ("bench file", "load", "metric", "measured", "simulated", "error"):
+        numeric = column in ("measured", "simulated", "error")
+        table.add_column(column, justify="right" if numeric else "left")
+    for level in fitted.levels:
+        point = level.level
+        load = f"c={point.concurrency}" if point.concurrency else f"{point.rate:g}/s"
+        for metric in BENCH_METRICS:
+            table.add_row(
+                Path(point.path).name,
+                load,
+                metric,
+                f"{point.measured[metric]:,.2f}",
+                f"{level.simulated[metric]:,.2f}",
+                f"{level.error(metric):+.1%}",
+            )
+    return table
 
 
 def _int_set(text: str, hint: str) -> set[int]:
@@ -368,27 +475,64 @@ def _int_set(text: str, hint: str) -> set[int]:
 
 @sim_app.command("calibrate")
 def sim_calibrate(
-    results: Annotated[Path, typer.Argument(help="JSON from benchmarks/gpu_calibrate.py.")],
+    results: Annotated[
+        list[Path],
+        typer.Argument(
+            help="JSON from benchmarks/gpu_calibrate.py or engine_steps.py, or the result files "
+            "of one `modelyard bench` sweep."
+        ),
+    ],
     gpu: Annotated[str, typer.Option(help="Catalog GPU the results were measured on.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Calibration YAML.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Bench results: the catalog model that was served.")
+    ] = None,
+    quant: Annotated[str, typer.Option(help="Bench results: its quantization.")] = "bf16",
+    engine_version: Annotated[
+        str | None, typer.Option(help="Bench results: the engine release, e.g. 'vllm 0.32.0'.")
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(min=1, help="Bench results: the engine's max_model_len.")
+    ] = None,
     hold_batches: Annotated[str, typer.Option(help="Decode batch sizes held out.")] = "2,8,32,128",
     hold_prompts: Annotated[str, typer.Option(help="Prompt lengths held out.")] = "128,512,2048",
+    calibration: Annotated[
+        list[Path] | None, typer.Option(help="Bench results: calibration to start from.")
+    ] = None,
     catalog: CatalogOption = None,
 ) -> None:
-    """Fit efficiency factors to measured step times; report held-out prediction error."""
+    """Fit a calibration to measurements: step times, or your own bench sweep of an engine."""
     loaded = Catalog.load(catalog)
     loaded.gpu(gpu)
-    fitted = fit_calibration(
-        load_results(results),
-        gpu,
-        loaded,
-        _int_set(hold_batches, "--hold-batches"),
-        _int_set(hold_prompts, "--hold-prompts"),
-        source=str(results),
-    )
-    console.print(tables.calibration_table(fitted))
-    if output is not None:
+    if is_bench_results(results[0]):
+        if model is None:
+            raise typer.BadParameter("bench results need --model (the catalog model served)")
+        fleet = bench_fleet(model, gpu, quant, engine_version, max_model_len, catalog)
+        levels = load_sweep(results)
+        version = resolve_engine_version("sim", engine_version)
+        start = choose_calibration(
+            gpu,
+            [load_calibration(p) for p in calibration or []],
+            version.engine,
+            version.version,
+        ).calibration
+        bench_fit = fit_bench(fleet, levels, start, gpu)
+        console.print(_bench_fit_table(bench_fit))
+        body = bench_fit.calibration.model_dump(mode="json", exclude_none=True)
+    else:
+        if len(results) != 1:
+            raise typer.BadParameter("give one step-time results file", param_hint="RESULTS")
+        fitted = fit_calibration(
+            load_results(results[0]),
+            gpu,
+            loaded,
+            _int_set(hold_batches, "--hold-batches"),
+            _int_set(hold_prompts, "--hold-prompts"),
+            source=str(results[0]),
+        )
+        console.print(tables.calibration_table(fitted))
         body = fitted.calibration.model_dump(mode="json")
+    if output is not None:
         output.write_text(yaml.safe_dump(body, sort_keys=False))
         sys.stdout.write(f"wrote {output}\n")
 
@@ -868,6 +1012,12 @@ def compare_command(
     gpu: Annotated[str | None, typer.Option(help="With --sim: GPU to simulate.")] = None,
     requests: Annotated[int, typer.Option(min=1, help="Measured requests per placement.")] = 100,
     rate: Annotated[float, typer.Option(min=0.001, help="Requests/s (Poisson).")] = 1.0,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="With --sim: closed loop with N users, not --rate.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="With --sim: every request at t=0, not --rate.")
+    ] = False,
     input_tokens: Annotated[int, typer.Option(min=1)] = 128,
     output_tokens: Annotated[int, typer.Option(min=1)] = 32,
     seed: Annotated[int, typer.Option()] = 0,
@@ -888,7 +1038,17 @@ def compare_command(
         seed=seed,
         sim=sim,
         gpu=gpu,
+        concurrency=concurrency,
+        offline=offline,
     )
+    if concurrency is not None and not sim:
+        raise typer.BadParameter("--concurrency needs --sim", param_hint="--concurrency")
+    if offline and not sim:
+        raise typer.BadParameter("--offline needs --sim", param_hint="--offline")
+    if offline and concurrency is not None:
+        raise typer.BadParameter(
+            "give --offline or --concurrency, not both", param_hint="--offline"
+        )
     if sim:
         outcome = compare.compare_sim(loaded, options)
         title = f"{loaded.fleet.name}: shared vs isolated (simulated{', ' + gpu if gpu else ''})"

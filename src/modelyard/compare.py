@@ -40,6 +40,8 @@ class CompareOptions:
     seed: int = 0
     sim: bool = False
     gpu: str | None = None
+    concurrency: int | None = None  # with sim: closed loop instead of `rate`
+    offline: bool = False  # with sim: every request at t = 0 (maximum throughput)
 
 
 @dataclass
@@ -150,6 +152,8 @@ def compare_sim(loaded: LoadedFleet, options: CompareOptions) -> list[PlacementR
                 gpu=options.gpu,
                 requests=options.requests,
                 rate=options.rate,
+                concurrency=options.concurrency,
+                offline=options.offline,
                 input_tokens=LengthDist(mean=options.input_tokens),
                 output_tokens=LengthDist(mean=options.output_tokens),
                 seed=options.seed,

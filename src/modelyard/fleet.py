@@ -51,6 +51,12 @@ class FleetModel(_Strict):
 
     catalog: str = Field(description="catalog model name or alias, e.g. llama-3.1-8b")
     engine: EngineName = "vllm"
+    engine_version: str | None = Field(
+        default=None,
+        pattern=r"^([A-Za-z][A-Za-z0-9-]* )?\d+(\.\d+)*[A-Za-z0-9.]*$",
+        description="engine release the simulator calibrates for, e.g. '0.6.3' or "
+        "'sglang 0.3.0'; default: the current release of the model's engine (vLLM: V1)",
+    )
     quant: str | None = Field(
         default=None,
         description="quantization profile; default gguf-q4_k_m for llamacpp/ollama, else bf16",

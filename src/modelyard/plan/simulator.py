@@ -21,7 +21,9 @@ from modelyard.fleet import Fleet, LoadedFleet, check_fleet
 from modelyard.placement import SharingMode
 from modelyard.plan.errors import PlanError
 from modelyard.sim.perf import Calibration, calibration_for
+from modelyard.sim.result import Accuracy
 from modelyard.sim.run import SimOptions, simulate
+from modelyard.sim.versions import resolve_engine_version
 from modelyard.workload import LengthDist
 
 MIN_REQUESTS = 400  # enough arrivals for a p99 from the tail, not the first few requests
@@ -86,6 +88,8 @@ class PlanSimulator:
     loaded: LoadedFleet
     calibrations: tuple[Calibration, ...] = ()
     simulations: int = 0
+    # how sure the simulated figures are, by model@GPU (each simulation's own Accuracy)
+    accuracy: dict[str, Accuracy] = field(default_factory=dict)
     _fleets: dict[SimDevice, tuple[LoadedFleet, tuple[Calibration, ...]]] = field(
         default_factory=dict
     )
@@ -107,6 +111,9 @@ class PlanSimulator:
                 calibrations=calibrations,
             ),
         )
+        for m in result.models:
+            if m.accuracy is not None:
+                self.accuracy.setdefault(f"{m.name}@{m.accuracy.gpu}", m.accuracy)
         return [
             EngineLatency(
                 m.name,
@@ -119,6 +126,39 @@ class PlanSimulator:
                 m.e2e_ms["mean"],
             )
             for m in result.models
+        ]
+
+    @property
+    def band(self) -> float:
+        """The widest relative error band of the figures simulated so far (0: none)."""
+        return max((a.band for a in self.accuracy.values()), default=0.0)
+
+    def may_flip(self, cheaper_usd: float, dearer_usd: float) -> bool:
+        """Whether two options' costs could swap order within the band: a cost scales as
+        1 / capacity, so with capacities within +-band the cheaper one may cost up to
+        1 / (1 - band) times as much and the dearer one as little as 1 / (1 + band)."""
+        band = self.band
+        if band <= 0:
+            return False
+        return band >= 1 or cheaper_usd / (1 - band) >= dearer_usd / (1 + band)
+
+    def accuracy_notes(self) -> list[str]:
+        """One line per calibration the simulated capacities used, with its band."""
+        by_calibration: dict[tuple[str, str, bool, float], list[str]] = {}
+        for accuracy in self.accuracy.values():
+            key = (
+                accuracy.calibration,
+                accuracy.engine_version,
+                accuracy.measured_on_gpu,
+                accuracy.band,
+            )
+            by_calibration.setdefault(key, [])
+            if accuracy.gpu not in by_calibration[key]:
+                by_calibration[key].append(accuracy.gpu)
+        return [
+            f"simulated with calibration {name} ({version}) on {', '.join(gpus)}: "
+            f"{'measured' if measured else 'not measured'} there, figures +-{band:.0%}"
+            for (name, version, measured, band), gpus in sorted(by_calibration.items())
         ]
 
     def _fleet(self, device: SimDevice) -> tuple[LoadedFleet, tuple[Calibration, ...]]:
@@ -164,7 +204,22 @@ class PlanSimulator:
         problems = check_fleet(fleet, catalog)
         if problems:  # the planner built something no fleet file could say: a bug
             raise PlanError(f"planner built an invalid device {device}: {problems}")
-        parent = calibration_for(device.gpu, list(self.calibrations))
-        derived = tuple(parent.model_copy(update={"devices": [name]}) for name in slices)
+        derived = tuple(
+            self._slice_calibration(device.gpu, e.gpu, base.models[e.model].engine, version)
+            for e in device.engines
+            if e.gpu in slices
+            for version in [base.models[e.model].engine_version]
+        )
         loaded = LoadedFleet(fleet=fleet, catalog=catalog, path=self.loaded.path)
         return loaded, (*self.calibrations, *derived)
+
+    def _slice_calibration(
+        self, parent_gpu: str, slice_gpu: str, engine: str, engine_version: str | None
+    ) -> Calibration:
+        """The parent GPU's calibration for this engine version, applied to one MIG slice
+        (unmeasured there)."""
+        version = resolve_engine_version(engine, engine_version)
+        parent = calibration_for(
+            parent_gpu, list(self.calibrations), version.engine, version.version
+        )
+        return parent.model_copy(update={"devices": [slice_gpu], "measured_on": []})

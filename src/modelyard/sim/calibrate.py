@@ -140,26 +140,24 @@ def fit_calibration(
     terms = np.array([_terms(catalog, gpu, p) for p in points])
     measured = np.array([p.seconds for p in points])
     mask = np.array([not p.held_out for p in points])
-    best: tuple[float, float, float, float, float, float] | None = None
-    for mfu in np.linspace(0.2, 1.0, 41):
-        compute = terms[:, 0] / mfu
-        for efficiency in np.linspace(0.4, 1.0, 61):
-            memory = terms[:, 1] / efficiency
-            high, low = np.maximum(compute, memory), np.minimum(compute, memory)
-            for serial in np.linspace(0.0, 1.0, 21):
-                busy = high + serial * low
-                # measured = busy + overhead + per_seq * sequences, in relative error
-                weights = 1.0 / measured[mask]
-                design = np.stack([np.ones(mask.sum()), terms[mask, 2]], axis=1) * weights[:, None]
-                target = (measured[mask] - busy[mask]) * weights
-                coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-                overhead, per_seq = max(coef[0], 0.0), max(coef[1], 0.0)
-                predicted = busy + overhead + per_seq * terms[:, 2]
-                loss = float(np.sum(((predicted[mask] - measured[mask]) / measured[mask]) ** 2))
-                if best is None or loss < best[0]:
-                    best = (loss, mfu, efficiency, serial, overhead, per_seq)
-    assert best is not None
-    _, mfu, efficiency, serial, overhead, per_seq = best
+    # every (mfu, efficiency, serial) of the grid at once; for each, the weighted least squares
+    # of overhead and per-sequence cost has the same design matrix, so one pseudo-inverse
+    # solves them all (measured = busy + overhead + per_seq x sequences, in relative error)
+    mfus, efficiencies = np.linspace(0.2, 1.0, 41), np.linspace(0.4, 1.0, 61)
+    serials = np.linspace(0.0, 1.0, 21)
+    compute = (terms[:, 0] / mfus[:, None])[:, None, None, :]
+    memory = (terms[:, 1] / efficiencies[:, None])[None, :, None, :]
+    high, low = np.maximum(compute, memory), np.minimum(compute, memory)
+    busy = high + serials[None, None, :, None] * low  # (mfu, efficiency, serial, point)
+    weights = 1.0 / measured[mask]
+    design = np.stack([np.ones(mask.sum()), terms[mask, 2]], axis=1) * weights[:, None]
+    coef = ((measured[mask] - busy[..., mask]) * weights) @ np.linalg.pinv(design).T
+    overheads, per_seqs = np.maximum(coef[..., 0], 0.0), np.maximum(coef[..., 1], 0.0)
+    predicted = busy + overheads[..., None] + per_seqs[..., None] * terms[:, 2]
+    losses = np.sum(((predicted[..., mask] - measured[mask]) / measured[mask]) ** 2, axis=-1)
+    i, j, k = np.unravel_index(int(np.argmin(losses)), losses.shape)  # first minimum, as a loop
+    mfu, efficiency, serial = mfus[i], efficiencies[j], serials[k]
+    overhead, per_seq = float(overheads[i, j, k]), float(per_seqs[i, j, k])
     contention = [
         row["p50"] / alone["p50"]
         for row in data.get("colocation", [])

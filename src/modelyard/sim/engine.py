@@ -1,63 +1,41 @@
 """A vLLM-like continuous-batching engine as a discrete-event simulation.
 
-Each step: decoding sequences take one token each; sequences still prefilling take chunks;
-then waiting requests are admitted first-come-first-served while the step's token budget
-(`max_num_batched_tokens`), `max_num_seqs` and the KV-cache block budget allow. When a
-decoding sequence needs a KV block and none is free, the most recently admitted running
-request is preempted and recomputed later (vLLM's recompute preemption).
+Each step (scheduler "chunked", vLLM V1): decoding sequences take one token each; sequences
+still prefilling take chunks; then waiting requests are admitted first-come-first-served while
+the step's token budget (`max_num_batched_tokens`), `max_num_seqs` and the KV-cache block
+budget allow. Scheduler "prefill-first" (vLLM V0, SGLang's default): a step that can run
+prefills runs only prefills (up to the whole budget) and the decoders wait for it; otherwise
+it decodes. When a decoding sequence needs a KV block and none is free, the most recently
+admitted running request is preempted and recomputed later (vLLM's recompute preemption).
 
-Speed: decoding sequences are kept as aggregates, not visited every step. During step s a
-decoder holds s + offset tokens of KV, so the blocks of all decoders are
-sum(ceil((s + offset_i) / 16)), which 16 counters of offset mod 16 give exactly. Between
-events (an arrival that could be admitted, a completion, a KV limit) a run of pure decode
-steps is one event.
+Speed: decoding sequences are kept as aggregates, not visited every step (`request.Decoders`).
+Between events (an arrival that could be admitted, a completion, a KV limit) a run of pure
+decode steps is one event.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from modelyard.sim.contention import Contention, NoContention
 from modelyard.sim.loop import PRIORITY_STEP_DONE, Event
-from modelyard.sim.perf import StepBatch, StepModel
+from modelyard.sim.perf import StepModel, steps_until
+from modelyard.sim.request import (
+    BLOCK_TOKENS,
+    DECODE,
+    DONE,
+    NAN,
+    PREFILL,
+    WAITING,
+    Decoders,
+    SimRequest,
+)
 
-BLOCK_TOKENS = 16
-WAITING, PREFILL, DECODE, DONE = range(4)
-NAN = float("nan")
-# _ROUNDING_ROWS[b][m] = (-(m + b)) mod 16: blocks' rounding for offset b at step m (mod 16)
-_ROUNDING_ROWS = [
-    tuple((-(m + b)) % BLOCK_TOKENS for m in range(BLOCK_TOKENS)) for b in range(BLOCK_TOKENS)
-]
-
-
-@dataclass(slots=True, eq=False)
-class SimRequest:
-    """One request and its progress through the engine. Times are simulation seconds."""
-
-    rid: int
-    arrival: float
-    prompt_tokens: int
-    output_tokens: int
-    state: int = WAITING
-    generated: int = 0
-    target: int = 0
-    computed: int = 0
-    blocks: int = 0
-    admitted_seq: int = 0
-    join_step: int = 0
-    joined_generated: int = 0
-    finish_step: int = 0
-    offset: int = 0
-    epoch: int = 0
-    first_scheduled: float = NAN
-    first_token: float = NAN
-    finished: float = NAN
-    preemptions: int = 0
-    payload: Any = None
+__all__ = ["BLOCK_TOKENS", "DECODE", "DONE", "NAN", "PREFILL", "WAITING", "Engine", "SimRequest"]
 
 
 class EngineListener(Protocol):
@@ -66,30 +44,6 @@ class EngineListener(Protocol):
     def on_tokens(self, requests: Iterable[SimRequest], time: float) -> None: ...
 
     def on_finished(self, request: SimRequest, time: float) -> None: ...
-
-
-class Contention(Protocol):
-    """What an engine asks of the device it shares."""
-
-    def factor(self, engine: Engine) -> float: ...
-
-    def set_busy(self, engine: Engine, busy: bool) -> None: ...
-
-    def horizon(self, engine: Engine) -> float:
-        """The earliest time another engine on the device may start or stop being busy (the
-        factor stays exact until then)."""
-        ...
-
-
-class NoContention:
-    def factor(self, engine: Engine) -> float:
-        return 1.0
-
-    def set_busy(self, engine: Engine, busy: bool) -> None:
-        return None
-
-    def horizon(self, engine: Engine) -> float:
-        return math.inf
 
 
 @dataclass
@@ -112,6 +66,12 @@ class _Span:
     chunks: list[tuple[SimRequest, int]]
     end: float = math.inf
     announced: bool = False
+    start: float = 0.0
+    factor: float = 1.0
+    used: int = 0
+    queue: int = 0
+    until: float = math.inf  # the next change the span was cut for: later ones need no cut
+    cancelled: bool = False  # cut short by `interrupt`: its end event is stale
 
 
 class Engine:
@@ -129,6 +89,8 @@ class Engine:
         per_token: bool = False,
         max_span_steps: int = 1 << 20,
         timeline_every_s: float = 0.0,
+        prefill_first: bool = False,
+        reserve_full: bool = False,
     ) -> None:
         if kv_blocks < 1:
             raise ValueError("an engine needs at least one KV block")
@@ -140,8 +102,17 @@ class Engine:
         self.listener = listener
         self.contention: Contention = contention or NoContention()
         self.per_token = per_token
+        self.prefill_first = prefill_first
+        # TensorRT-LLM's GUARANTEED_NO_EVICT: admit only when the KV cache can hold every
+        # running request at its full length, so nothing is ever preempted
+        self.reserve_full = reserve_full
+        self._reserved_blocks = 0
         self.max_span_steps = 1 if per_token else max_span_steps
         self.horizon: Callable[[], float] = lambda: math.inf
+        # Set by a load driver: `post` schedules events outside a handler's return (a span cut
+        # short by `interrupt`); `refill` tops up `waiting` from a lazily fed queue.
+        self.post: Callable[[list[Event]], None] | None = None
+        self.refill: Callable[[Engine, float], None] | None = None
         # Shared devices: a lower bound on when this engine, while busy, can become idle (its
         # in-flight span's end plus its longest running request's remaining steps at the
         # shortest possible step), so others' spans can run until then with an exact factor.
@@ -153,58 +124,28 @@ class Engine:
         self._next_sample = 0.0
         self.waiting: deque[SimRequest] = deque()
         self.prefilling: dict[int, SimRequest] = {}
-        self.decoding: dict[int, SimRequest] = {}
+        self.decoders = Decoders()
         self.busy = False
         self.in_flight: _Span | None = None  # the span now running, ending at its `end`
         self.step_index = 0
         self._admissions = 0
-        self._n_dec = 0
-        self._sum_offset = 0
-        # _rounding[m]: sum over decoders of (-(step + offset)) mod 16 for any step = m mod 16,
-        # so that sum(ceil((step + offset) / 16)) is exact in O(1).
-        self._rounding = [0] * BLOCK_TOKENS
-        self._finish_heap: list[tuple[int, int, int, SimRequest]] = []
         self._prefill_blocks = 0
-        self._window = (
-            step_model.model.sliding_window.size if step_model.model.sliding_window else 0
-        )
 
     # -- KV accounting -----------------------------------------------------------------
+    @property
+    def decoding(self) -> dict[int, SimRequest]:
+        return self.decoders.by_rid
+
     def decode_blocks(self, step: int) -> int:
         """Blocks all decoding sequences hold during `step` (exact)."""
-        total = self._n_dec * step + self._sum_offset + self._rounding[step % BLOCK_TOKENS]
-        return total // BLOCK_TOKENS
+        return self.decoders.blocks(step)
 
     def used_blocks(self) -> int:
-        return self.decode_blocks(self.step_index) + self._prefill_blocks
+        return self.decoders.blocks(self.step_index) + self._prefill_blocks
 
     @property
     def running(self) -> int:
-        return self._n_dec + len(self.prefilling)
-
-    def _add_decoder(self, request: SimRequest) -> None:
-        self._n_dec += 1
-        self._sum_offset += request.offset
-        row = _ROUNDING_ROWS[request.offset % BLOCK_TOKENS]
-        self._rounding = [r + v for r, v in zip(self._rounding, row, strict=True)]
-        self.decoding[request.rid] = request
-        heapq.heappush(
-            self._finish_heap, (request.finish_step, request.admitted_seq, request.epoch, request)
-        )
-
-    def _remove_decoder(self, request: SimRequest) -> None:
-        self._n_dec -= 1
-        self._sum_offset -= request.offset
-        row = _ROUNDING_ROWS[request.offset % BLOCK_TOKENS]
-        self._rounding = [r - v for r, v in zip(self._rounding, row, strict=True)]
-        del self.decoding[request.rid]
-        request.epoch += 1  # its finish-heap entry is now stale
-
-    def _next_finish_step(self) -> int:
-        heap = self._finish_heap
-        while heap and heap[0][2] != heap[0][3].epoch:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else 1 << 62
+        return self.decoders.count + len(self.prefilling)
 
     # -- requests in -------------------------------------------------------------------
     def submit(self, time: float, request: SimRequest) -> list[Event]:
@@ -227,11 +168,12 @@ class Engine:
             self._prefill_blocks -= request.blocks
             request.blocks = 0
         elif request.state == DECODE:
-            self._remove_decoder(request)
+            self.decoders.remove(request)
+        self._release(request)
         request.state = DONE
 
     def _preempt_one(self) -> bool:
-        last_decoder = next(reversed(self.decoding.values()), None)
+        last_decoder = self.decoders.last()
         last_prefill = next(reversed(self.prefilling.values()), None)
         if last_decoder is None and last_prefill is None:
             return False
@@ -241,12 +183,13 @@ class Engine:
             victim = last_decoder
             assert victim is not None
             victim.generated = victim.joined_generated + (self.step_index - victim.join_step)
-            self._remove_decoder(victim)
+            self.decoders.remove(victim)
         else:
             victim = last_prefill
             del self.prefilling[victim.rid]
             self._prefill_blocks -= victim.blocks
             victim.blocks = 0
+        self._release(victim)
         victim.state = WAITING
         victim.target = victim.prompt_tokens + victim.generated
         victim.computed = 0
@@ -258,11 +201,14 @@ class Engine:
     # -- stepping ----------------------------------------------------------------------
     def _start_step(self, now: float) -> list[Event]:
         step = self.step_index
+        if self.refill is not None and len(self.waiting) < self.max_num_seqs:
+            self.refill(self, now)
         while self.running and self.decode_blocks(step) + self._prefill_blocks > self.kv_blocks:
             if not self._preempt_one():
                 break
         used = self.decode_blocks(step) + self._prefill_blocks
-        budget = self.max_num_batched_tokens - self._n_dec
+        # prefill-first steps give the whole budget to prefills; chunked ones share it
+        budget = self.max_num_batched_tokens - (0 if self.prefill_first else self.decoders.count)
         chunks: list[tuple[SimRequest, int]] = []
         for request in self.prefilling.values():
             if budget <= 0:
@@ -282,6 +228,12 @@ class Engine:
             blocks = -(-chunk // BLOCK_TOKENS)
             if used + blocks > self.kv_blocks:
                 break
+            if self.reserve_full:
+                whole = -(-(request.prompt_tokens + request.output_tokens) // BLOCK_TOKENS)
+                if self._reserved_blocks + whole > self.kv_blocks:
+                    break
+                request.reserved = whole
+                self._reserved_blocks += whole
             self.waiting.popleft()
             used += blocks
             request.state = PREFILL
@@ -295,23 +247,37 @@ class Engine:
             self.prefilling[request.rid] = request
             chunks.append((request, chunk))
             budget -= chunk
-        if not self._n_dec and not chunks:
-            self._set_busy(False)
+        if not self.decoders.count and not chunks:
+            self._set_busy(False, now)
             self.in_flight = None
             return []
-        self._set_busy(True)
+        self._set_busy(True, now)
         factor = self.contention.factor(self)
+        until = math.inf
         if not chunks and self.max_span_steps > 1:
-            duration, steps = self._decode_span(now, step, factor)
+            duration, steps, until = self._decode_span(now, step, factor)
+        elif chunks and self.prefill_first:
+            # decoders sit this step out: the decode step index does not advance
+            duration, steps = self._mixed_step(step, chunks, decoders=False) * factor, 0
         else:
-            duration, steps = self._step_duration(step, chunks) * factor, 1
+            duration, steps = self._mixed_step(step, chunks) * factor, 1
         self._record(now, duration, used)
-        self.stats.steps += steps
+        self.stats.steps += max(steps, 1)
         if self.track_busy_until and self.max_span_steps > 1:
             after = step + steps
-            last = max((r.finish_step for r in self.decoding.values()), default=after - 1)
+            last = self.decoders.latest_finish_step(after - 1)
             self._busy_until = now + duration + max(last - after + 1, 0) * self._min_step_s
-        span = _Span(step, steps, chunks, now + duration)
+        span = _Span(
+            step,
+            steps,
+            chunks,
+            now + duration,
+            start=now,
+            factor=factor,
+            used=used,
+            queue=len(self.waiting),
+            until=until,
+        )
         self.in_flight = span
         return [(span.end, PRIORITY_STEP_DONE, self._on_step_done, span)]
 
@@ -320,67 +286,68 @@ class Engine:
         arrival, busy at least until `_busy_until`."""
         return self._busy_until if self.busy else self.horizon()
 
-    def _set_busy(self, busy: bool) -> None:
+    def _set_busy(self, busy: bool, now: float) -> None:
         if busy != self.busy:
             self.busy = busy
-            self.contention.set_busy(self, busy)
+            self.contention.set_busy(self, busy, now)
 
-    def _decode_context(self, step: int) -> int:
-        return self._n_dec * step + self._sum_offset
+    def interrupt(self, now: float) -> None:
+        """Something this engine could not foresee happened at `now` (a request it could admit
+        arrived; another engine on its device started or stopped): end the decode span in
+        flight with its first step that ends at or after `now`, as per-step simulation would
+        see the change at the next step. Needs `post` to schedule the new end."""
+        span = self.in_flight
+        if span is None or span.steps <= 1 or span.chunks or span.end <= now or not self.post:
+            return
+        if now >= span.until:
+            return  # the span already ends with the first step that ends at or after it
+        n = self.decoders.count
+        context0 = float(self.decoders.context(span.start_step))
+        elapsed, steps = steps_until(
+            self.model, n, context0, span.steps, now - span.start, span.factor
+        )
+        if steps >= span.steps:
+            return
+        removed = span.end - span.start - elapsed
+        stats = self.stats
+        stats.busy_s -= removed
+        stats.kv_block_seconds -= span.used * removed
+        stats.queue_seconds -= span.queue * removed
+        stats.steps -= span.steps - steps
+        span.cancelled = True
+        cut = _Span(
+            span.start_step,
+            steps,
+            [],
+            span.start + elapsed,
+            start=span.start,
+            factor=span.factor,
+            used=span.used,
+            queue=span.queue,
+        )
+        self.in_flight = cut
+        self.post([(cut.end, PRIORITY_STEP_DONE, self._on_step_done, cut)])
 
-    def _step_duration(self, step: int, chunks: list[tuple[SimRequest, int]]) -> float:
-        n = self._n_dec
-        context = float(self._decode_context(step))
-        window = self._window
-        window_context = min(context, float(window * n)) if window else context
-        full_pairs, window_pairs = context, window_context
-        kv_full, kv_window = context, window_context
-        sampled = n
-        tokens = n
-        for request, chunk in chunks:
-            done = request.computed
-            tokens += chunk
-            pairs = chunk * done + chunk * (chunk + 1) / 2.0
-            full_pairs += pairs
-            kv_full += done + chunk
-            if window:
-                window_pairs += chunk * min(done + (chunk + 1) / 2.0, window)
-                kv_window += min(done + chunk, window)
-            else:
-                window_pairs += pairs
-                kv_window += done + chunk
-            if done + chunk >= request.target:
-                sampled += 1
-        return self.model.step_time(
-            StepBatch(
-                tokens=tokens,
-                sequences=n + len(chunks),
-                sampled=sampled,
-                full_pairs=full_pairs,
-                window_pairs=window_pairs,
-                kv_full_tokens=kv_full,
-                kv_window_tokens=kv_window,
-            )
+    def _mixed_step(
+        self, step: int, chunks: list[tuple[SimRequest, int]], decoders: bool = True
+    ) -> float:
+        """Seconds of a step of the decoders (if `decoders`) plus these prefill chunks."""
+        return self.model.mixed_step_time(
+            self.decoders.count if decoders else 0,
+            float(self.decoders.context(step)) if decoders else 0.0,
+            [(r.computed, chunk, r.computed + chunk >= r.target) for r, chunk in chunks],
         )
 
-    def _decode_span(self, now: float, step: int, factor: float) -> tuple[float, int]:
+    def _decode_span(self, now: float, step: int, factor: float) -> tuple[float, int, float]:
         """Chain pure decode steps until a completion, a possible admission or the KV limit.
 
-        Returns the span's total seconds and its number of steps (at least 1)."""
-        limit = min(self._next_finish_step() - step + 1, self.max_span_steps)
+        Returns the span's total seconds, its number of steps (at least 1) and the next
+        foreseen change it was cut for."""
+        limit = min(self.decoders.next_finish_step() - step + 1, self.max_span_steps)
         # the KV cache must hold every step of the span (blocks never shrink within it)
-        cap = self.kv_blocks - self._prefill_blocks
-        if limit > 1 and self.decode_blocks(step + limit - 1) > cap:
-            low, high = 1, limit - 1  # decode_blocks(step) fits; find the last step that does
-            while low < high:
-                middle = (low + high + 1) // 2
-                if self.decode_blocks(step + middle - 1) <= cap:
-                    low = middle
-                else:
-                    high = middle - 1
-            limit = low
-        n = self._n_dec
-        context0 = float(self._decode_context(step))
+        limit = self.decoders.steps_within(step, limit, self.kv_blocks - self._prefill_blocks)
+        n = self.decoders.count
+        context0 = float(self.decoders.context(step))
         span_time = self.model.decode_span_time
         total = span_time(n, context0, limit) * factor
         admissible = self.running < self.max_num_seqs and not self.waiting
@@ -391,20 +358,8 @@ class Engine:
             until = min(until, self.horizon())
         left = until - now
         if limit == 1 or total < left:
-            return total, limit
-        # The first step that ends at or after the next arrival ends the span. Step times vary
-        # little within a span, so start from the proportional guess and walk to the answer.
-        steps = max(1, min(limit, math.ceil(left / (total / limit))))
-        elapsed = span_time(n, context0, steps) * factor
-        while steps > 1 and elapsed - left >= 0:
-            shorter = span_time(n, context0, steps - 1) * factor
-            if shorter < left:
-                break
-            steps, elapsed = steps - 1, shorter
-        while elapsed < left and steps < limit:
-            steps += 1
-            elapsed = span_time(n, context0, steps) * factor
-        return elapsed, steps
+            return total, limit, until
+        return (*steps_until(self.model, n, context0, limit, left, factor, total), until)
 
     def tokens_in_flight(self) -> int:
         """How many tokens the running span produces when it ends (0 when idle)."""
@@ -416,7 +371,7 @@ class Engine:
             for request, chunk in span.chunks
             if request.state == PREFILL and request.computed + chunk >= request.target
         )
-        return finishing + (len(self.decoding) if self.per_token else 0)
+        return finishing + (len(self.decoding) if self.per_token and span.steps else 0)
 
     def announce(self) -> None:
         """Hand the running span's tokens to the listener now, stamped with the span's end.
@@ -431,7 +386,7 @@ class Engine:
         span.announced = True
         time = span.end
         listener = self.listener
-        if self.per_token and self.decoding:
+        if self.per_token and self.decoding and span.steps:
             listener.on_tokens(list(self.decoding.values()), time)
         for request, chunk in span.chunks:
             if request.state != PREFILL or request.computed + chunk < request.target:
@@ -442,6 +397,8 @@ class Engine:
                 listener.on_tokens((request,), time)
 
     def _on_step_done(self, time: float, span: _Span) -> list[Event]:
+        if span.cancelled:
+            return []
         if not span.announced:
             self._announce(span)
         next_step = span.start_step + span.steps
@@ -465,19 +422,19 @@ class Engine:
             request.joined_generated = request.generated
             request.offset = request.target + 1 - next_step
             request.finish_step = next_step + (request.output_tokens - request.generated) - 1
-            self._add_decoder(request)
-        heap = self._finish_heap
-        while heap and heap[0][0] < next_step:
-            _, _, epoch, request = heapq.heappop(heap)
-            if epoch != request.epoch:
-                continue
-            self._remove_decoder(request)
+            self.decoders.add(request)
+        for request in self.decoders.pop_finished(next_step):
             request.generated = request.output_tokens
             self._finish(request, time)
         self.step_index = next_step
         return self._start_step(time)
 
+    def _release(self, request: SimRequest) -> None:
+        self._reserved_blocks -= request.reserved
+        request.reserved = 0
+
     def _finish(self, request: SimRequest, time: float) -> None:
+        self._release(request)
         request.state = DONE
         request.finished = time
         self.listener.on_finished(request, time)

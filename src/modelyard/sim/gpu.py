@@ -1,13 +1,19 @@
-"""Engines on devices: memory split, start-up (OOM, cold start) and time-sharing.
+"""Engines on devices: memory split, start-up (OOM, cold start) and sharing.
 
 Several engines on one GPU split its memory by their fractions (each one's KV cache is what
 its fraction leaves after weights, runtime and activations, as `memory.fit` computes) and
-share its time: while k engines have work, each engine's steps take
-(1 + contention_slowdown x (k - 1)) times as long as alone. Offline, an engine chains decode
-steps into one event only up to the next moment another engine on the device could start or
-stop being busy, so the factor within a span is exact (the step that straddles the change
-keeps the old factor, as in per-step simulation). The slowdown comes from the
-device's calibration file, measured by benchmarks/gpu_calibrate.py (docs/simulator.md).
+share its time by the group's sharing mode (`device_sharing`):
+
+- time-sliced: while k engines have work, each engine's steps take
+  (1 + contention_slowdown x (k - 1)) times as long as alone (measured on an H200);
+- mps: kernels of all engines run at once; the same form with the smaller `mps_slowdown`
+  (one published vLLM case), and an optional share of the SMs per engine;
+- mig: hard slices, each engine alone on its slice (`mig_gpu`): no contention at all.
+
+Offline, an engine chains decode steps into one event only up to the next moment another
+engine on the device could start or stop being busy, so the factor within a span is exact
+(the step that straddles the change keeps the old factor, as in per-step simulation); a change
+nobody could foresee (closed-loop load) cuts the other engines' spans (`Engine.interrupt`).
 """
 
 from __future__ import annotations
@@ -17,16 +23,19 @@ from dataclasses import dataclass, field
 
 from modelyard.catalog import GpuSpec, ModelSpec, QuantProfile
 from modelyard.catalog.entries import GIB
+from modelyard.catalog.mig import fits_on_one_gpu, mig_gpu, mig_memory_gb
+from modelyard.fleet import Sharing
 from modelyard.memory import Device, FitResult, FitSettings, fit
 from modelyard.sim.engine import BLOCK_TOKENS, Engine, EngineListener
-from modelyard.sim.errors import EngineStartError
+from modelyard.sim.errors import EngineStartError, SimError
 from modelyard.sim.parallel import step_model_for
 from modelyard.sim.perf import Calibration, Hardware
 
 
 @dataclass
 class SharedDevice:
-    """Time-sharing of one device between the engines placed on it."""
+    """Sharing of one device's time between the engines placed on it (time-sliced or MPS:
+    `slowdown` is the extra step time per other busy engine)."""
 
     name: str
     slowdown: float
@@ -46,11 +55,75 @@ class SharedDevice:
         others = len(self.busy) - (1 if id(engine) in self.busy else 0)
         return 1.0 + self.slowdown * others
 
-    def set_busy(self, engine: Engine, busy: bool) -> None:
+    def set_busy(self, engine: Engine, busy: bool, now: float) -> None:
         if busy:
             self.busy.add(id(engine))
         else:
             self.busy.discard(id(engine))
+        if self.slowdown and len(self.engines) > 1:
+            for other in self.engines:
+                if other is not engine and other.busy:
+                    other.interrupt(now)  # its factor changes from its next step on
+
+
+@dataclass(frozen=True)
+class MigSlice:
+    """One member's MIG slice: its profile and the slice as a GPU of its own."""
+
+    profile: str
+    gpu_name: str  # e.g. "a100-80gb/3g.40gb"
+    gpu: GpuSpec
+
+
+@dataclass(frozen=True)
+class DeviceSharing:
+    """How the engines of one shared group share their GPU, for `sim run` and the planner.
+
+    `slowdown` multiplies each engine's step time by (1 + slowdown x other busy engines);
+    with MIG it is 0 and `slices` gives each member its own slice."""
+
+    mode: Sharing
+    slowdown: float
+    slices: dict[str, MigSlice] = field(default_factory=dict)
+    compute_share: float = 1.0  # MPS: share of the SMs each engine may use
+
+
+def choose_mig_profiles(gpu: GpuSpec, members: list[str]) -> dict[str, str]:
+    """The largest profile that gives every member an equal slice on one GPU."""
+    by_size = sorted(gpu.mig_profiles, key=mig_memory_gb, reverse=True)
+    for profile in by_size:
+        if fits_on_one_gpu(gpu, [profile] * len(members)):
+            return dict.fromkeys(members, profile)
+    raise SimError(f"{len(members)} MIG slices do not fit on {gpu.display_name}")
+
+
+def device_sharing(
+    mode: Sharing,
+    gpu_name: str,
+    gpu: GpuSpec,
+    members: list[str],
+    calibration: Calibration,
+    mig_profiles: dict[str, str] | None = None,
+    mps_compute_share: float = 1.0,
+) -> DeviceSharing:
+    """The sharing model of one GPU shared by `members` in `mode`."""
+    if mode == "time-sliced":
+        return DeviceSharing(mode, calibration.contention_slowdown)
+    if mode == "mps":
+        if not 0 < mps_compute_share <= 1:
+            raise SimError(f"MPS compute share must be in (0, 1], got {mps_compute_share:g}")
+        return DeviceSharing(mode, calibration.mps_slowdown, compute_share=mps_compute_share)
+    if not gpu.mig_profiles:
+        raise SimError(f"{gpu_name} has no MIG profiles")
+    profiles = {**choose_mig_profiles(gpu, members), **(mig_profiles or {})}
+    if not fits_on_one_gpu(gpu, [profiles[m] for m in members]):
+        listed = ", ".join(f"{m}: {profiles[m]}" for m in members)
+        raise SimError(f"MIG profiles {listed} do not fit on one {gpu_name}")
+    slices = {
+        m: MigSlice(profiles[m], f"{gpu_name}/{profiles[m]}", mig_gpu(gpu, profiles[m]))
+        for m in members
+    }
+    return DeviceSharing(mode, 0.0, slices)
 
 
 @dataclass(frozen=True)
@@ -66,6 +139,7 @@ class EngineSpec:
     gpu: GpuSpec
     calibration: Calibration
     settings: FitSettings
+    compute_share: float = 1.0  # MPS: share of the SMs this engine may use
 
 
 def oom_message(result: FitResult) -> str:
@@ -111,7 +185,9 @@ def start_engine(
     if not result.fits:
         raise EngineStartError(f"{spec.name}: {oom_message(result)}")
     kv_dtype = 1.0 if spec.settings.kv_cache_dtype == "fp8" else spec.quant.kv_cache_bytes
-    hardware = Hardware.for_gpu(spec.gpu_name, spec.gpu, spec.quant_name, spec.calibration)
+    hardware = Hardware.for_gpu(
+        spec.gpu_name, spec.gpu, spec.quant_name, spec.calibration, spec.compute_share
+    )
     ranks = spec.settings.tensor_parallel_size
     step_model = step_model_for(
         spec.model, spec.quant, hardware, spec.calibration, kv_dtype, ranks, spec.gpu_name, spec.gpu
@@ -126,6 +202,8 @@ def start_engine(
         contention=device,
         per_token=per_token,
         max_span_steps=max_span_steps,
+        prefill_first=spec.calibration.scheduler == "prefill-first",
+        reserve_full=spec.calibration.admission == "reserve-full",
     )
     if device is not None:
         device.join(engine)

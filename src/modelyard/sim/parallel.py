@@ -18,10 +18,12 @@ there). vLLM does not overlap these all-reduces with compute, so they add to the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelyard.catalog import GpuSpec, ModelSpec, QuantProfile
 from modelyard.catalog.entries import Interconnect
 from modelyard.sim.errors import SimError
-from modelyard.sim.perf import Calibration, Hardware, StepBatch, StepModel
+from modelyard.sim.perf import Calibration, Communication, Hardware, StepModel
 
 ACTIVATION_BYTES = 2  # bf16 hidden states are what the ranks sum
 ALLREDUCES_PER_LAYER = 2  # after attention and after the FFN
@@ -36,46 +38,15 @@ def allreduce_seconds(link: Interconnect, payload_bytes: float, ranks: int) -> f
     return link.allreduce_latency_us * 1e-6 + moved / per_direction
 
 
-class TensorParallelStepModel(StepModel):
-    """Step time of one rank plus the all-reduces that join the ranks.
-
-    The rank's share is the base roofline on a device N times as fast in FLOP/s and bandwidth
-    (1/N of the FLOPs and of the weight bytes per rank), with the KV bytes raised back by
-    N x each rank's share of the KV heads (at least one head per rank)."""
-
-    def __init__(
-        self,
-        model: ModelSpec,
-        quant: QuantProfile,
-        hardware: Hardware,
-        cal: Calibration,
-        kv_dtype_bytes: float,
-        ranks: int,
-        link: Interconnect,
-    ) -> None:
-        kv_share = max(model.num_kv_heads // ranks, 1) / model.num_kv_heads
-        per_rank = Hardware(
-            name=hardware.name,
-            peak_flops=hardware.peak_flops * ranks,
-            bandwidth=hardware.bandwidth * ranks,
-        )
-        super().__init__(model, quant, per_rank, cal, kv_dtype_bytes * kv_share * ranks)
-        self.ranks = ranks
-        self.link = link
-        self._allreduces = ALLREDUCES_PER_LAYER * model.num_layers
-        self._bytes_per_token = model.hidden_size * ACTIVATION_BYTES
-
-    def communication_time(self, tokens: int) -> float:
-        """Seconds of all-reduce in one step that computes `tokens` new tokens."""
-        payload = tokens * self._bytes_per_token
-        return self._allreduces * allreduce_seconds(self.link, payload, self.ranks)
-
-    def step_time(self, batch: StepBatch) -> float:
-        return super().step_time(batch) + self.communication_time(batch.tokens)
-
-    def decode_span_time(self, sequences: int, context0: float, steps: int) -> float:
-        compute = super().decode_span_time(sequences, context0, steps)
-        return compute + max(steps, 0) * self.communication_time(sequences)
+def allreduce_communication(model: ModelSpec, link: Interconnect, ranks: int) -> Communication:
+    """The all-reduces of one step, as a fixed part and a part per new token (the payload is
+    tokens x hidden size bf16 activations, so one all-reduce is linear in the tokens)."""
+    allreduces = ALLREDUCES_PER_LAYER * model.num_layers
+    if ranks <= 1:
+        return Communication()
+    fixed = allreduce_seconds(link, 0.0, ranks)
+    per_token = allreduce_seconds(link, model.hidden_size * ACTIVATION_BYTES, ranks) - fixed
+    return Communication(allreduces * fixed, allreduces * per_token)
 
 
 def step_model_for(
@@ -88,7 +59,11 @@ def step_model_for(
     gpu_name: str,
     gpu: GpuSpec,
 ) -> StepModel:
-    """The step model of one engine on `ranks` GPUs of type `gpu` (one GPU: perf.StepModel)."""
+    """The step model of one engine on `ranks` GPUs of type `gpu` (one GPU: no communication).
+
+    A rank's share is the base roofline on a device N times as fast in FLOP/s and bandwidth
+    (1/N of the FLOPs and of the weight bytes per rank), with the KV bytes raised back by
+    N x each rank's share of the KV heads (at least one head per rank)."""
     if ranks <= 1:
         return StepModel(model, quant, hardware, cal, kv_dtype_bytes)
     if gpu.interconnect is None:
@@ -96,6 +71,9 @@ def step_model_for(
             f"{gpu_name} has no interconnect in the catalog: tensor parallelism over "
             f"{ranks} GPUs cannot be simulated (add `interconnect:` to its catalog entry)"
         )
-    return TensorParallelStepModel(
-        model, quant, hardware, cal, kv_dtype_bytes, ranks, gpu.interconnect
+    kv_share = max(model.num_kv_heads // ranks, 1) / model.num_kv_heads
+    per_rank = replace(
+        hardware, peak_flops=hardware.peak_flops * ranks, bandwidth=hardware.bandwidth * ranks
     )
+    communication = allreduce_communication(model, gpu.interconnect, ranks)
+    return StepModel(model, quant, per_rank, cal, kv_dtype_bytes * kv_share * ranks, communication)

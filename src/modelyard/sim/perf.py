@@ -6,6 +6,7 @@ For a batch of new tokens (prefill chunks plus one token per decoding sequence):
     memory_s  = (weight bytes read + KV bytes read) / (bandwidth x bandwidth_efficiency)
     step_s    = max(compute_s, memory_s) + serial_fraction x min(compute_s, memory_s)
                 + step_overhead_s + per_seq_overhead_s x sequences
+                + communication (tensor parallelism: fixed_s + per_token_s x tokens)
 
 FLOPs = 2 x active linear params x tokens + 2 x hidden x vocab x sampled tokens
         + 4 x heads x head_dim x (query, key) pairs, per layer.
@@ -14,92 +15,34 @@ docs/simulator.md derives each term; calibration files hold the efficiency facto
 
 from __future__ import annotations
 
-import datetime
-import functools
 import math
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelyard.catalog import GpuSpec, ModelSpec, QuantProfile
-from modelyard.sim.errors import CalibrationError
-from modelyard.yamlsource import YamlDocument, load_yaml, parse_yaml, validation_problems
+from modelyard.sim.calibration import (
+    Calibration,
+    CalibrationChoice,
+    Provenance,
+    builtin_calibrations,
+    calibration_for,
+    choose_calibration,
+    load_calibration,
+)
 
-
-class Provenance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    where: str = Field(description="hardware and software the factors were measured on")
-    how: str = Field(description="the command or harness that measured them")
-    when: datetime.date
-    source: str = Field(description="URL or repository path of the data")
-
-
-class Calibration(BaseModel):
-    """Efficiency factors for one device (class); every file states where they came from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    devices: list[str] = Field(description="GPU names this calibration applies to; '*' = any")
-    mfu: float = Field(gt=0, le=1, description="achieved / peak FLOP/s in compute-bound steps")
-    bandwidth_efficiency: float = Field(gt=0, le=1, description="achieved / peak bytes/s")
-    step_overhead_ms: float = Field(ge=0, description="fixed cost of every step")
-    per_seq_overhead_ms: float = Field(default=0.0, ge=0, description="per sequence per step")
-    serial_fraction: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="how much of the smaller roofline term adds to the larger one "
-        "(0 = perfect overlap, pure roofline; 1 = compute and memory time add up)",
-    )
-    contention_slowdown: float = Field(
-        default=1.0,
-        ge=0,
-        description="extra step time per other busy engine on the same device, as a multiple "
-        "of the step's own time (1.0 = fair time-slicing, 2x with two engines)",
-    )
-    load_bandwidth_gbps: float = Field(default=5.0, gt=0, description="weights load, GB/s")
-    init_s: float = Field(default=15.0, ge=0, description="engine start besides weights")
-    peak_flops_override: float | None = Field(default=None, gt=0, description="FLOP/s (CPUs)")
-    bandwidth_override_gbps: float | None = Field(default=None, gt=0, description="GB/s (CPUs)")
-    provenance: Provenance
-
-
-def _parse_calibration(doc: YamlDocument) -> Calibration:
-    try:
-        return Calibration.model_validate(doc.data)
-    except ValidationError as exc:
-        raise CalibrationError(validation_problems(exc, doc, Calibration)) from exc
-
-
-@functools.cache  # the packaged files do not change while a process runs; callers only read
-def builtin_calibrations() -> list[Calibration]:
-    folder = resources.files("modelyard.sim").joinpath("calibrations")
-    found = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            doc = parse_yaml(entry.read_text(encoding="utf-8"), f"sim/calibrations/{entry.name}")
-            found.append(_parse_calibration(doc))
-    return found
-
-
-def load_calibration(path: Path) -> Calibration:
-    return _parse_calibration(load_yaml(path))
-
-
-def calibration_for(device: str, extra: list[Calibration] | None = None) -> Calibration:
-    """The most specific calibration for `device`: user files first, then built-in."""
-    candidates = [*(extra or []), *builtin_calibrations()]
-    for calibration in candidates:
-        if device in calibration.devices:
-            return calibration
-    for calibration in candidates:
-        if "*" in calibration.devices:
-            return calibration
-    raise CalibrationError([f"no calibration applies to device '{device}'"])
+__all__ = [
+    "Calibration",
+    "CalibrationChoice",
+    "Communication",
+    "Hardware",
+    "Provenance",
+    "StepBatch",
+    "StepModel",
+    "builtin_calibrations",
+    "calibration_for",
+    "choose_calibration",
+    "load_calibration",
+    "steps_until",
+]
 
 
 @dataclass(frozen=True)
@@ -107,13 +50,36 @@ class Hardware:
     name: str
     peak_flops: float  # FLOP/s, dense bf16 (fp8 profiles use the fp8 peak when listed)
     bandwidth: float  # bytes/s
+    fp8_compute: bool = False  # peak_flops is the FP8 peak (FP8 weights on an FP8-capable GPU)
 
     @classmethod
-    def for_gpu(cls, name: str, gpu: GpuSpec, quant_name: str, cal: Calibration) -> Hardware:
-        tflops = gpu.fp8_tflops if quant_name == "fp8" and gpu.fp8_tflops else gpu.bf16_tflops
+    def for_gpu(
+        cls,
+        name: str,
+        gpu: GpuSpec,
+        quant_name: str,
+        cal: Calibration,
+        compute_share: float = 1.0,
+    ) -> Hardware:
+        """`compute_share` < 1 limits the engine to that share of the SMs (MPS's
+        CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)."""
+        fp8 = quant_name == "fp8" and gpu.fp8_tflops is not None
+        tflops = gpu.fp8_tflops if fp8 and gpu.fp8_tflops else gpu.bf16_tflops
         peak = cal.peak_flops_override or tflops * 1e12
         bandwidth = (cal.bandwidth_override_gbps or gpu.memory_bandwidth_gbps) * 1e9
-        return cls(name=name, peak_flops=peak, bandwidth=bandwidth)
+        return cls(name=name, peak_flops=peak * compute_share, bandwidth=bandwidth, fp8_compute=fp8)
+
+
+@dataclass(frozen=True)
+class Communication:
+    """Time per step that joins the ranks of a tensor-parallel engine (`sim/parallel.py`):
+    `fixed_s` + `per_token_s` x the step's new tokens. Zero on one GPU."""
+
+    fixed_s: float = 0.0
+    per_token_s: float = 0.0
+
+    def time(self, tokens: int) -> float:
+        return self.fixed_s + self.per_token_s * tokens
 
 
 @dataclass(frozen=True)
@@ -139,9 +105,11 @@ class StepModel:
         hardware: Hardware,
         cal: Calibration,
         kv_dtype_bytes: float,
+        communication: Communication | None = None,
     ) -> None:
         self.model = model
         self.calibration = cal
+        self.communication = communication or Communication()
         self._flops_per_token = 2.0 * model.active_linear_params
         self._flops_per_sample = 2.0 * model.hidden_size * model.vocab_size
         per_pair = 4.0 * model.num_attention_heads * model.head_dim
@@ -160,10 +128,12 @@ class StepModel:
             self._dense_bytes = self._weights_bytes - expert_bytes * (
                 model.moe.num_experts + model.moe.shared_experts
             )
-        self._compute_rate = hardware.peak_flops * cal.mfu
+        mfu = cal.fp8_mfu if hardware.fp8_compute and cal.fp8_mfu is not None else cal.mfu
+        self._compute_rate = hardware.peak_flops * mfu
         self._memory_rate = hardware.bandwidth * cal.bandwidth_efficiency
-        self._step_overhead = cal.step_overhead_ms / 1000.0
+        self._step_overhead = cal.step_overhead_ms / 1000.0 + self.communication.fixed_s
         self._per_seq = cal.per_seq_overhead_ms / 1000.0
+        self._per_token = self.communication.per_token_s
         self._serial = cal.serial_fraction
 
     @property
@@ -198,7 +168,12 @@ class StepModel:
             busy = compute_s + self._serial * memory_s
         else:
             busy = memory_s + self._serial * compute_s
-        return busy + self._step_overhead + self._per_seq * batch.sequences
+        return (
+            busy
+            + self._step_overhead
+            + self._per_seq * batch.sequences
+            + self._per_token * batch.tokens
+        )
 
     def decode_step_time(self, sequences: int, context_tokens: float) -> float:
         """A pure decode step: `sequences` sequences with `context_tokens` total context."""
@@ -217,6 +192,40 @@ class StepModel:
                 window_pairs=capped,
                 kv_full_tokens=context_tokens,
                 kv_window_tokens=capped,
+            )
+        )
+
+    def mixed_step_time(
+        self, decoders: int, context_tokens: float, chunks: list[tuple[int, int, bool]]
+    ) -> float:
+        """One step of `decoders` decoding sequences (`context_tokens` of KV between them)
+        plus prefill chunks, each (tokens already computed, chunk tokens, finishes prefill)."""
+        window = self.model.sliding_window.size if self.model.sliding_window else 0
+        window_context = min(context_tokens, float(window * decoders)) if window else context_tokens
+        full_pairs, window_pairs = context_tokens, window_context
+        kv_full, kv_window = context_tokens, window_context
+        sampled = tokens = decoders
+        for done, chunk, finishes in chunks:
+            tokens += chunk
+            pairs = chunk * done + chunk * (chunk + 1) / 2.0
+            full_pairs += pairs
+            kv_full += done + chunk
+            if window:
+                window_pairs += chunk * min(done + (chunk + 1) / 2.0, window)
+                kv_window += min(done + chunk, window)
+            else:
+                window_pairs += pairs
+                kv_window += done + chunk
+            sampled += finishes
+        return self.step_time(
+            StepBatch(
+                tokens=tokens,
+                sequences=decoders + len(chunks),
+                sampled=sampled,
+                full_pairs=full_pairs,
+                window_pairs=window_pairs,
+                kv_full_tokens=kv_full,
+                kv_window_tokens=kv_window,
             )
         )
 
@@ -242,7 +251,7 @@ class StepModel:
             + self._kv_window_bytes * capped
         ) / self._memory_rate
         memory_b = self._kv_full_bytes * sequences / self._memory_rate
-        overhead = self._step_overhead + self._per_seq * sequences
+        overhead = self._step_overhead + (self._per_seq + self._per_token) * sequences
         # max + s*min = (1 - s) * max + s * (compute + memory)
         largest = _sum_of_max_lines(compute_a, compute_b, memory_a, memory_b, steps)
         both = _line_sum(compute_a + memory_a, compute_b + memory_b, 0, steps)
@@ -284,3 +293,31 @@ def _sum_of_max_lines(a1: float, b1: float, a2: float, b2: float, steps: int) ->
     if b1 > b2:
         return _line_sum(a2, b2, 0, split) + _line_sum(a1, b1, split, steps)
     return _line_sum(a1, b1, 0, split) + _line_sum(a2, b2, split, steps)
+
+
+def steps_until(
+    model: StepModel,
+    n: int,
+    context0: float,
+    limit: int,
+    left: float,
+    factor: float,
+    total: float | None = None,
+) -> tuple[float, int]:
+    """(seconds, steps) of the shortest run of at most `limit` decode steps that lasts at
+    least `left` seconds (each step `factor` times as long as alone). Step times vary little
+    within a run, so start from the proportional guess and walk to the answer."""
+    span_time = model.decode_span_time
+    if total is None:
+        total = span_time(n, context0, limit) * factor
+    steps = max(1, min(limit, math.ceil(left / (total / limit))))
+    elapsed = span_time(n, context0, steps) * factor
+    while steps > 1 and elapsed - left >= 0:
+        shorter = span_time(n, context0, steps - 1) * factor
+        if shorter < left:
+            break
+        steps, elapsed = steps - 1, shorter
+    while elapsed < left and steps < limit:
+        steps += 1
+        elapsed = span_time(n, context0, steps) * factor
+    return elapsed, steps

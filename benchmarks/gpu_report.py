@@ -1,0 +1,311 @@
+"""Tables from a real-GPU run of `benchmarks/gpu_vllm.py`: shared vs isolated, cold starts and
+sleep-mode wake-up, memory, the peer tool beside `modelyard bench`, and `sim run` for the same
+runs beside the measurements.
+
+    python benchmarks/gpu_report.py [benchmarks/results/gpu-h200-2026-12-02] [--calibration F]
+
+Every figure is read from the result files; the simulated ones come from `modelyard sim run
+--json` on the run's own fleet file, with the same rate, requests, mix, lengths and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelyard.results import TargetSummary, read_bench
+
+DEFAULT = Path(__file__).resolve().parent / "results" / "gpu-h200-2026-12-02"
+RATES = (4.0, 12.0, 24.0)  # total fleet rates of the run (gpu_vllm.RATES)
+MIX = {"llama-8b": 0.95, "mistral-7b": 0.05}
+PHASE_OF = {"llama-8b": "llama", "mistral-7b": "mistral"}
+INPUT_TOKENS, OUTPUT_TOKENS = 512, 256
+# the seed article's claims for shared runtimes, quoted as the brief states them
+SEED = {"p99 latency": "+78%", "cold start": "+350%", "OOMs": "+22%", "cost (isolated)": "-33%"}
+
+
+def _pct(new: float, old: float) -> str:
+    return f"{(new / old - 1) * 100:+.0f}%" if old else "n/a"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [_row(header), _row(["---"] * len(header))]
+    return "\n".join([*lines, *(_row(r) for r in rows)])
+
+
+def _load(root: Path, phase: str, label: str) -> dict[str, TargetSummary] | None:
+    path = root / phase / f"bench-{label}.json"
+    return read_bench(path).models if path.exists() else None
+
+
+def _summary(root: Path, phase: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((root / phase / "summary.json").read_text())
+    return data
+
+
+def shared_vs_isolated(root: Path) -> str:
+    rows = []
+    for rate in RATES:
+        shared = _load(root, "shared", f"rate{rate:g}")
+        for model, share in MIX.items():
+            alone = _load(root, PHASE_OF[model], f"rate{rate:g}")
+            if not shared or not alone:
+                continue
+            a, s = alone[model], shared[model]
+
+            def pair(real: float, shared_: float, digits: int) -> str:
+                return f"{real:.{digits}f} / {shared_:.{digits}f} ({_pct(shared_, real)})"
+
+            def preempted(summary: TargetSummary) -> float:
+                server = summary.server
+                return (server.preemptions or 0.0) if server else 0.0
+
+            rows.append(
+                [
+                    f"{rate:g} ({rate * share:g} to {model})",
+                    model,
+                    pair(a.ttft_ms.p50, s.ttft_ms.p50, 1),
+                    pair(a.ttft_ms.p99, s.ttft_ms.p99, 1),
+                    pair(a.tpot_ms.p50, s.tpot_ms.p50, 2),
+                    pair(a.tpot_ms.p99, s.tpot_ms.p99, 2),
+                    f"{a.output_tokens_per_s:,.0f} / {s.output_tokens_per_s:,.0f}",
+                    f"{a.goodput_rps:.2f} / {s.goodput_rps:.2f}",
+                    f"{sum(a.errors.values())} / {sum(s.errors.values())}",
+                    f"{a.errors.get('oom', 0)} / {s.errors.get('oom', 0)}",
+                    f"{preempted(a):g} / {preempted(s):g}",
+                ]
+            )
+    return _table(
+        [
+            "fleet req/s",
+            "model",
+            "TTFT p50 ms alone / shared",
+            "TTFT p99 ms",
+            "TPOT p50 ms",
+            "TPOT p99 ms",
+            "output tok/s",
+            "goodput req/s",
+            "errors",
+            "OOMs",
+            "preemptions",
+        ],
+        rows,
+    )
+
+
+def starts_and_memory(root: Path) -> str:
+    llama, mistral, shared = (_summary(root, p) for p in ("llama", "mistral", "shared"))
+    sleep = shared.get("sleep", {})
+    rows = [
+        [
+            "llama-8b alone, compile cache cold",
+            f"{llama['engines']['llama-8b']['cold_start_s']:.1f}",
+        ],
+        [
+            "mistral-7b alone, compile cache cold",
+            f"{mistral['first_start']['mistral-7b']['cold_start_s']:.1f}",
+        ],
+        [
+            "mistral-7b alone, compile cache warm",
+            f"{mistral['engines']['mistral-7b']['cold_start_s']:.1f}",
+        ],
+        [
+            "shared: llama-8b (started first, cache warm)",
+            f"{shared['engines']['llama-8b']['cold_start_s']:.1f}",
+        ],
+        [
+            "shared: mistral-7b (started second)",
+            f"{shared['engines']['mistral-7b']['cold_start_s']:.1f}",
+        ],
+        ["shared: both serving (`up` wall time)", f"{shared['up_wall_s']:.1f}"],
+    ]
+    if sleep:
+        rows += [
+            ["mistral-7b sleep level 1 (`/sleep`)", f"{sleep['sleep_s']:.2f}"],
+            ["mistral-7b `/wake_up`", f"{sleep['wake_s']:.2f}"],
+            ["mistral-7b wake-up to first token", f"{sleep['wake_to_first_token_s']:.2f}"],
+        ]
+    starts = _table(["start", "seconds"], rows)
+
+    def used(summary: dict[str, Any], key: str = "gpu_serving") -> str:
+        processes = summary[key]["processes"]
+        gib = [int(p[1]) / 1024 for p in processes]
+        return " + ".join(f"{g:.1f}" for g in gib) + f" = {sum(gib):.1f} GiB"
+
+    memory = [
+        ["llama-8b alone (fraction 0.9)", used(llama)],
+        ["mistral-7b alone (fraction 0.9)", used(mistral)],
+        ["shared (0.45 / 0.40)", used(shared)],
+    ]
+    if sleep:
+        memory.append(["shared, mistral-7b asleep", used(sleep, "gpu_asleep")])
+    return starts + "\n\n" + _table(["GPU memory (nvidia-smi, per process)", "used"], memory)
+
+
+def peer(root: Path) -> str:
+    rows = []
+    for vllm_file in sorted((root / "llama").glob("peer-vllm-bench-serve*.json")):
+        tag = vllm_file.stem.removeprefix("peer-vllm-bench-serve")
+        mine = _load(root, "llama", f"peer-modelyard{tag}")
+        if mine is None:
+            continue
+        v = json.loads(vllm_file.read_text())
+        m = mine["llama-8b"]
+        doc = read_bench(root / "llama" / f"bench-peer-modelyard{tag}.json")
+        # open loop: each tool drew its own Poisson schedule; its realized offered rate is
+        # requests over the span of sends (duration less the last request's time)
+        v_offered = v["completed"] / (v["duration"] - v["median_e2el_ms"] / 1000)
+        m_offered = m.completed / (doc.duration_s - m.e2e_ms.p50 / 1000)
+        rows += [
+            [
+                f"`vllm bench serve` {tag or 'open loop'}",
+                f"{v['median_ttft_ms']:.1f}",
+                f"{v['median_tpot_ms']:.2f}",
+                f"{v['request_throughput']:.2f}",
+                f"{v_offered:.2f}",
+            ],
+            [
+                f"`modelyard bench` {tag or 'open loop'}",
+                f"{m.ttft_ms.p50:.1f} ({_pct(m.ttft_ms.p50, v['median_ttft_ms'])})",
+                f"{m.tpot_ms.p50:.2f} ({_pct(m.tpot_ms.p50, v['median_tpot_ms'])})",
+                f"{m.throughput_rps:.2f} ({_pct(m.throughput_rps, v['request_throughput'])})",
+                f"{m_offered:.2f}",
+            ],
+        ]
+    return _table(["tool", "TTFT p50 ms", "TPOT p50 ms", "req/s", "realized offered req/s"], rows)
+
+
+@dataclass(frozen=True)
+class SimCase:
+    phase: str
+    label: str
+    args: list[str]
+
+
+def _cases(root: Path) -> list[SimCase]:
+    cases = []
+    for phase in ("llama", "mistral", "shared"):
+        for path in sorted((root / phase).glob("bench-*.json")):
+            label = path.stem.removeprefix("bench-")
+            if label.startswith("peer"):
+                continue
+            config = read_bench(path).config
+            load = config["load"]
+            requests = str(config["requests"])
+            mix = ",".join(f"{k}={v * 100:g}" for k, v in config["workload"]["mix"].items())
+            if load.get("concurrency"):
+                shape = ["--concurrency", str(load["concurrency"])]
+            else:
+                shape = ["--rate", f"{config['workload']['arrivals']['rate']:g}"]
+            cases.append(SimCase(phase, label, [*shape, "--requests", requests, "--mix", mix]))
+    return cases
+
+
+def simulated(root: Path, calibration: list[Path]) -> tuple[str, dict[str, list[float]]]:
+    rows = []
+    errors: dict[str, list[float]] = {}
+    for case in _cases(root):
+        command = [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "sim",
+            "run",
+            str(root / case.phase / "fleet.yaml"),
+            *case.args,
+            "--input-tokens",
+            str(INPUT_TOKENS),
+            "--output-tokens",
+            str(OUTPUT_TOKENS),
+            "--seed",
+            "0",
+            "--json",
+            *(a for c in calibration for a in ("--calibration", str(c))),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        measured = _load(root, case.phase, case.label) or {}
+        if done.returncode != 0:
+            # typer frames its usage errors in a box: keep the words
+            words = [ln.strip("╭╮╰╯│─ ") for ln in done.stderr.splitlines()]
+            reason = " ".join(w for w in words if w and not w.startswith("Usage")) or "failed"
+            rows.append([case.phase, case.label, "-", f"not simulated: {reason}", "", "", ""])
+            continue
+        sim = {m["name"]: m for m in json.loads(done.stdout)["models"]}
+        for name, real in measured.items():
+            if name not in sim or real.completed == 0:
+                continue
+            s = sim[name]
+            e_ttft = s["ttft_ms"]["p50"] / real.ttft_ms.p50 - 1
+            e_tpot = s["tpot_ms"]["p50"] / real.tpot_ms.p50 - 1
+            group = "shared" if case.phase == "shared" else "isolated"
+            errors.setdefault(f"{group} TTFT", []).append(abs(e_ttft))
+            errors.setdefault(f"{group} TPOT", []).append(abs(e_tpot))
+            rows.append(
+                [
+                    case.phase,
+                    case.label,
+                    name,
+                    f"{real.ttft_ms.p50:.1f} / {s['ttft_ms']['p50']:.1f} ({e_ttft * 100:+.0f}%)",
+                    f"{real.tpot_ms.p50:.2f} / {s['tpot_ms']['p50']:.2f} ({e_tpot * 100:+.0f}%)",
+                    f"{real.ttft_ms.p99:.1f} / {s['ttft_ms']['p99']:.1f}",
+                    f"{real.tpot_ms.p99:.2f} / {s['tpot_ms']['p99']:.2f}",
+                ]
+            )
+    table = _table(
+        [
+            "phase",
+            "run",
+            "model",
+            "TTFT p50 ms real / sim",
+            "TPOT p50 ms real / sim",
+            "TTFT p99 real / sim",
+            "TPOT p99 real / sim",
+        ],
+        rows,
+    )
+    return table, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", nargs="?", type=Path, default=DEFAULT)
+    parser.add_argument("--calibration", type=Path, action="append", default=[])
+    parser.add_argument("--no-sim", action="store_true", help="measurements only")
+    args = parser.parse_args()
+    root: Path = args.root
+    print(f"# {root.name}\n")
+    print("## Shared (time-sliced, one H200) vs isolated (each alone on the H200)\n")
+    print(shared_vs_isolated(root) + "\n")
+    print("## Cold starts, sleep mode, memory\n")
+    print(starts_and_memory(root) + "\n")
+    print("## The peer: `vllm bench serve` beside `modelyard bench`, same server\n")
+    print(peer(root) + "\n")
+    print(
+        "The seed article's claims for shared runtimes: "
+        + ", ".join(f"{k} {v}" for k, v in SEED.items())
+        + "\n"
+    )
+    if args.no_sim:
+        return
+    table, errors = simulated(root, args.calibration)
+    print("## `sim run` beside the measurements\n")
+    print(table + "\n")
+    for key, values in errors.items():
+        print(
+            f"- {key} median: mean |error| {statistics.fmean(values) * 100:.0f}%, "
+            f"max {max(values) * 100:.0f}% ({len(values)} runs)"
+        )
+
+
+if __name__ == "__main__":
+    main()

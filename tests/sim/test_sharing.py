@@ -1,0 +1,96 @@
+"""Sharing modes of a GPU: time-sliced, MPS and MIG."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelyard.catalog import Catalog
+from modelyard.fleet import load_fleet
+from modelyard.sim.errors import SimError
+from modelyard.sim.gpu import choose_mig_profiles, device_sharing
+from modelyard.sim.perf import calibration_for
+from modelyard.sim.run import SimOptions, simulate
+from modelyard.workload import LengthDist
+
+GROUP = """name: pair
+models:
+  a: {{catalog: llama-3.1-8b, engine: vllm, max_model_len: 4096}}
+  b: {{catalog: mistral-7b-instruct-v0.2, engine: vllm, max_model_len: 4096}}
+placement:
+  shared:
+    - {{gpu: a100-80gb, models: [a, b], sharing: {sharing}{extra}}}
+"""
+
+
+def _tpot(loaded_path: Path, **kw: object) -> float:
+    result = simulate(
+        load_fleet(loaded_path),
+        SimOptions(
+            requests=300,
+            concurrency=8,
+            input_tokens=LengthDist(mean=256),
+            output_tokens=LengthDist(mean=128),
+            mix={"a": 1, "b": 1},
+            **kw,  # type: ignore[arg-type]
+        ),
+    )
+    return result.models[0].tpot_ms["p50"]
+
+
+def test_sharing_modes_order(write_fleet: Callable[[str], Path]) -> None:
+    """Time-slicing costs the most, MPS less, MIG slices never contend (but are smaller)."""
+    sliced = _tpot(write_fleet(GROUP.format(sharing="time-sliced", extra="")))
+    mps = _tpot(write_fleet(GROUP.format(sharing="mps", extra="")))
+    alone = _tpot(write_fleet(GROUP.format(sharing="time-sliced", extra="")), placement="isolated")
+    assert alone < mps < sliced
+
+
+def test_mps_slowdown_is_the_published_decode_penalty() -> None:
+    cal = calibration_for("a100-80gb")
+    sharing = device_sharing("mps", "a100-80gb", Catalog.load().gpu("a100-80gb"), ["a", "b"], cal)
+    # vLLM on an A100-80GB, two processes under MPS: TPOT median +19.5% (gopebble.com)
+    assert sharing.slowdown == pytest.approx(0.195)
+    assert (
+        device_sharing(
+            "time-sliced", "a100-80gb", Catalog.load().gpu("a100-80gb"), ["a", "b"], cal
+        ).slowdown
+        > 0.5
+    )
+
+
+def test_mig_gives_each_member_its_own_slice(write_fleet: Callable[[str], Path]) -> None:
+    gpu = Catalog.load().gpu("a100-80gb")
+    assert choose_mig_profiles(gpu, ["a", "b"]) == {"a": "3g.40gb", "b": "3g.40gb"}
+    cal = calibration_for("a100-80gb")
+    sharing = device_sharing("mig", "a100-80gb", gpu, ["a", "b"], cal, {"a": "4g.40gb"})
+    assert sharing.slowdown == 0.0
+    assert sharing.slices["a"].gpu.memory_bandwidth_gbps == pytest.approx(2039 * 4 / 8)
+    assert sharing.slices["b"].profile == "3g.40gb"
+    with pytest.raises(SimError, match="do not fit"):
+        device_sharing("mig", "a100-80gb", gpu, ["a", "b"], cal, {"a": "7g.80gb"})
+    path = write_fleet(GROUP.format(sharing="mig", extra=""))
+    result = simulate(load_fleet(path), SimOptions(requests=50, rate=1.0, mix={"a": 1, "b": 1}))
+    assert result.gpus == {"a100-80gb": 1}
+    accuracy = result.models[0].accuracy
+    assert accuracy is not None and accuracy.gpu == "a100-80gb/3g.40gb"
+    assert not accuracy.measured_on_gpu and "MIG slice" in " ".join(accuracy.notes)
+    # a slice is a smaller GPU: slower than the whole one alone, however busy the other is
+    whole = _tpot(path, placement="isolated")
+    assert _tpot(path) > whole
+
+
+def test_sharing_override_and_mps_compute_share(write_fleet: Callable[[str], Path]) -> None:
+    path = write_fleet(GROUP.format(sharing="time-sliced", extra=""))
+    assert _tpot(path, sharing="mps") < _tpot(path)
+    with pytest.raises(SimError, match="compute share"):
+        device_sharing(
+            "mps",
+            "a100-80gb",
+            Catalog.load().gpu("a100-80gb"),
+            ["a"],
+            calibration_for("a100-80gb"),
+            mps_compute_share=0,
+        )
