@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import urllib.error
 import urllib.request
@@ -168,6 +169,7 @@ def test_connections_spread_and_metrics_answer_for_the_whole_gateway(
     for body in _from_every_worker(gateway.url, "/health").values():
         health = json.loads(body)
         assert health["status"] == "ok" and health["routes"] == {"chat": True}
+        assert health["workers"] == {"count": WORKERS, "answered": WORKERS}
 
 
 def test_a_failing_primary_opens_its_breaker_in_every_worker(
@@ -237,6 +239,10 @@ def test_sigterm_drains_every_worker(gateway: GatewayProcess) -> None:
             assert len(streams) < 40, "the kernel put 40 connections on one worker"
             streams.append(asyncio.create_task(_stream(gateway.url, held, ends)))
             holders.add(await asyncio.wait_for(held.get(), timeout=20))
+        health = json.loads(_request(gateway.url + "/health")[2])  # from one worker or the other
+        primary = next(b for b in health["backends"] if b["model"] == "primary")
+        assert primary["outstanding"] == len(streams)  # the streams of both workers
+        assert health["workers"] == {"count": WORKERS, "answered": WORKERS}
         gateway.process.send_signal(signal.SIGTERM)
         await asyncio.gather(*streams)
         return ends
@@ -267,7 +273,10 @@ def test_a_worker_that_dies_is_started_again(gateway: GatewayProcess) -> None:
 
 def test_workers_stop_when_their_supervisor_is_killed(gateway: GatewayProcess) -> None:
     workers = _worker_pids(gateway)
+    argv = Path(f"/proc/{workers[0]}/cmdline").read_bytes().split(b"\0")
+    shared_dir = Path(argv[argv.index(b"--shared-dir") + 1].decode())
     gateway.process.kill()
     gateway.process.wait()
     # their stdin (a pipe from the supervisor) closes: each drains and exits
     poll_until(lambda: all(map(_gone, workers.values())), "the orphaned workers exit")
+    shutil.rmtree(shared_dir)  # what a killed supervisor could not remove

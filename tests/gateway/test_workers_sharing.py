@@ -1,4 +1,4 @@
-"""What workers share (gateway/peers.py), in process: gateways on one fake clock, each one's
+"""What workers share (gateway/sharing.py), in process: gateways on one fake clock, each one's
 changes handed to the others as the datagrams would carry them; the supervisor's pure parts
 (gateway/workers.py)."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from modelyard.gateway.breaker import State
 from modelyard.gateway.errors import GatewayError, Outcome
-from modelyard.gateway.peers import BackendChange, BackendSharing, SharedState
 from modelyard.gateway.server import endpoints_for
+from modelyard.gateway.sharing import BackendChange, BackendSharing, SharedState
 from modelyard.gateway.state import BackendState, Gateway
 from modelyard.gateway.upstream import Attempt
 from modelyard.gateway.workers import cores_available, hold_port, restart_pause_s

@@ -1,15 +1,15 @@
 """One gateway worker among several (gateway/workers.py starts them): what it shares.
 
-- **Backend state.** A change to a backend's breaker (opened, and at which moment; closed), its
-  back-off after a 429 (until when) or its health-check result is sent at once to every other
-  worker, which adopts it; of each of the three, the latest change wins (changes carry the
-  host's monotonic time, which every worker's event loop reads). A worker that joins (at
-  start, or started again) asks the others for all they know. So a primary whose breaker one
-  worker opens is open in the whole gateway, until the same moment. What stays per worker: the
-  count of consecutive failures toward a trip, the half-open probes each lets through, requests
-  in flight. Changes travel as Unix datagrams, one socket per worker in the shared directory:
-  sending never blocks, and a change a worker misses (its queue was full) is made good by its
-  own requests and health checks, which see the same backend.
+- **Backend state.** A change to a backend's breaker, back-off or health-check result is sent at
+  once to every other worker, which adopts it by the rules of gateway/sharing.py (of each part,
+  the latest change wins); a worker that joins (at start, or started again) asks the others for
+  all they know. So a primary whose breaker one worker opens is open in the whole gateway, until
+  the same moment. What stays per worker: the count of consecutive failures toward a trip, the
+  half-open probes each lets through. Messages are Unix datagrams, one socket per worker in the
+  shared directory: sending never blocks, and a change a worker misses (its queue was full) is
+  made good by its own requests and health checks, which see the same backend.
+- **/health.** Each worker's answer is the gateway's: the shared state above, and the requests
+  in flight to each backend summed over the workers (asked over the same sockets).
 - **Metrics.** Each worker writes its counters and histograms to the shared directory
   (prometheus_client's multiprocess mode: the supervisor sets PROMETHEUS_MULTIPROC_DIR), and
   `/metrics` on any worker answers with every worker's values combined (gateway/metrics.py
@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from modelyard.gateway.breaker import State
 from modelyard.gateway.errors import GatewayError
+from modelyard.gateway.sharing import BackendChange, BackendSharing
 from modelyard.gateway.state import BackendState, Gateway
 
 log = logging.getLogger("modelyard.gateway")
@@ -59,140 +61,10 @@ class WorkerRole:
         return self.shared_dir / "peers" / f"worker-{index}.sock"
 
 
-@dataclass(frozen=True, slots=True)
-class SharedState:
-    """What the workers agree on about one backend, each part with the moment it last
-    changed (`*_at`, the host's monotonic seconds; 0: never): the breaker (open since
-    `opened_at`, or closed; half-open is still the open one, which every worker reaches at the
-    same moment), the back-off after a 429, the last health check's result."""
-
-    open: bool = False
-    opened_at: float = 0.0
-    breaker_at: float = 0.0
-    backoff_until: float = 0.0
-    backoff_at: float = 0.0
-    healthy: bool | None = None
-    healthy_at: float = 0.0
-
-    def updated(self, backend: BackendState, now: float) -> SharedState:
-        """These parts, with what changed in `backend` since stamped `now`."""
-        breaker = backend.breaker
-        opened = breaker.state is not State.CLOSED
-        opened_at = breaker.opened_at if opened else 0.0
-        new = self
-        if (opened, opened_at) != (self.open, self.opened_at):
-            new = replace(new, open=opened, opened_at=opened_at, breaker_at=now)
-        if backend.backoff_until != self.backoff_until:
-            new = replace(new, backoff_until=backend.backoff_until, backoff_at=now)
-        if backend.healthy != self.healthy:
-            new = replace(new, healthy=backend.healthy, healthy_at=now)
-        return new
-
-    def merged(self, news: SharedState) -> SharedState:
-        """These parts, each replaced by the one in `news` where that changed later."""
-        new = self
-        if news.breaker_at > self.breaker_at:
-            new = replace(new, open=news.open, opened_at=news.opened_at, breaker_at=news.breaker_at)
-        if news.backoff_at > self.backoff_at:
-            new = replace(new, backoff_until=news.backoff_until, backoff_at=news.backoff_at)
-        if news.healthy_at > self.healthy_at:
-            new = replace(new, healthy=news.healthy, healthy_at=news.healthy_at)
-        return new
-
-
 HELLO = b"hello"  # a worker that joins asks the others for what they know
-
-
-@dataclass(frozen=True, slots=True)
-class BackendChange:
-    """One worker's news about one backend."""
-
-    model: str
-    url: str
-    state: SharedState
-    last_error: str
-
-    def encode(self) -> bytes:
-        return orjson.dumps([self.model, self.url, *astuple(self.state), self.last_error])
-
-    @classmethod
-    def decode(cls, data: bytes) -> BackendChange:
-        """The change in `data`; ValueError if it is not one."""
-        try:
-            model, url, *parts, error = orjson.loads(data)
-            opened, opened_at, breaker_at, until, backoff_at, healthy, healthy_at = parts
-            state = SharedState(
-                bool(opened),
-                float(opened_at),
-                float(breaker_at),
-                float(until),
-                float(backoff_at),
-                None if healthy is None else bool(healthy),
-                float(healthy_at),
-            )
-            return cls(str(model), str(url), state, str(error))
-        except (TypeError, ValueError, orjson.JSONDecodeError) as exc:
-            raise ValueError(f"not a backend change: {data[:80]!r}") from exc
-
-
-def adopt(backend: BackendState, known: SharedState, news: SharedState) -> None:
-    """Make `backend` (whose shared parts were `known`) what the later parts of `news` say."""
-    breaker = backend.breaker
-    if news.breaker_at > known.breaker_at:
-        if news.open:
-            breaker.adopt_open(news.opened_at)
-        else:
-            breaker.adopt_closed()
-    if news.backoff_at > known.backoff_at:
-        backend.backoff_until = news.backoff_until
-    if news.healthy_at > known.healthy_at:
-        backend.healthy = news.healthy
-
-
-class BackendSharing:
-    """The pure part of sharing: which local changes to tell, which news to adopt."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.known: dict[tuple[str, str], SharedState] = {}
-
-    def changed(self, backend: BackendState) -> BackendChange | None:
-        """The news to send after `backend` was updated here, if any (Gateway.on_backend_change)."""
-        key = (backend.model, backend.url)
-        known = self.known.get(key, SharedState())
-        state = known.updated(backend, self.gateway.clock.now())
-        if state == known:
-            return None
-        self.known[key] = state
-        return BackendChange(backend.model, backend.url, state, backend.last_error)
-
-    def everything(self) -> list[BackendChange]:
-        """All this worker knows, for a worker that joins."""
-        backends = {(b.model, b.url): b for bs in self.gateway.backends.values() for b in bs}
-        return [
-            BackendChange(model, url, state, backends[model, url].last_error)
-            for (model, url), state in self.known.items()
-            if (model, url) in backends
-        ]
-
-    def receive(self, change: BackendChange) -> None:
-        """Adopt what in `change` is later than what this worker knows (nothing, about a
-        backend it no longer routes to: the fleet was reloaded)."""
-        key = (change.model, change.url)
-        backend = next(
-            (b for b in self.gateway.backends.get(change.model, ()) if b.url == change.url), None
-        )
-        if backend is None:
-            return
-        known = self.known.get(key, SharedState())
-        merged = known.merged(change.state)
-        if merged == known:
-            return
-        self.known[key] = merged
-        adopt(backend, known, change.state)
-        if change.state.breaker_at > known.breaker_at and change.last_error:
-            backend.last_error = change.last_error
-        self.gateway.update_gauge(backend)  # the gauge; `changed` then finds nothing new
+ASK = b"ask:"  # + a number: how many requests does each backend have in flight with you?
+ANSWER = b"in-flight:"  # + the number asked + ":" + [[model, url, requests], ...]
+ASK_TIMEOUT_S = 0.5
 
 
 class Peers:
@@ -208,12 +80,53 @@ class Peers:
         self.sock.setblocking(False)
         self.sock.bind(str(path))
         self.dropped = 0
+        self.asks = itertools.count()
+        self.answers: dict[int, tuple[asyncio.Future[None], list[Any], int]] = {}
 
-    def _send(self, data: bytes, to: str) -> None:
+    def _send(self, data: bytes, to: str) -> bool:
         try:
             self.sock.sendto(data, to)
         except OSError:  # not started yet, restarting, or its queue is full
             self.dropped += 1
+            return False
+        return True
+
+    async def whole_health(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`/health`'s body (gateway/handlers.py) for the whole gateway: each backend's
+        requests in flight summed over the workers that answer within ASK_TIMEOUT_S, and how
+        many did (`workers`). Everything else in it every worker already shares."""
+        number = next(self.asks)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asked = sum(self._send(ASK + str(number).encode(), other) for other in self.others)
+        answers: list[Any] = []
+        self.answers[number] = (done, answers, asked)
+        try:
+            if asked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done, ASK_TIMEOUT_S)
+        finally:
+            del self.answers[number]
+        for answer in answers:
+            elsewhere = {(model, url): requests for model, url, requests in answer}
+            for backend in body["backends"]:
+                backend["outstanding"] += elsewhere.get((backend["model"], backend["url"]), 0)
+        body["workers"] = {"count": self.role.count, "answered": 1 + len(answers)}
+        return body
+
+    def _answer(self, number: bytes, sender: str) -> None:
+        gateway = self.sharing.gateway
+        rows = [[b.model, b.url, b.outstanding] for bs in gateway.backends.values() for b in bs]
+        self._send(ANSWER + number + b":" + orjson.dumps(rows), sender)
+
+    def _answered(self, data: bytes) -> None:
+        number, _, rows = data.removeprefix(ANSWER).partition(b":")
+        waiting = self.answers.get(int(number))
+        if waiting is None:  # too late
+            return
+        done, answers, asked = waiting
+        answers.append(orjson.loads(rows))
+        if len(answers) == asked and not done.done():
+            done.set_result(None)
 
     def hello(self) -> None:
         for other in self.others:
@@ -236,6 +149,12 @@ class Peers:
             if data == HELLO:
                 for change in self.sharing.everything():
                     self._send(change.encode(), sender)
+                continue
+            if data.startswith(ASK):
+                self._answer(data.removeprefix(ASK), sender)
+                continue
+            if data.startswith(ANSWER):
+                self._answered(data)
                 continue
             try:
                 change = BackendChange.decode(data)
@@ -283,6 +202,7 @@ def joined(gateway: Gateway, role: WorkerRole | None) -> Iterator[None]:
     gateway.metrics.registry = gateway_registry(role)  # what /metrics exposes
     peers = Peers(role, BackendSharing(gateway))
     gateway.on_backend_change = peers.tell
+    gateway.whole_health = peers.whole_health
     loop.add_reader(peers.sock.fileno(), peers.on_readable)
     peers.hello()
     stdin = 0
@@ -294,4 +214,5 @@ def joined(gateway: Gateway, role: WorkerRole | None) -> Iterator[None]:
         loop.remove_reader(stdin)
         loop.remove_reader(peers.sock.fileno())
         gateway.on_backend_change = None
+        gateway.whole_health = None
         peers.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,8 @@ class Gateway:
     # told after each attempt's outcome or health check is recorded (gateway/peers.py shares
     # the backend's breaker, back-off and health with the other workers)
     on_backend_change: Callable[[BackendState], None] | None = None
+    # /health's body made the whole gateway's (the other workers' requests in flight added)
+    whole_health: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     @classmethod
     def build(
