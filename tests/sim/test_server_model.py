@@ -16,7 +16,7 @@ from modelyard.engines.launcher import plan
 from modelyard.fleet import LoadedFleet, load_fleet
 from modelyard.memory import fit_fleet
 from modelyard.sim.engine import Engine
-from modelyard.sim.gpu import BLOCK_TOKENS
+from modelyard.sim.gpu import BLOCK_TOKENS, SharedDevice
 from modelyard.sim.run import SimOptions, plan_devices
 from modelyard.sim.server import ServeOptions, build_models
 from tests.conftest import Cli
@@ -51,8 +51,15 @@ def _shape(engine: Engine) -> tuple[int, int, int, float, float]:
     )
 
 
-def test_sim_serve_of_a_fleet_builds_the_engines_fit_describes(tmp_path: Path) -> None:
-    loaded = _fleet(tmp_path)
+@pytest.mark.parametrize("sharing", ["time-sliced", "mps"])
+def test_sim_serve_of_a_fleet_builds_the_engines_fit_describes(
+    tmp_path: Path, sharing: str
+) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        FLEET.replace("{gpu: h100-sxm, models:", f"{{sharing: {sharing}, gpu: h100-sxm, models:")
+    )
+    loaded = load_fleet(path)
     _, served = build_models(loaded, ServeOptions())
     fits = {f.name: f for f in fit_fleet(loaded).models}  # what `modelyard fit` prints
     engines = {m.name: m.engine for m in served}
@@ -65,9 +72,11 @@ def test_sim_serve_of_a_fleet_builds_the_engines_fit_describes(tmp_path: Path) -
         assert engine.max_num_seqs == fit.max_num_seqs, name
     by_gpu = {m.name: m.gpu for m in served}
     assert by_gpu == {"llama-8b/0": "h100-sxm", "mistral-7b/0": "h100-sxm", "qwen-7b/0": "l4"}
-    # the two on one H100 contend for it, as in `sim run`
+    # the two on one H100 contend for it, as in `sim run`, by the group's sharing mode
     llama, mistral = engines["llama-8b/0"], engines["mistral-7b/0"]
-    assert llama.contention is not None and llama.contention is mistral.contention
+    assert isinstance(llama.contention, SharedDevice) and llama.contention is mistral.contention
+    (shared,) = [d for d in plan_devices(loaded, SimOptions()) if len(d.engines) == 2]
+    assert shared.sharing == sharing and llama.contention.slowdown == shared.slowdown > 0
     assert engines["qwen-7b/0"].contention is not llama.contention
 
 

@@ -70,7 +70,7 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
     )
     models: list[SimModel] = []
     for device in plan:
-        shared = SharedDevice(device.gpu_name, device.engines[0].calibration.contention_slowdown)
+        shared = SharedDevice(device.gpu_name, device.slowdown)  # as sim run: by sharing mode
         for spec in device.engines:
             listener = Listener()
             started = start_engine(spec, listener, shared, per_token=True)
