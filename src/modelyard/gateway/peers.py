@@ -79,7 +79,6 @@ class Peers:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.sock.bind(str(path))
-        self.dropped = 0
         self.asks = itertools.count()
         self.answers: dict[int, tuple[asyncio.Future[None], list[Any], int]] = {}
 
@@ -87,7 +86,6 @@ class Peers:
         try:
             self.sock.sendto(data, to)
         except OSError:  # not started yet, restarting, or its queue is full
-            self.dropped += 1
             return False
         return True
 
