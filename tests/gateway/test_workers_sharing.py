@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.gateway.breaker import State
+from modelyard.gateway.breaker import Permit, State
 from modelyard.gateway.errors import GatewayError, Outcome
 from modelyard.gateway.server import endpoints_for
 from modelyard.gateway.sharing import BackendChange, BackendSharing, SharedState
@@ -82,26 +82,28 @@ def test_a_trip_in_one_worker_opens_every_worker_until_the_same_moment(tmp_path:
     assert len(sent) == 1  # half-open follows from the time: nothing to tell
 
 
-def test_a_probe_that_succeeds_closes_every_worker(tmp_path: Path) -> None:
+def _probing(tmp_path: Path, after_s: float) -> tuple[FakeClock, Gateway, Gateway, Permit]:
+    """Two workers: `a` trips the primary's breaker, `b` takes a half-open probe `after_s`
+    later."""
     clock = FakeClock()
     (a, b), _ = _workers(tmp_path, 2, clock)
     _fail(a)
     _fail(a)
-    clock.advance(1.0)
+    clock.advance(after_s)
     permit = _primary(b).breaker.allow(clock.now())
     assert permit is not None and permit.probe_of > 0
+    return clock, a, b, permit
+
+
+def test_a_probe_that_succeeds_closes_every_worker(tmp_path: Path) -> None:
+    clock, a, b, permit = _probing(tmp_path, 1.0)
     b.record(_primary(b), Attempt("primary"), permit)
     assert _primary(a).breaker.current(clock.now()) is State.CLOSED
     assert _primary(b).breaker.current(clock.now()) is State.CLOSED
 
 
 def test_a_probe_that_fails_reopens_every_worker_from_its_moment(tmp_path: Path) -> None:
-    clock = FakeClock()
-    (a, b), _ = _workers(tmp_path, 2, clock)
-    _fail(a)
-    _fail(a)
-    clock.advance(1.5)
-    permit = _primary(b).breaker.allow(clock.now())
+    clock, a, b, permit = _probing(tmp_path, 1.5)
     b.record(_primary(b), Attempt("primary", Outcome.SERVER_ERROR, status=500), permit)
     assert _primary(a).breaker.state is State.OPEN
     assert _primary(a).breaker.opened_at == _primary(b).breaker.opened_at == clock.now()
