@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import uvloop
 from _sim import sim_serve_command
+from native.procfs import process_group
 from rich.console import Console
 from rich.table import Table
 
@@ -437,9 +438,13 @@ class Point:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process `pid` has used so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds the processes of group `pid` (a gateway's supervisor and
+    its workers, or one process) have used so far (/proc/PID/stat)."""
+    total = 0
+    for member in process_group(pid) or [pid]:
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def summarise(target: str, rate: float, samples: list[Sample]) -> Point:
@@ -554,6 +559,11 @@ def start_target(
         script = directory / "aiohttp_floor.py"
         script.write_text(AIOHTTP_FLOOR)
         return start(name, [sys.executable, str(script), str(port)], port, core)
+    workers = _workers_of(name)
+    if workers > 1:  # `modelyard xN`: N workers, on as many cores as there are (at most N)
+        core = ",".join(map(str, range(min(workers, os.cpu_count() or 1))))
+        fleet_extra += f"gateway:\n  workers: {workers}\n"
+        name = "modelyard"
     if name in ("modelyard", BASELINE):
         fleet = directory / f"fleet{tag}.yaml"
         fleet.write_text(
@@ -649,6 +659,24 @@ BASELINE = "modelyard baseline"  # the gateway from another checkout's sources (
 TARGETS = ("litellm", "direct", "modelyard", BASELINE, "nginx proxy", "aiohttp floor")
 
 
+def _workers_of(target: str) -> int:
+    """N for the target `modelyard xN` (the gateway with N workers), else 1."""
+    count = target.removeprefix("modelyard x")
+    return int(count) if count != target and count.isdigit() else 1
+
+
+def _order(target: str) -> tuple[int, int]:
+    """Where `target` goes in the tables: `modelyard xN` right after `modelyard`."""
+    workers = _workers_of(target)
+    return (TARGETS.index("modelyard" if workers > 1 else target), workers)
+
+
+def _targets(chosen: list[str], workers: list[int]) -> list[str]:
+    """The targets to measure, in order, with `modelyard xN` for each N > 1 of `workers`."""
+    extra = [f"modelyard x{n}" for n in workers if n > 1] if "modelyard" in chosen else []
+    return sorted([t for t in TARGETS if t in chosen] + extra, key=_order)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per point instead of 8")
@@ -667,6 +695,12 @@ def main() -> None:
         "--rate, and compare their CPU per request (minimum and median over the rounds)",
     )
     parser.add_argument("--rate", type=float, default=500.0, help="with --alternate (req/s)")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma-separated gateway.workers counts: modelyard's gateway is measured with "
+        "each, as `modelyard xN` for N > 1 (on N cores, the load generator's included)",
+    )
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 8.0
     chosen = args.only.split(",") if args.only else [t for t in TARGETS if t != BASELINE]
@@ -696,7 +730,7 @@ def main() -> None:
         )
         try:
             rates = list(RATES)
-            for name in [t for t in TARGETS if t in chosen]:
+            for name in _targets(chosen, [int(n) for n in args.workers.split(",")]):
                 server = (
                     None
                     if name == "direct"
@@ -719,7 +753,8 @@ def main() -> None:
                         console.print(f"[dim]{name} at {rate} req/s[/]")
                         # one process does all the work (nginx's workers and LiteLLM's
                         # server are other processes than the one started)
-                        pid = server.process.pid if server and name in ONE_PROCESS else None
+                        one = name in ONE_PROCESS or _workers_of(name) > 1
+                        pid = server.process.pid if server and one else None
                         points.append(measure(name, port, path, rate, seconds, pid=pid))
                 finally:
                     if server is not None:
@@ -787,7 +822,7 @@ def report(
     points: list[Point], maxima: dict[str, float], streams: list[Point], console: Console
 ) -> None:
     direct = {p.rate: p for p in points if p.target == "direct"}
-    points = sorted(points, key=lambda p: (p.rate, TARGETS.index(p.target)))
+    points = sorted(points, key=lambda p: (p.rate, _order(p.target)))
     table = Table(
         title="gateway overhead, non-streaming (added = target - direct, same run)",
         title_justify="left",

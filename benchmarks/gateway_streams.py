@@ -9,9 +9,10 @@ The upstream writes OpenAI-style chunks (`data: {...}`, then `data: [DONE]`) at 
 times, each carrying its sequence number, due time and write time; the client times every
 chunk's arrival (CLOCK_MONOTONIC) and the harness checks every stream is complete and in order.
 
-Layout: the proxy under test on core 0 (with `--workers N` and enough cores, cores 0..N-1); the
-upstream, the client and this harness on the last core (with two or more cores left, the
-upstream and the client get one each). On 2 cores the load side tops out below 5,000 streams:
+Layout: the proxy under test on core 0 (with `--workers N`, cores 0..N-1: with fewer than N + 1
+cores, the last of them is the load side's too); the upstream, the client and this harness on
+the last core (with two or more cores left, the upstream and the client get one each). On 2
+cores the load side tops out below 5,000 streams:
 it spends 11-23 µs of CPU per chunk, mostly in loopback TCP. Streams start evenly over
 max(1 s, N / 1,000 s), all N are then held for 3 s, and the proxy's CPU time (/proc/PID/stat)
 and RSS are sampled at the start, middle and end of that hold window:
@@ -116,8 +117,9 @@ class Layout:
         cores = sorted(os.sched_getaffinity(0))
         if len(cores) < 2:
             raise SystemExit("needs 2 cores: the proxy on one, the upstream and client on another")
-        count = max(1, min(workers or 1, len(cores) - 1))
-        rest = cores[count:]
+        count = max(1, min(workers or 1, len(cores)))
+        # more workers than spare cores: they take every core, the load side shares the last
+        rest = cores[count:] or cores[-1:]
         client_core = rest[-2] if len(rest) > 1 else rest[-1]
         proxy = ",".join(map(str, cores[:count]))
         return cls(proxy, str(rest[-1]), str(client_core), workers)
@@ -133,7 +135,9 @@ class Layout:
             else f"upstream on core {self.upstream_core}, client + harness on {self.client_core}"
         )
         workers = f" ({self.workers} gateway workers)" if self.workers else ""
-        return f"proxy under test on core {self.proxy_cores}{workers}; {load}"
+        shared = self.client_core in self.proxy_cores.split(",")
+        sharing = " (sharing the load side's core)" if shared else ""
+        return f"proxy under test on core {self.proxy_cores}{workers}{sharing}; {load}"
 
 
 @dataclass

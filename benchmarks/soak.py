@@ -25,6 +25,8 @@ from rich.table import Table
 
 from modelyard.engines.launcher import free_port
 
+GATEWAY = [sys.executable, "-m", "modelyard", "gateway"]
+
 
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -76,7 +78,8 @@ policy:
 """)
     gateway_port = free_port("127.0.0.1")
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(gateway_port)],
+        # one worker: the RSS measured below is that process's (gateway.workers: docs/gateway.md)
+        [*GATEWAY, str(fleet), "--port", str(gateway_port), "--workers", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=folder,

@@ -130,11 +130,14 @@ def as_background_job(command: list[str]) -> list[str]:
     return ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
 
 
-def start_gateway(fleet: Path, tmp_path: Path, sigint_ignored: bool = False) -> GatewayProcess:
+def start_gateway(
+    fleet: Path, tmp_path: Path, sigint_ignored: bool = False, workers: int = 1
+) -> GatewayProcess:
+    """`modelyard gateway`, one worker unless `workers` says more (tests/gateway/test_workers.py)."""
     port = free_port("127.0.0.1")
     log = tmp_path / f"gateway-{port}.log"
     command = [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)]
-    command += ["--grace", "10"]
+    command += ["--grace", "10", "--workers", str(workers)]
     with log.open("w") as sink:
         process = subprocess.Popen(
             as_background_job(command) if sigint_ignored else command,

@@ -38,7 +38,9 @@ from modelyard.engines import models as engine_models
 from modelyard.engines.state import EngineProcess
 from modelyard.errors import ConfigError, ModelyardError, UnknownNameError
 from modelyard.fleet import fleet_json_schema, load_fleet, single_model_fleet
+from modelyard.gateway import peers as gateway_peers
 from modelyard.gateway import server as gateway_server
+from modelyard.gateway import workers as gateway_workers
 from modelyard.memory import Device, FitSettings, fit, fit_fleet
 from modelyard.quant import profile_options, render_recipe
 from modelyard.report import tables
@@ -773,6 +775,14 @@ def gateway_command(
     backlog: Annotated[
         int, typer.Option(min=1, help="Connections queued before they are accepted.")
     ] = gateway_server.DEFAULT_BACKLOG,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Processes sharing the port (default: gateway.workers, else one per core)."
+        ),
+    ] = None,
+    worker_index: Annotated[int | None, typer.Option(hidden=True)] = None,
+    shared_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
     catalog: CatalogOption = None,
 ) -> None:
     """Run the OpenAI-compatible gateway: routing, fallback, breakers, health, warm-up."""
@@ -783,13 +793,32 @@ def gateway_command(
     if state_dir is None and DEFAULT_STATE_DIR.exists():
         state_dir = DEFAULT_STATE_DIR
 
+    count = workers or loaded.fleet.gateway.workers or gateway_workers.cores_available()
+    if worker_index is not None and shared_dir is not None:  # one of a supervisor's workers
+        role = gateway_peers.WorkerRole(worker_index, count, shared_dir)
+        serving = gateway_server.serve(
+            loaded, fleet, host, port, state_dir, grace, gateway_workers.say_ready, backlog, role
+        )
+        run_async_value(serving)
+        return
+
     def ready(url: str) -> None:
-        sys.stdout.write(f"gateway for '{loaded.fleet.name}' on {url}\n")
+        many = f" ({count} workers)" if count > 1 else ""
+        sys.stdout.write(f"gateway for '{loaded.fleet.name}' on {url}{many}\n")
         sys.stdout.flush()
 
-    signum = run_async_value(
-        gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready, backlog)
-    )
+    if count > 1:
+        gateway_server.endpoints_for(loaded, state_dir)  # none: one line, before any worker
+        extra = ["--state-dir", str(state_dir)] if state_dir else []
+        for path in catalog or []:
+            extra += ["--catalog", str(path)]
+        command = gateway_workers.worker_command(fleet, host, grace, backlog, *extra)
+        plan = gateway_workers.WorkersPlan(command, host, port, count, grace)
+        signum = run_async_value(gateway_workers.supervise(plan, ready))
+    else:
+        signum = run_async_value(
+            gateway_server.serve(loaded, fleet, host, port, state_dir, grace, ready, backlog)
+        )
     # a server's normal end: drained cleanly, exit 0 (as Kubernetes and systemd expect)
     sys.stderr.write(f"gateway stopped on {signal.Signals(signum).name}, requests drained\n")
 

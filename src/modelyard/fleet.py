@@ -193,6 +193,12 @@ class GatewayConfig(_Strict):
         description="add each replica's queue (read from its /metrics at every health check) "
         "to its in-flight count when choosing between replicas",
     )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="gateway processes sharing the port (SO_REUSEPORT), each with its own "
+        "event loop; default: one per core (docs/gateway.md: several workers)",
+    )
 
 
 class Fleet(_Strict):

@@ -104,3 +104,18 @@ class Breaker:
         self.failures = 0
         self.probes_in_flight = 0
         self.trips += 1
+
+    def adopt_open(self, opened_at: float) -> None:
+        """Another gateway worker opened its breaker for this backend at `opened_at` (the
+        host's monotonic clock, which every worker shares): open here too, until the same
+        moment (gateway/peers.py)."""
+        self.state = State.OPEN
+        self.opened_at = opened_at
+        self.failures = 0
+        self.probes_in_flight = 0
+
+    def adopt_closed(self) -> None:
+        """Another gateway worker's probe succeeded: close here too."""
+        self.state = State.CLOSED
+        self.failures = 0
+        self.probes_in_flight = 0

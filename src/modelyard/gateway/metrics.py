@@ -1,4 +1,6 @@
-"""Prometheus metrics of one gateway process (its own registry, no global state)."""
+"""Prometheus metrics of one gateway process (its own registry, no global state). With several
+workers (gateway/peers.py) each writes its values to the shared directory, prometheus_client's
+multiprocess mode, and the gauges say how the workers' values combine."""
 
 from __future__ import annotations
 
@@ -56,12 +58,14 @@ class GatewayMetrics:
             "Breaker per backend: 0 closed, 1 half-open, 2 open.",
             ["model", "backend"],
             registry=r,
+            multiprocess_mode="livemax",  # with several workers: the worst of them
         )
         self.healthy = Gauge(
             "modelyard_gateway_backend_healthy",
             "Last active health check: 1 passed, 0 failed.",
             ["model", "backend"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.warmups = Counter(
             "modelyard_gateway_warmups",
@@ -90,7 +94,10 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "modelyard_gateway_in_flight", "Client requests in flight.", registry=r
+            "modelyard_gateway_in_flight",
+            "Client requests in flight.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def of(self, metric: Any, *labels: str) -> Any:

@@ -21,6 +21,7 @@ from modelyard.gateway.access_log import AccessLog
 from modelyard.gateway.app import create_app
 from modelyard.gateway.clock import LoopClock
 from modelyard.gateway.errors import GatewayError
+from modelyard.gateway.peers import WorkerRole, joined
 from modelyard.gateway.state import Gateway
 from modelyard.http.client import Pool
 from modelyard.signals import stopping_signal
@@ -68,16 +69,21 @@ async def serve(
     grace_s: float = 30.0,
     on_ready: Callable[[str], None] | None = None,
     backlog: int = DEFAULT_BACKLOG,
+    worker: WorkerRole | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain (in-flight requests get `grace_s`); returns
     the signal's number. The composition root: the transport, clock and `Gateway` are built
-    here, once."""
+    here, once. `worker`: this process is one of several on the port (gateway/peers.py)."""
     clock = LoopClock()
     access = AccessLog(clock, enabled=log.isEnabledFor(logging.INFO))
     gateway = Gateway.build(loaded, endpoints_for(loaded, state_dir), Pool(), clock, access)
     runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=grace_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
+    # a worker shares the port with the others (gateway/workers.py)
+    reuse_port = worker is not None
+    site = web.TCPSite(
+        runner, host, port, reuse_address=True, reuse_port=reuse_port, backlog=backlog
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -97,7 +103,7 @@ async def serve(
             log.error('{"event": "reload", "outcome": "rejected", "why": %r}', str(exc))
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    with stopping_signal(loop) as stopped:
+    with joined(gateway, worker), stopping_signal(loop) as stopped:
         if on_ready is not None:
             on_ready(f"http://{host}:{port}")
         try:

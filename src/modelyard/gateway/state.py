@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,11 @@ class Gateway:
     # request ids: unique per process (random prefix) without a uuid4 per request
     id_prefix: str = field(default_factory=lambda: os.urandom(6).hex())
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)  # engines' model entries
+    # told after each attempt's outcome or health check is recorded (gateway/peers.py shares
+    # the backend's breaker, back-off and health with the other workers)
+    on_backend_change: Callable[[BackendState], None] | None = None
+    # /health's body made the whole gateway's (the other workers' requests in flight added)
+    whole_health: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     @classmethod
     def build(
@@ -175,6 +180,8 @@ class Gateway:
         if value != backend.gauge:
             backend.gauge = value
             self.metrics.of(self.metrics.breaker_state, backend.model, backend.url).set(value)
+        if self.on_backend_change is not None:
+            self.on_backend_change(backend)
 
     def record(self, backend: BackendState, result: Attempt, permit: Permit | None = None) -> None:
         """An attempt's outcome (with the breaker's permit it went with, if it asked for one)
