@@ -93,7 +93,7 @@ def test_up_with_engine_sim_serves_what_sim_run_simulates(
     }
     _, from_fleet = build_models(loaded, ServeOptions())  # as `sim run` builds them (above)
     shapes = {m.served_name: _shape(m.engine) for m in from_fleet if isinstance(m.engine, Engine)}
-    import modelyard.cli
+    import modelyard.cli.sim
 
     captured: list[tuple[Any, ServeOptions]] = []
 
@@ -101,7 +101,7 @@ def test_up_with_engine_sim_serves_what_sim_run_simulates(
         captured.append((fleet, options))
         return 15
 
-    monkeypatch.setattr(modelyard.cli, "serve", capture)
+    monkeypatch.setattr(modelyard.cli.sim, "serve", capture)
     for planned in plan(loaded):
         command = planned.adapter.command(planned.spec)
         assert command[1:3] == ["-m", "modelyard"]
