@@ -7,7 +7,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from modelyard.catalog.mig import COMPUTE_SLICES, MEMORY_SLICES
@@ -156,6 +156,9 @@ def test_mig_never_needs_more_gpus_than_isolated_and_shows_gpu_utilisation() -> 
     whole=st.floats(1, 40),
     sliced=st.lists(st.floats(0.05, 10), min_size=5, max_size=5),
 )
+# two layouts within EPSILON of each other (10 vs 9.999999999999998 req/s) once knocked each
+# other, and every llama layout they beat, out of the packing: "no MIG slice fits"
+@example(users=1000.0, whole=1.0, sliced=[1.0, 1.0, 5.0, 9.999999999999998, 1.0])
 def test_mig_gpus_never_exceed_isolated_gpus(
     users: float, whole: float, sliced: list[float]
 ) -> None:

@@ -91,18 +91,21 @@ def _pareto(layouts: list[GpuLayout], models: list[str]) -> list[GpuLayout]:
     def vector(layout: GpuLayout) -> tuple[float, ...]:
         return (*(layout.rps(m) for m in models), *(float(layout.holds(m)) for m in models))
 
+    def beats(j: int, other: tuple[float, ...], i: int, mine: tuple[float, ...]) -> bool:
+        """A strict order even within EPSILON: better somewhere, or equal everywhere and
+        first. (Two layouts within EPSILON of each other must not both beat the other, or both
+        go and everything they beat with them.)"""
+        pairs = list(zip(other, mine, strict=True))
+        if any(a < b - EPSILON for a, b in pairs):
+            return False
+        return any(a > b + EPSILON for a, b in pairs) or j < i
+
     vectors = [vector(layout) for layout in layouts]
-    kept = []
-    for i, mine in enumerate(vectors):
-        beaten = any(
-            j != i
-            and all(a >= b - EPSILON for a, b in zip(other, mine, strict=True))
-            and (other != mine or j < i)
-            for j, other in enumerate(vectors)
-        )
-        if not beaten:
-            kept.append(layouts[i])
-    return kept
+    return [
+        layouts[i]
+        for i, mine in enumerate(vectors)
+        if not any(j != i and beats(j, other, i, mine) for j, other in enumerate(vectors))
+    ]
 
 
 def pack(

@@ -57,8 +57,11 @@ def mig_option(builder: UnitBuilder, gpu: str, models: list[str]) -> Option | No
     if packing is None:
         served = {o.model for o in builder.slice_options(gpu, models)}
         missing = [m for m in models if m not in served]
-        reason = f"{', '.join(missing)}: no MIG slice of {gpu} (nor the whole GPU) fits and "
-        return Option(name, "mig", [], Verdict("memory", reason + "meets the SLO"))
+        if missing:
+            reason = f"{', '.join(missing)}: no MIG slice of {gpu} (nor the whole GPU) fits and "
+            return Option(name, "mig", [], Verdict("memory", reason + "meets the SLO"))
+        reason = f"no packing of {gpu}'s MIG slices serves the demand"
+        return Option(name, "mig", [], Verdict("capacity", reason))
     option = Option(name, "mig", units)
     if not packing.exhausted:
         option.notes.append("packing search stopped at its node budget: fewest GPUs found")
