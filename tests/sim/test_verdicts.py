@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from modelyard.fleet import load_fleet
 from modelyard.sim.run import SimOptions, simulate
 from modelyard.sim.verdicts import offered_rps, warnings
+from modelyard.traffic import peak_rate_rps
 from tests.conftest import Cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
@@ -41,8 +43,10 @@ def test_closed_loop_offers_no_rate_and_never_reports_an_unbounded_queue() -> No
 def test_cli_sim_run_prints_offered_rate_and_warnings(cli: Cli) -> None:
     result = cli("sim", "run", str(EXAMPLE), "--requests", "1500")
     assert result.returncode == 0
-    assert (
-        "offered req/s: llama-8b 3.1" in result.stdout
-        or "offered req/s: llama-8b 3." in result.stdout
-    )
+    found = re.search(r"offered req/s: llama-8b (\d+\.\d\d), mistral-7b (\d+\.\d\d)", result.stdout)
+    assert found, result.stdout
+    # the two shares of the fleet's peak rate (printed to two places)
+    peak = peak_rate_rps(load_fleet(EXAMPLE).fleet.traffic)
+    assert float(found[1]) + float(found[2]) == pytest.approx(peak, abs=0.011)
+    assert float(found[1]) > 10 * float(found[2])
     assert "warning: llama-8b: the queue grows without bound" in result.stderr

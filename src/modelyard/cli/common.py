@@ -144,12 +144,13 @@ NEGATIVE_EXIT = 3
 
 
 def exit_negative(message: str) -> NoReturn:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]no:[/] {message}")
+    err_console.print(f"[red]no:[/] {message}")
     raise SystemExit(NEGATIVE_EXIT)
 
 
 def fail(message: str) -> NoReturn:
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     for line in message.splitlines() or [message]:
-        err.print(f"[red]error:[/] {line}" if not line.startswith(" ") else line, markup=True)
+        err_console.print(
+            f"[red]error:[/] {line}" if not line.startswith(" ") else line, markup=True
+        )
     raise SystemExit(1)

@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from modelyard import __version__
-from modelyard.cli.common import CatalogOption, K8sVersionOption, app, parse_key_values
+from modelyard.cli.common import (
+    CatalogOption,
+    K8sVersionOption,
+    app,
+    err_console,
+    parse_key_values,
+)
 from modelyard.errors import ModelyardError
 from modelyard.fleet import load_fleet
 
@@ -21,9 +26,8 @@ app.add_typer(deploy_app, name="deploy")
 
 
 def _print_findings(findings: list[Any]) -> None:
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     for finding in findings:
-        err.print(f"[red]invalid:[/] {finding}", markup=True)
+        err_console.print(f"[red]invalid:[/] {finding}", markup=True)
 
 
 @deploy_app.command("k8s")
@@ -175,9 +179,8 @@ def deploy_k8s_command(
     if findings:
         _print_findings(findings)
         raise DeployError(f"{len(findings)} rendered documents failed validation (a modelyard bug)")
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     for warning in rendered.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", markup=True)
+        err_console.print(f"[yellow]warning:[/] {warning}", markup=True)
     for name, b in bounds.items():
         capacity_text = f"{b.capacity_rps:.3g} req/s per replica within the SLO, {b.source}"
         if b.max_replicas > b.min_replicas:
@@ -190,12 +193,12 @@ def deploy_k8s_command(
                 f"replicas {name}: {b.min_replicas}, no autoscaler: the peak needs no more "
                 f"than the minimum ({capacity_text})"
             )
-        err.print(line, markup=False)
+        err_console.print(line, markup=False)
     if stdout:
         stream = rendered.stream()
         sys.stdout.write(k8s.dump(stream))
         if rendered.node_config:
-            err.print(
+            err_console.print(
                 "note: node-config/ (the GPU operator's configuration for shared groups) is "
                 "not in this stream; write it with -o DIR",
                 markup=False,
