@@ -253,6 +253,13 @@ def install(python: str, wheels: Path, main: Path, spare: Path) -> None:
             "--no-deps",
             "--no-compile",
             "--no-index",
+            # the wheels are the GPU image's CPython 3.12, whatever Python runs pip here
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *(a for p in PLATFORMS for a in ("--platform", p)),
             "--target",
             str(target),
             *map(str, chosen),

@@ -25,7 +25,6 @@ DEFAULT = Path(__file__).resolve().parent / "results" / "gpu-h200-2026-12-02"
 RATES = (4.0, 12.0, 24.0)  # total fleet rates of the run (gpu_vllm.RATES)
 MIX = {"llama-8b": 0.95, "mistral-7b": 0.05}
 PHASE_OF = {"llama-8b": "llama", "mistral-7b": "mistral"}
-INPUT_TOKENS, OUTPUT_TOKENS = 512, 256
 # the seed article's claims for shared runtimes, quoted as the brief states them
 SEED = {"p99 latency": "+78%", "cold start": "+350%", "OOMs": "+22%", "cost (isolated)": "-33%"}
 
@@ -154,14 +153,20 @@ def starts_and_memory(root: Path) -> str:
 
 def peer(root: Path) -> str:
     rows = []
-    for vllm_file in sorted((root / "llama").glob("peer-vllm-bench-serve*.json")):
+    # the llama phase's open-loop pair, then the sweep phase's closed-loop rounds (A B A B)
+    peers = [
+        (phase, vllm_file)
+        for phase in ("llama", "sweep", "peer")
+        for vllm_file in sorted((root / phase).glob("peer-vllm-bench-serve*.json"))
+    ]
+    for phase, vllm_file in peers:
         tag = vllm_file.stem.removeprefix("peer-vllm-bench-serve")
-        mine = _load(root, "llama", f"peer-modelyard{tag}")
+        mine = _load(root, phase, f"peer-modelyard{tag}")
         if mine is None:
             continue
         v = json.loads(vllm_file.read_text())
         m = mine["llama-8b"]
-        doc = read_bench(root / "llama" / f"bench-peer-modelyard{tag}.json")
+        doc = read_bench(root / phase / f"bench-peer-modelyard{tag}.json")
         # open loop: each tool drew its own Poisson schedule; its realized offered rate is
         # requests over the span of sends (duration less a median request's time, an estimate)
         v_offered = v["completed"] / (v["duration"] - v["median_e2el_ms"] / 1000)
@@ -189,12 +194,12 @@ def peer(root: Path) -> str:
 class SimCase:
     phase: str
     label: str
-    args: list[str]
+    args: list[str]  # load, requests, mix and lengths, as the run had them
 
 
 def _cases(root: Path) -> list[SimCase]:
     cases = []
-    for phase in ("llama", "mistral", "shared"):
+    for phase in ("llama", "mistral", "shared", "sweep", "shared-closed"):
         for path in sorted((root / phase).glob("bench-*.json")):
             label = path.stem.removeprefix("bench-")
             if label.startswith("peer"):
@@ -207,7 +212,15 @@ def _cases(root: Path) -> list[SimCase]:
                 shape = ["--concurrency", str(load["concurrency"])]
             else:
                 shape = ["--rate", f"{config['workload']['arrivals']['rate']:g}"]
-            cases.append(SimCase(phase, label, [*shape, "--requests", requests, "--mix", mix]))
+            lengths = [
+                "--input-tokens",
+                str(config["workload"]["input_tokens"]["mean"]),
+                "--output-tokens",
+                str(config["workload"]["output_tokens"]["mean"]),
+            ]
+            cases.append(
+                SimCase(phase, label, [*shape, "--requests", requests, "--mix", mix, *lengths])
+            )
     return cases
 
 
@@ -223,10 +236,6 @@ def simulated(root: Path, calibration: list[Path]) -> tuple[str, dict[str, list[
             "run",
             str(root / case.phase / "fleet.yaml"),
             *case.args,
-            "--input-tokens",
-            str(INPUT_TOKENS),
-            "--output-tokens",
-            str(OUTPUT_TOKENS),
             "--seed",
             "0",
             "--json",

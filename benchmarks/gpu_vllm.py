@@ -11,6 +11,8 @@ Each device call carries at most 64 MiB, so the bundle travels one part a call (
     call N+1    python3 benchmarks/gpu_vllm.py check
     call N+2    python3 benchmarks/gpu_vllm.py run llama mistral --out $OUT
     call N+3    python3 benchmarks/gpu_vllm.py run shared --out $OUT
+    call N+4    python3 benchmarks/gpu_vllm.py run sweep --out $OUT
+    call N+5    python3 benchmarks/gpu_vllm.py run peer shared-closed --out $OUT
 
 `run` writes each phase's files under /tmp/gpu/results/PHASE/ and packs everything measured so far
 into $OUT/gpu_vllm_results.tar.gz. Phases (each starts its engines with `modelyard up` and stops
@@ -24,6 +26,11 @@ them with `modelyard down`, whatever happens):
 - shared:  both on the GPU (time-sliced, fractions 0.45 / 0.40, started one after the other):
            cold starts; open loop at each rate with the 95/5 mix; then the fallback's sleep mode:
            /sleep level 1, /wake_up, first token after waking, against its cold start.
+- sweep:   Llama-3.1-8B alone again: the closed-loop peer comparison (A B A B), a batch sweep,
+           a prompt-length sweep and held-out shapes (phase_sweep says which).
+- peer:    the closed-loop peer comparison on its own engine, three rounds each way, a new
+           `vllm bench serve` seed each round.
+- shared-closed: both models time-sliced, closed loop (95/5 mix at 1, 8, 32 users; 50/50 at 16).
 
 Prompts are token ids of exact length (512 in, 256 out, ignore_eos), weights random
 (`--load-format dummy`, timing does not depend on their values).
@@ -65,6 +72,13 @@ CONCURRENCY = (1, 8, 32)
 PEER_RATE = 8.0
 PEER_REQUESTS = 200
 PEER_CONCURRENCY = 8
+# the sweep phase: closed-loop users (batch sizes), prompt lengths at one user, and held-out
+# (input tokens, output tokens, req/s) shapes
+SWEEP_USERS = (1, 4, 16, 64, 128)
+SWEEP_PROMPTS = (128, 1024, 2048, 4096)
+HELD_OUT = ((2048, 128, 3.0), (2048, 128, 8.0), (128, 512, 6.0))
+SHARED_USERS = (1, 8, 32)  # the shared-closed phase, 95/5 mix
+PHASES = ("llama", "mistral", "shared", "sweep", "peer", "shared-closed")
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
 MIN_REQUESTS = 8
 SLO = {"ttft_ms": 800.0, "tpot_ms": 60.0}  # examples/fleet.yaml's SLO, for goodput
@@ -276,8 +290,10 @@ class Phase:
         shared: bool,
         sleep_mode: set[str],
         extra_args: tuple[str, ...] = (),
+        out: Path | None = None,
     ):
         self.name = name
+        self.out = out
         self.dir = RESULTS / name
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
@@ -313,7 +329,15 @@ class Phase:
             print(f"  {name}: cold start {engine.get('cold_start_s')} s", flush=True)
         return code == 0
 
-    def bench(self, label: str, *args: str, requests: int, timeout_s: float = 600) -> None:
+    def bench(
+        self,
+        label: str,
+        *args: str,
+        requests: int,
+        timeout_s: float = 600,
+        input_tokens: int = INPUT_TOKENS,
+        output_tokens: int = OUTPUT_TOKENS,
+    ) -> None:
         out = self.dir / f"bench-{label}.json"
         command = _modelyard(
             "bench",
@@ -324,9 +348,9 @@ class Phase:
             "--requests",
             str(requests),
             "--input-tokens",
-            str(INPUT_TOKENS),
+            str(input_tokens),
             "--output-tokens",
-            str(OUTPUT_TOKENS),
+            str(output_tokens),
             "--slo-ttft-ms",
             f"{SLO['ttft_ms']:g}",
             "--slo-tpot-ms",
@@ -348,6 +372,9 @@ class Phase:
                 "results": out.name,
             }
         )
+        if self.out is not None:  # a call cut off at its limit still brings back every run so far
+            self.write()
+            pack(self.out)
 
     def down(self) -> None:
         # the engines' logs first: `down` removes the state file that names them
@@ -411,6 +438,7 @@ def peer_run(
     concurrency: int | None = None,
     requests: int = PEER_REQUESTS,
     tag: str = "",
+    seed: int = 0,
 ) -> None:
     """`vllm bench serve` and `modelyard bench` at the same load and shape, back to back: open
     loop at PEER_RATE, or closed loop at `concurrency` users (the same load whatever the tools'
@@ -446,8 +474,10 @@ def peer_run(
         "--num-prompts",
         str(requests),
         *vllm_load,
+        # a new seed each round: vllm bench serve's random prompts repeat with their seed, and a
+        # repeated prompt is answered from vLLM's prefix cache (on by default)
         "--seed",
-        "0",
+        str(seed),
         "--percentile-metrics",
         "ttft,tpot,itl,e2el",
         "--metric-percentiles",
@@ -478,10 +508,16 @@ def peer_run(
     )
 
 
-def phase_peer() -> None:
-    """The peer comparison in closed loop, twice each way (A B A B), on an eager-mode server:
-    the comparison needs one server both tools measure, not vLLM's best start-up."""
-    phase = Phase("peer", [LLAMA], shared=False, sleep_mode=set(), extra_args=("--enforce-eager",))
+def phase_sweep(out: Path) -> None:
+    """One graph-mode Llama engine (as the llama phase's), in order of what matters most:
+    1. the peer comparison in closed loop, twice each way (A B A B): the same load whatever the
+       tools' random draws, so their figures can be held side by side;
+    2. the batch sweep: closed loop at SWEEP_USERS (decode step time against batch size);
+    3. the prompt sweep: one user, SWEEP_PROMPTS input tokens, 32 out (prefill time against
+       prompt length);
+    4. held-out shapes the H200 profile was not fitted on: open loop at HELD_OUT.
+    Every run is packed into $OUT as soon as it ends (the call's limit cuts the rest)."""
+    phase = Phase("sweep", [LLAMA], shared=False, sleep_mode=set(), out=out)
     try:
         if not phase.up():
             return
@@ -492,7 +528,96 @@ def phase_peer() -> None:
                 concurrency=PEER_CONCURRENCY,
                 requests=64,
                 tag=f"-c{PEER_CONCURRENCY}-{round_}",
+                seed=round_,
             )
+        for users in SWEEP_USERS:
+            phase.bench(
+                f"c{users}",
+                "--concurrency",
+                str(users),
+                "--warmup",
+                str(min(users, 8)),
+                requests=max(users * 3, 12),
+            )
+        for prompt in SWEEP_PROMPTS:
+            phase.bench(
+                f"prompt{prompt}",
+                "--concurrency",
+                "1",
+                "--warmup",
+                "1",
+                requests=8,
+                input_tokens=prompt,
+                output_tokens=32,
+            )
+        for input_tokens, output_tokens, rate in HELD_OUT:
+            phase.bench(
+                f"in{input_tokens}-out{output_tokens}-rate{rate:g}",
+                "--rate",
+                f"{rate:g}",
+                "--warmup",
+                "2",
+                requests=_levels(rate * 20.0),
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )
+    finally:
+        phase.down()
+        phase.write()
+
+
+def phase_peer(out: Path) -> None:
+    """The closed-loop peer comparison again, on its own graph-mode Llama engine, three rounds
+    each way (A B A B A B), each round of `vllm bench serve` with its own seed (the sweep
+    phase's second round repeated the first round's prompts and was served from vLLM's prefix
+    cache)."""
+    phase = Phase("peer", [LLAMA], shared=False, sleep_mode=set(), out=out)
+    try:
+        if not phase.up():
+            return
+        for round_ in (1, 2, 3):
+            peer_run(
+                phase,
+                LLAMA,
+                concurrency=PEER_CONCURRENCY,
+                requests=64,
+                tag=f"-c{PEER_CONCURRENCY}-{round_}",
+                seed=100 + round_,
+            )
+    finally:
+        phase.down()
+        phase.write()
+
+
+def phase_shared_closed(out: Path) -> None:
+    """Both models time-sliced on the H200 (as the shared phase), in closed loop: the 95/5 mix
+    at SHARED_USERS users, and a 50/50 mix at 16 (runs the H200 profile was not fitted on)."""
+    phase = Phase("shared-closed", [LLAMA, MISTRAL], shared=True, sleep_mode=set(), out=out)
+    try:
+        if not phase.up():
+            return
+        mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
+        for users in SHARED_USERS:
+            phase.bench(
+                f"c{users}",
+                "--concurrency",
+                str(users),
+                "--mix",
+                mix,
+                "--warmup",
+                str(min(users, 8)),
+                requests=max(users * 4, 32),
+            )
+        phase.bench(
+            "c16-even",
+            "--concurrency",
+            "16",
+            "--mix",
+            f"{LLAMA.name}=50,{MISTRAL.name}=50",
+            "--warmup",
+            "8",
+            requests=64,
+        )
     finally:
         phase.down()
         phase.write()
@@ -581,8 +706,12 @@ def run(phases: list[str], out: Path) -> None:
                 phase_alone(MISTRAL, closed_loop=False, peer=False, restart=True)
             elif name == "shared":
                 phase_shared()
+            elif name == "sweep":
+                phase_sweep(out)
             elif name == "peer":
-                phase_peer()
+                phase_peer(out)
+            elif name == "shared-closed":
+                phase_shared_closed(out)
         except Exception:  # a broken phase is reported; the next one still runs
             traceback.print_exc()
         finally:
@@ -596,7 +725,7 @@ def main() -> None:
     sub.add_parser("unpack")
     sub.add_parser("check")
     runner = sub.add_parser("run")
-    runner.add_argument("phases", nargs="+", choices=["llama", "mistral", "shared", "peer"])
+    runner.add_argument("phases", nargs="+", choices=PHASES)
     runner.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     sub.add_parser("pack").add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out"))
