@@ -83,8 +83,10 @@ def hf_dir(catalog_model: str, convert: bool = False) -> Path:
     source = _package_gguf(catalog_model)
     script = resources.files("modelyard.engines").joinpath("gguf_to_hf.py")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # -P: the script's folder (modelyard/engines, whose gguf.py would shadow the gguf package
+    # that transformers imports) stays off sys.path
     done = subprocess.run(
-        [str(VLLM_PYTHON), str(script), str(source), str(target)],
+        [str(VLLM_PYTHON), "-P", str(script), str(source), str(target)],
         capture_output=True,
         text=True,
         check=False,
