@@ -26,6 +26,8 @@ duration that passed before its first chunk arrived (≈ 1 would mean the proxy 
     git archive main src | tar -x -C /tmp/base
     python benchmarks/gateway_overhead.py --quick --only direct,modelyard --baseline /tmp/base/src
     python benchmarks/gateway_overhead.py --quick --baseline /tmp/base/src --alternate 8  # CPU
+    # where the gateway's CPU goes (py-spy, this checkout's gateway alone):
+    python benchmarks/gateway_overhead.py --profile request --rate 500
 
 Needs nginx (`apt-get install nginx-light`) and LiteLLM (`make litellm-env`); a missing one is
 skipped with a note.
@@ -694,7 +696,15 @@ def main() -> None:
         help="with --baseline: only measure the two gateways in turn, ROUNDS times each at "
         "--rate, and compare their CPU per request (minimum and median over the rounds)",
     )
-    parser.add_argument("--rate", type=float, default=500.0, help="with --alternate (req/s)")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="with --alternate or --profile (req/s)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("request", "stream"),
+        help="only profile this checkout's gateway at --rate with py-spy: non-streaming "
+        "requests (nginx upstream) or 64-token streams (sim upstream)",
+    )
     parser.add_argument(
         "--workers",
         default="1",
@@ -714,6 +724,9 @@ def main() -> None:
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs 2 cores: the gateway on one, the load generator on the other")
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    if args.profile:
+        profile(args.rate, seconds, console, stream=args.profile == "stream")
+        return
     if args.alternate:
         if args.baseline is None:
             raise SystemExit("--alternate compares with --baseline SRC: give it")
@@ -816,6 +829,130 @@ def alternate(baseline: Path, rounds: int, rate: float, seconds: float, console:
         f"modelyard / baseline: {min(ours) / min(theirs):.3f} (minima), "
         f"{np.median(ours) / np.median(theirs):.3f} (medians)"
     )
+
+
+def _frames(line: str) -> tuple[list[str], int]:
+    """One py-spy raw line (`frame;frame;... count`): its frames, outermost first, and count."""
+    stack, _, count = line.rpartition(" ")
+    return stack.split(";"), int(count)
+
+
+def _where(frame: str) -> tuple[str, str]:
+    """(module, function) of a py-spy frame `function (path/to/file.py:line)`: modelyard's
+    modules by name, anything else by its top package (aiohttp, asyncio, ...)."""
+    function, _, location = frame.partition(" (")
+    path = location.rsplit(":", 1)[0]
+    if path.startswith("modelyard/") or "/modelyard/" in path:
+        module = "modelyard/" + path.split("modelyard/", 1)[1]
+        return module.removesuffix(".py").replace("/", "."), function
+    return path.split("/", 1)[0].removesuffix(".py") or "native", function
+
+
+def profile(rate: float, seconds: float, console: Console, stream: bool) -> None:
+    """This checkout's gateway at `rate` for `seconds` under py-spy (sampling, native frames
+    off): where its CPU goes, by the innermost frame's module and by modelyard function
+    (inclusive). The profile is of the gateway process alone (py-spy leaves idle samples out;
+    `asyncio` innermost is the event loop's own native work: uvloop's I/O and callbacks)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("py-spy not found: pip install py-spy (a dev dependency)")
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        directory.chmod(0o777)
+        upstream_port = free_port()
+        if stream:
+            command = sim_serve_command(
+                "llama-3.1-8b",
+                "h100-sxm",
+                upstream_port,
+                "--served-model-name",
+                "bench",
+                "--coarse-timing",
+            )
+            upstream = start("sim engine", command, upstream_port, CLIENT_CORE)
+        else:
+            conf = upstream_conf(directory, upstream_port)
+            upstream = start(
+                "nginx upstream", ["nginx", "-c", str(conf)], upstream_port, CLIENT_CORE
+            )
+        server = None
+        try:
+            server = start_target("modelyard", directory, upstream_port, console, streaming=stream)
+            assert server is not None
+            path = "/v1/chat/completions"
+            measure("modelyard", server.port, path, 50, 1.0, stream=stream)  # warm it
+            raw = directory / "profile.txt"
+            spy_process = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(server.process.pid),
+                    "--rate",
+                    "500",
+                    "--duration",
+                    str(int(seconds + 2)),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)  # py-spy attaches
+            point = measure(
+                "modelyard",
+                server.port,
+                path,
+                rate,
+                seconds,
+                stream=stream,
+                pid=server.process.pid,
+            )
+            spy_process.wait(seconds + 30)
+            lines = raw.read_text().splitlines() if raw.exists() else []
+            kept = Path(tempfile.gettempdir()) / "gateway-profile.txt"
+            kept.write_text("\n".join(lines) + "\n")  # for flamegraph tools
+        finally:
+            if server is not None:
+                stop(server)
+            stop(upstream)
+    by_group: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in lines:
+        frames, count = _frames(line)
+        inner = _where(frames[-1])
+        total += count
+        by_group[inner[0]] = by_group.get(inner[0], 0) + count
+        seen = set()
+        for frame in frames:
+            group, function = _where(frame)
+            if (
+                group.startswith("modelyard.")
+                and (group, function) not in seen
+                and (not group.startswith("modelyard.cli") and group != "modelyard.__main__")
+            ):
+                seen.add((group, function))
+                key = f"{group}.{function}"
+                inclusive[key] = inclusive.get(key, 0) + count
+    console.print(
+        f"gateway at {rate:g} req/s ({'streaming 64 tokens' if stream else 'non-streaming'}): "
+        f"{point.cpu_us_per_request:.0f} µs CPU per request, added p50 {point.p50_ms:.2f} ms; "
+        f"{total} busy samples"
+    )
+    for title, counts, limit in (
+        ("busy CPU by the innermost frame's module", by_group, 15),
+        ("busy CPU inside each modelyard function (inclusive)", inclusive, 25),
+    ):
+        table = Table(title=title, title_justify="left")
+        table.add_column("where")
+        table.add_column("share", justify="right")
+        for key, count in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]:
+            table.add_row(key, f"{count / max(total, 1):.1%}")
+        console.print(table)
 
 
 def report(

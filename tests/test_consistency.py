@@ -20,6 +20,7 @@ import yaml
 
 from modelyard.engines.launcher import free_port
 from modelyard.fleet import load_fleet
+from modelyard.memory import fit_fleet
 from modelyard.placement import DevicePlan, device_plans
 from modelyard.traffic import model_shares
 from tests.conftest import Cli
@@ -213,6 +214,17 @@ def started(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, Any]]]:
         )
 
 
+def _cache_config(url: str) -> dict[str, str]:
+    """The labels of an engine's `vllm:cache_config_info` metric."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    line = next(ln for ln in text.splitlines() if ln.startswith("vllm:cache_config_info{"))
+    labels = line[line.index("{") + 1 : line.rindex("}")]
+    return dict(
+        (key, value.strip('"')) for key, _, value in (p.partition("=") for p in labels.split(","))
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.process
 def test_up_and_the_gateway_serve_the_same_fleet(
@@ -225,13 +237,27 @@ def test_up_and_the_gateway_serve_the_same_fleet(
     for engine in recorded["engines"]:
         engines.setdefault(engine["model"], []).append(engine)
     assert {m: len(e) for m, e in engines.items()} == {m: w["replicas"] for m, w in want.items()}
+    fit = load_fleet(fleet)
+    kv_tokens = {row.name: row.kv_cache_tokens for row in fit_fleet(fit).models}
     for name, replicas in engines.items():
         for engine in replicas:
-            args = engine["command"]
-            assert float(args[args.index("--gpu-memory-utilization") + 1]) == want[name]["fraction"]
             assert len(engine["gpu_devices"]) == want[name]["gpu_count"], engine
-    # the shared group's engines on one GPU; the TP replicas on GPUs of their own
-    assert engines["llama-8b"][0]["gpu_devices"] == engines["mistral-7b"][0]["gpu_devices"]
+            # the KV cache each engine was sized to, as its own /metrics reports it: the
+            # memory fraction, TP and KV dtype `fit` uses
+            config = _cache_config(engine["url"])
+            assert float(config["gpu_memory_utilization"]) == want[name]["fraction"], name
+            blocks, block = int(config["num_gpu_blocks"]), int(config["block_size"])
+            assert blocks == kv_tokens[name] // block, name
+    # the shared group's engines on one GPU, served by one `sim serve` so that they contend as
+    # `sim run` simulates them; the TP replicas on GPUs of their own, each its own process
+    llama, mistral = engines["llama-8b"][0], engines["mistral-7b"][0]
+    assert llama["gpu_devices"] == mistral["gpu_devices"]
+    assert llama["pid"] == mistral["pid"] and llama["url"] != mistral["url"]
+    ports = llama["command"][llama["command"].index("--ports") + 1]
+    assert sorted(ports.split(",")) == sorted(
+        [f"llama-8b/0={llama['port']}", f"mistral-7b/0={mistral['port']}"]
+    )
+    assert len({e["pid"] for e in engines["coder"]}) == 2
     coder_gpus = [d for e in engines["coder"] for d in e["gpu_devices"]]
     assert len(set(coder_gpus)) == 4 and not set(coder_gpus) & set(
         engines["llama-8b"][0]["gpu_devices"]

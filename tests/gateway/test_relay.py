@@ -146,4 +146,4 @@ def test_an_event_that_is_not_json_fails_the_attempt_not_the_gateway(
 def test_the_assembler_refuses_what_is_not_the_apis_shape(path: str, data: bytes) -> None:
     sink = AnswerSink(ROUTED[path], None)
     with pytest.raises(MalformedStream):
-        asyncio.run(sink.event(b"data: " + data + b"\n\n", data))
+        asyncio.run(sink.event(b"", data, None))

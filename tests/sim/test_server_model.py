@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.engines.launcher import plan
+from modelyard.engines.launcher import plan, processes
 from modelyard.fleet import LoadedFleet, load_fleet
 from modelyard.memory import fit_fleet
 from modelyard.sim.engine import Engine
@@ -83,16 +83,16 @@ def test_sim_serve_of_a_fleet_builds_the_engines_fit_describes(
 def test_up_with_engine_sim_serves_what_sim_run_simulates(
     tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each `sim serve` command `up` would run builds the engine `sim run` builds for that
-    model (a shared GPU's contention aside: one process per engine cannot share a clock)."""
+    """Each `sim serve` command `up` would run builds the engines `sim run` builds: one per
+    isolated model, and one for the shared group whose two engines contend for the one H100."""
     loaded = _fleet(tmp_path)
     simulated = {
-        spec.name.split("/")[0]: spec
+        spec.name: (device, spec)
         for device in plan_devices(loaded, SimOptions())
         for spec in device.engines
     }
     _, from_fleet = build_models(loaded, ServeOptions())  # as `sim run` builds them (above)
-    shapes = {m.served_name: _shape(m.engine) for m in from_fleet if isinstance(m.engine, Engine)}
+    shapes = {m.name: _shape(m.engine) for m in from_fleet if isinstance(m.engine, Engine)}
     import modelyard.cli.sim
 
     captured: list[tuple[Any, ServeOptions]] = []
@@ -102,23 +102,54 @@ def test_up_with_engine_sim_serves_what_sim_run_simulates(
         return 15
 
     monkeypatch.setattr(modelyard.cli.sim, "serve", capture)
-    for planned in plan(loaded):
-        command = planned.adapter.command(planned.spec)
+    started = processes(loaded, plan(loaded))
+    assert [sorted(i.name for i in items) for items, _ in started] == [
+        ["llama-8b/0", "mistral-7b/0"],
+        ["qwen-7b/0"],
+    ]
+    for items, command in started:
         assert command[1:3] == ["-m", "modelyard"]
         done = cli(*command[3:])
         assert done.returncode == 0, done.stderr
         served_fleet, options = captured[-1]
-        _, (model,) = build_models(served_fleet, options)
-        assert model.served_name == planned.spec.name
-        expected = simulated[planned.spec.name]
-        spec = plan_devices(served_fleet, SimOptions())[0].engines[0]
-        context = expected.settings.max_model_len or expected.model.max_context
-        assert spec.quant_name == expected.quant_name
-        assert spec.settings == replace(expected.settings, max_model_len=context)
-        assert isinstance(model.engine, Engine)
-        assert model.gpu == expected.gpu_name
-        assert _shape(model.engine) == shapes[planned.spec.name]
-    assert len(captured) == 3
+        _, models = build_models(served_fleet, options)
+        assert sorted(m.name for m in models) == sorted(i.name for i in items)
+        ports = {i.name: i.spec.port for i in items}
+        for model in models:
+            device, expected = simulated[model.name]
+            assert isinstance(model.engine, Engine)
+            assert model.gpu == expected.gpu_name
+            assert _shape(model.engine) == shapes[model.name]
+            if len(items) > 1:  # the fleet file itself: the group's settings and sharing
+                assert options.ports == ports
+                assert isinstance(model.engine.contention, SharedDevice)
+                assert model.engine.contention.slowdown == device.slowdown > 0
+        if len(items) > 1:
+            first, second = (m.engine for m in models)
+            assert isinstance(first, Engine) and isinstance(second, Engine)
+            assert first.contention is second.contention
+        else:  # `sim serve --model`: the model's settings as vLLM flags
+            (model,) = models
+            spec = plan_devices(served_fleet, SimOptions())[0].engines[0]
+            _, expected = simulated[model.name]
+            context = expected.settings.max_model_len or expected.model.max_context
+            assert spec.quant_name == expected.quant_name
+            assert spec.settings == replace(expected.settings, max_model_len=context)
+    assert len(captured) == 2
+
+
+def test_sim_serve_ports_name_whole_devices(tmp_path: Path, cli: Cli) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(FLEET)
+    for ports, said in (
+        ("llama-8b/0=9001", "mistral-7b/0 share a device with the engines named"),
+        ("llama-8b/9=9001", "--ports names llama-8b/9: the fleet places"),
+        ("llama-8b/0", "'llama-8b/0' is not NAME=PORT"),
+    ):
+        done = cli("sim", "serve", str(path), "--ports", ports)
+        text = " ".join(re.sub("[│╭╮╰╯─]", " ", done.stderr).split())
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert said in text, text
 
 
 def test_a_taken_port_is_one_line(cli: Cli) -> None:

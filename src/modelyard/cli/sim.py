@@ -257,6 +257,19 @@ def sim_calibrate(
         sys.stdout.write(f"wrote {output}\n")
 
 
+def _engine_ports(text: str) -> dict[str, int]:
+    """`--ports NAME=PORT,...` as a mapping."""
+    ports: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, port = item.rpartition("=")
+        if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise typer.BadParameter(f"'{item}' is not NAME=PORT", param_hint="--ports")
+        ports[name] = int(port)
+    if not ports:
+        raise typer.BadParameter("give at least one NAME=PORT", param_hint="--ports")
+    return ports
+
+
 @sim_app.command("serve")
 def sim_serve(
     fleet: Annotated[Path | None, typer.Argument(help="Fleet file; or --model and --gpu.")] = None,
@@ -295,6 +308,14 @@ def sim_serve(
         typer.Option(
             help="Write the endpoints here in `up`'s state format (e.g. .modelyard/state.json, "
             "which `gateway` reads); removed on exit."
+        ),
+    ] = None,
+    ports: Annotated[
+        str | None,
+        typer.Option(
+            help="With a fleet file: serve only these engines, each on its port "
+            "(NAME=PORT,... with replica names as `status` shows them, e.g. llama-8b/0; every "
+            "engine of a shared device). `up` starts one such process per shared group."
         ),
     ] = None,
     timing_debug: Annotated[
@@ -360,9 +381,12 @@ def sim_serve(
         loaded = single_model_fleet(
             model, gpu, max_model_len, catalog, served_model_name, settings=given
         )
+    if ports is not None and fleet is None:
+        raise typer.BadParameter("--ports needs a fleet file", param_hint="--ports")
     options = ServeOptions(
         host=host,
         port=port,
+        ports=None if ports is None else _engine_ports(ports),
         speed=speed,
         placement=placement,
         gpu=gpu if fleet is not None else None,

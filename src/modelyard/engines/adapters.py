@@ -24,7 +24,7 @@ from modelyard.engines.api import (
     AnswerShape,
 )
 from modelyard.engines.base import EngineAdapter, LaunchSpec, MetricNames
-from modelyard.engines.errors import EngineNotInstalledError
+from modelyard.engines.errors import EngineError, EngineNotInstalledError
 from modelyard.errors import UnknownNameError
 from modelyard.names import unknown_name_message
 
@@ -323,6 +323,37 @@ class SimAdapter(EngineAdapter):
         # alone would cap it at 8k
         context = replace(spec, max_model_len=spec.max_model_len or spec.model.max_context)
         return args + self.setting_args(context) + list(spec.extra_args)
+
+    def group_command(
+        self, fleet: Path, members: list[tuple[str, LaunchSpec]], layout: str = "fleet"
+    ) -> list[str]:
+        """One `sim serve FLEET` for the engines of one shared device (replica name and spec
+        each), so that they contend as `sim run` simulates them: the fleet file says their
+        quantization, KV dtype, memory fractions and sharing mode."""
+        extra = {spec.extra_args for _, spec in members}
+        if len(extra) > 1:
+            names = ", ".join(name for name, _ in members)
+            raise EngineError(
+                f"{names}: simulated engines that share a device are one `sim serve`, so "
+                "their engine_args must be the same"
+            )
+        ports = ",".join(f"{name}={spec.port}" for name, spec in members)
+        host = members[0][1].host
+        return [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "sim",
+            "serve",
+            str(fleet),
+            "--placement",
+            layout,
+            "--host",
+            host,
+            "--ports",
+            ports,
+            *extra.pop(),
+        ]
 
 
 ADAPTERS: dict[str, EngineAdapter] = {

@@ -17,10 +17,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from modelyard.engines.adapters import adapter_for
+from modelyard.engines.adapters import SimAdapter, adapter_for
 from modelyard.engines.base import EngineAdapter, LaunchSpec
 from modelyard.engines.errors import EngineError, EngineStartupError
 from modelyard.engines.models import default_weights
@@ -36,6 +36,8 @@ class PlannedEngine:
     name: str
     adapter: EngineAdapter
     spec: LaunchSpec
+    device: int = 0  # the device plan it is placed on (modelyard.placement)
+    shared: bool = False  # other engines share that device
 
 
 def free_port(host: str) -> int:
@@ -95,8 +97,30 @@ def plan(
                 gpu_devices=gpu_devices,
                 extra_args=tuple(entry.engine_args),
             )
-            planned.append(PlannedEngine(placed.name, adapter_for(entry.engine), spec))
+            adapter = adapter_for(entry.engine)
+            planned.append(PlannedEngine(placed.name, adapter, spec, index, device.shared))
     return planned
+
+
+def processes(
+    loaded: LoadedFleet, planned: list[PlannedEngine], layout: str = "fleet"
+) -> list[tuple[list[PlannedEngine], list[str]]]:
+    """The processes `up` starts, in order: the engines each serves and its command. One per
+    engine, except the simulated engines of a shared device: one `sim serve` of the fleet file
+    runs them all, so that they contend for the device as `sim run` simulates them."""
+    out: list[tuple[list[PlannedEngine], list[str]]] = []
+    grouped: set[int] = set()
+    for item in planned:
+        group = [p for p in planned if p.device == item.device]
+        simulated = all(isinstance(p.adapter, SimAdapter) for p in group)
+        if not (item.shared and simulated):
+            out.append(([item], item.adapter.command(item.spec)))
+        elif item.device not in grouped:
+            grouped.add(item.device)
+            assert isinstance(item.adapter, SimAdapter)
+            members = [(p.name, p.spec) for p in group]
+            out.append((group, item.adapter.group_command(loaded.path, members, layout)))
+    return out
 
 
 def is_running(process: EngineProcess) -> bool:
@@ -125,10 +149,11 @@ def _http(url: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[in
         return int(exc.code), bytes(exc.read())
 
 
-def _start(item: PlannedEngine, state_dir: Path) -> EngineProcess:
+def _start(
+    item: PlannedEngine, state_dir: Path, command: list[str], log_name: str
+) -> EngineProcess:
     spec = item.spec
-    command = item.adapter.command(spec)
-    log = state_dir / "logs" / f"{item.name.replace('/', '-')}.log"
+    log = state_dir / "logs" / f"{log_name.replace('/', '-')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **item.adapter.env(spec)}
     cpus = set(spec.cpus)
@@ -237,6 +262,7 @@ def up(
             "run `modelyard down` first"
         )
     planned = plan(loaded, host, override=override)
+    layout = override.layout if override is not None else "fleet"
     started: list[EngineProcess] = []
     pending: list[tuple[PlannedEngine, EngineProcess, float]] = []
 
@@ -249,17 +275,28 @@ def up(
                 on_event("ready", process)
 
     try:
-        for item in planned:
+        for items, command in processes(loaded, planned, layout):
             # Engines sharing a GPU start one after another: each sizes its memory from what
             # is free when it starts (vLLM refuses to start when less than its fraction is).
-            devices = set(item.spec.gpu_devices)
+            first = items[0]
+            devices = set(first.spec.gpu_devices)
             wait_for([p for p in pending if devices & set(p[1].gpu_devices)])
-            process = _start(item, state_dir)
-            pending.append((item, process, time.monotonic()))
-            started.append(process)
-            write_state(state_dir, loaded.fleet.name, started)
-            if on_event:
-                on_event("started", process)
+            process = _start(first, state_dir, command, "+".join(i.name for i in items))
+            # one process serving several engines (a shared device's simulated engines):
+            # one record per engine, each with its own port, all with the one pid
+            for item in items:
+                record = replace(
+                    process,
+                    name=item.name,
+                    model=item.spec.name,
+                    port=item.spec.port,
+                    url=f"http://{item.spec.host}:{item.spec.port}",
+                )
+                pending.append((item, record, time.monotonic()))
+                started.append(record)
+                write_state(state_dir, loaded.fleet.name, started)
+                if on_event:
+                    on_event("started", record)
         wait_for(list(pending))
     except BaseException:
         stop(started)

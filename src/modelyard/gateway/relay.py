@@ -57,11 +57,14 @@ class StreamRelay:
         except ConnectionResetError as exc:
             raise ClientGone(str(exc)) from exc
 
-    async def event(self, event: bytes, data: bytes) -> None:
-        assert self.response is not None
-        usage = usage_of(data)
+    async def event(self, named: bytes, data: bytes, decoded: JSON | None) -> None:
+        usage = usage_of(data) if decoded is None else _usage(decoded)
         if usage is not None:
             self.usage = usage
+        await self._write(as_event(named, data))
+
+    async def _write(self, event: bytes) -> None:
+        assert self.response is not None
         try:
             await self.response.write(event)
         except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError among them
@@ -71,14 +74,12 @@ class StreamRelay:
         self.usage = _usage(answer)
         if self.endpoint.upstream is Upstream.EVENTS:
             kind, terminal = terminal_event_of(answer)
-            await self.event(
-                as_event(b"event: " + kind.encode() + b"\n", orjson.dumps(terminal)), b""
-            )
+            await self._write(as_event(b"event: " + kind.encode() + b"\n", orjson.dumps(terminal)))
             return
         assert self.endpoint.answer is not None
         for chunk in chunks_of(answer, self.endpoint.answer, self.include_usage):
-            await self.event(as_event(b"", orjson.dumps(chunk)), b"")
-        await self.event(as_event(b"", DONE_DATA), DONE_DATA)
+            await self._write(as_event(b"", orjson.dumps(chunk)))
+        await self._write(as_event(b"", DONE_DATA))
 
 
 class AnswerSink:
@@ -97,10 +98,10 @@ class AnswerSink:
     async def commit(self) -> None:
         return None
 
-    async def event(self, event: bytes, data: bytes) -> None:
+    async def event(self, named: bytes, data: bytes, decoded: JSON | None) -> None:
         if data == DONE_DATA:
             return
-        chunk = decode(data)
+        chunk = decoded if decoded is not None else decode(data)
         if chunk is None:
             raise MalformedStream(f"event data is not a JSON object: {data[:80]!r}")
         try:

@@ -8,11 +8,11 @@ import orjson
 
 from modelyard.gateway.endpoints import Upstream
 from modelyard.gateway.upstream import KindOf
-from modelyard.http.sse import chunk_kind, event_kind
+from modelyard.http.sse import classify_chunk, classify_event
 
 
 def kind_for(upstream: Upstream) -> KindOf:
-    return event_kind if upstream is Upstream.EVENTS else chunk_kind
+    return classify_event if upstream is Upstream.EVENTS else classify_chunk
 
 
 def failure_event(upstream: Upstream, message: str) -> bytes:

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 from modelyard.gateway.clock import Clock, Watchdog
 from modelyard.gateway.errors import ClientGone, MalformedStream, Outcome, classify_status
 from modelyard.http.errors import UpstreamConnectError, UpstreamResetError
-from modelyard.http.sse import Kind, SseReader, as_event, chunk_kind, decode, is_error
+from modelyard.http.sse import Classified, Kind, SseReader, classify_chunk, decode, is_error
 from modelyard.http.transport import Response, Transport
 
-KindOf = Callable[[bytes], Kind]
+KindOf = Callable[[bytes], Classified]
 _STARTS_OUTPUT = frozenset({Kind.TOKEN, Kind.FINISH, Kind.DONE})
 
 
@@ -80,8 +80,9 @@ class Sink(Protocol):
         """The first output arrived: from now on the answer is this upstream's."""
         ...
 
-    async def event(self, event: bytes, data: bytes) -> None:
-        """One event (its bytes as relayed, and its data payload), in order."""
+    async def event(self, named: bytes, data: bytes, decoded: dict[str, Any] | None) -> None:
+        """One event, in order: its `event:` line (b"" when it had none), its data payload,
+        and the payload's object when the reader already decoded it (else None)."""
         ...
 
     async def whole(self, body: bytes, answer: dict[str, Any]) -> None:
@@ -101,7 +102,7 @@ class AttemptWatchdog(Watchdog):
 BodyReader = Callable[[Response, Attempt, AttemptWatchdog], Awaitable[None]]
 
 
-async def attempt(call: Call, sink: Sink, kind_of: KindOf = chunk_kind) -> Attempt:
+async def attempt(call: Call, sink: Sink, kind_of: KindOf = classify_chunk) -> Attempt:
     """POST the call's payload and relay the upstream's SSE events through `sink`."""
     clock = call.clock
 
@@ -233,14 +234,14 @@ async def _relay(
     idle = deadlines.idle
     total_deadline = watchdog.total_deadline
     reader = SseReader()
-    pending: list[tuple[bytes, bytes]] = []
+    pending: list[tuple[bytes, bytes, dict[str, Any] | None]] = []
     while True:
         data = await response.read_any()
         events = reader.feed(data) if data else reader.end()
         if result.committed:
             watchdog.deadline = min(now() + idle, total_deadline)
         for named, payload in events:
-            kind = kind_of(payload)
+            kind, decoded = kind_of(payload)
             if kind >= Kind.ERROR:
                 result.outcome, result.body = Outcome.SERVER_ERROR, payload
                 result.detail = (
@@ -249,7 +250,6 @@ async def _relay(
                     else "malformed event in the stream"
                 )
                 return
-            event = as_event(named, payload)
             if not result.committed and kind in _STARTS_OUTPUT:
                 result.committed = True
                 result.ttft_s = now() - watchdog.start
@@ -259,9 +259,9 @@ async def _relay(
                     await sink.event(*earlier)
                 pending.clear()
             if result.committed:
-                await sink.event(event, payload)
+                await sink.event(named, payload, decoded)
             else:
-                pending.append((event, payload))
+                pending.append((named, payload, decoded))
             if kind is Kind.DONE:
                 await response.finish()  # the connection goes back to the pool
                 return

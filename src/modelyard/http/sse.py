@@ -3,7 +3,8 @@
 `SseReader.feed` takes body bytes as they arrive and returns each complete `data:` line's
 payload with the `event:` line before it (Responses API streams name their events); comments
 and other fields are skipped; `\\r\\n` line ends are accepted. `chunk_kind` and `event_kind` say
-what one payload is:
+what one payload is (`classify_chunk` and `classify_event` also hand back the object when they
+decoded it):
 
 - TOKEN: output — text, content, a refusal, reasoning or a tool-call fragment (Responses API:
   any `*.delta` event);
@@ -128,34 +129,51 @@ def _output_of(chunk: dict[str, Any]) -> Kind:
     return Kind.USAGE if isinstance(chunk.get("usage"), dict) else Kind.OTHER
 
 
-def chunk_kind(data: bytes) -> Kind:
-    """What one chat or completion chunk's payload is."""
+Classified = tuple[Kind, dict[str, Any] | None]
+_DONE: Classified = (Kind.DONE, None)
+_TOKEN: Classified = (Kind.TOKEN, None)
+_MALFORMED: Classified = (Kind.MALFORMED, None)
+
+
+def classify_chunk(data: bytes) -> Classified:
+    """What one chat or completion chunk's payload is, with the object when it had to be
+    decoded to tell (None for a plain token chunk), so that no reader decodes it again."""
     if data == DONE_DATA:
-        return Kind.DONE
+        return _DONE
     suspect = data.find(_ERROR, 0, _ERROR_WITHIN) >= 0
     if not suspect and plainly_has_token(data):
-        return Kind.TOKEN
+        return _TOKEN
     chunk = decode(data)
     if chunk is None:
-        return Kind.MALFORMED
+        return _MALFORMED
     if suspect and is_error(chunk):
-        return Kind.ERROR
-    return _output_of(chunk)
+        return Kind.ERROR, chunk
+    return _output_of(chunk), chunk
+
+
+def classify_event(data: bytes) -> Classified:
+    """What one Responses API event's payload is, with the decoded event."""
+    event = decode(data)
+    if event is None:
+        return _MALFORMED
+    kind = event.get("type")
+    if not isinstance(kind, str):
+        return (Kind.ERROR if is_error(event) else Kind.OTHER), event
+    if kind in TERMINAL_RESPONSE_EVENTS:
+        return Kind.DONE, event
+    if kind == "error":
+        return Kind.ERROR, event
+    return (Kind.TOKEN if kind.endswith(".delta") else Kind.OTHER), event
+
+
+def chunk_kind(data: bytes) -> Kind:
+    """What one chat or completion chunk's payload is."""
+    return classify_chunk(data)[0]
 
 
 def event_kind(data: bytes) -> Kind:
     """What one Responses API event's payload is."""
-    event = decode(data)
-    if event is None:
-        return Kind.MALFORMED
-    kind = event.get("type")
-    if not isinstance(kind, str):
-        return Kind.ERROR if is_error(event) else Kind.OTHER
-    if kind in TERMINAL_RESPONSE_EVENTS:
-        return Kind.DONE
-    if kind == "error":
-        return Kind.ERROR
-    return Kind.TOKEN if kind.endswith(".delta") else Kind.OTHER
+    return classify_event(data)[0]
 
 
 def usage_of(data: bytes) -> dict[str, Any] | None:

@@ -85,6 +85,14 @@ class EngineCollector(Collector):
             family.add_metric(values, value)
             return family
 
+        if model.cache_config:
+            info = GaugeMetricFamily(
+                "vllm:cache_config_info",
+                "Information of the LLMEngine CacheConfig",
+                labels=["engine", *model.cache_config],
+            )
+            info.add_metric(["0", *model.cache_config.values()], 1.0)
+            yield info
         yield gauge(
             "vllm:num_requests_running", "Requests in model execution batches.", engine.running
         )
@@ -124,6 +132,8 @@ class SimModel:
     faults: FaultState
     default_max_tokens: int
     gpu: str = ""
+    # vLLM's `vllm:cache_config_info` labels: the KV cache the engine was sized to
+    cache_config: dict[str, str] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     prompt_tokens: int = 0
     generation_tokens: int = 0

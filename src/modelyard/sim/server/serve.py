@@ -42,6 +42,9 @@ class ServeOptions:
     precise: bool | None = None  # spin to due times (default: in real time, speed <= 1)
     fixed_latency_s: tuple[float, float] | None = None  # (TTFT, ITL): exact, no batching
     state: Path | None = None  # write the endpoints here, in `up`'s state format
+    # serve only these engines (replica names, e.g. llama-8b/0), each on its port: whole
+    # devices only, so a shared group's members contend as in `sim run` (what `up` starts)
+    ports: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Endpoint:
 
 def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, list[SimModel]]:
     """Engines placed as `sim run` places them, each wrapped for serving."""
+    from modelyard.sim.engine import BLOCK_TOKENS
     from modelyard.sim.faults import Faults, FaultState
     from modelyard.sim.gpu import SharedDevice, start_engine
     from modelyard.sim.run import SimOptions, plan_devices
@@ -68,6 +72,8 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
             calibrations=options.calibrations,
         ),
     )
+    if options.ports is not None:
+        plan = _devices_serving(plan, options.ports)
     models: list[SimModel] = []
     for device in plan:
         shared = SharedDevice(device.gpu_name, device.slowdown)  # as sim run: by sharing mode
@@ -90,11 +96,36 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
                 else options.cold_start_s,
                 faults=FaultState(faults),
                 default_max_tokens=options.default_max_tokens,
+                cache_config={
+                    "block_size": str(BLOCK_TOKENS),
+                    "gpu_memory_utilization": f"{started.fit.gpu_memory_utilization:g}",
+                    "num_gpu_blocks": str(started.engine.kv_blocks),
+                },
             )
             listener.model = model
             models.append(model)
             driver.engines.append(engine)
     return driver, models
+
+
+def _devices_serving(plan: list[Any], ports: dict[str, int]) -> list[Any]:
+    """The devices whose engines `ports` names, every engine of each; one clear error for a
+    name the fleet does not place, or for part of a device (its members would not contend)."""
+    from modelyard.sim.errors import SimError
+
+    chosen = [d for d in plan if any(spec.name in ports for spec in d.engines)]
+    placed = {spec.name for d in chosen for spec in d.engines}
+    unknown = sorted(set(ports) - {spec.name for d in plan for spec in d.engines})
+    if unknown:
+        known = ", ".join(spec.name for d in plan for spec in d.engines)
+        raise SimError(f"--ports names {', '.join(unknown)}: the fleet places {known}")
+    missing = sorted(placed - set(ports))
+    if missing:
+        raise SimError(
+            f"--ports: {', '.join(missing)} share a device with the engines named; "
+            "give every engine of a shared device"
+        )
+    return chosen
 
 
 def engine_processes(endpoints: list[Endpoint], speed: float) -> list[EngineProcess]:
@@ -135,7 +166,10 @@ async def serve(loaded: Any, options: ServeOptions, on_ready: Any = None) -> int
     """Serve until SIGINT or SIGTERM; returns the signal's number."""
     driver, models = build_models(loaded, options)
     server = SimServer(models, driver, options.timing_debug)
-    ports = [options.port + i for i in range(len(models))]
+    if options.ports is not None:
+        ports = [options.ports[m.name] for m in models]
+    else:
+        ports = [options.port + i for i in range(len(models))]
     loop = asyncio.get_running_loop()
     runner_task: asyncio.Task[None] | None = None
     with stopping_signal(loop) as stopped:
