@@ -87,6 +87,12 @@ class Calibration(BaseModel):
         description="chunked: decodes and prefill chunks share every step (vLLM V1); "
         "prefill-first: a step with prefills runs no decodes (vLLM V0, SGLang default)",
     )
+    async_scheduling: bool = Field(
+        default=False,
+        description="the scheduler picks step N+1's batch as step N starts (vLLM's "
+        "asynchronous scheduling): a request that arrives while the engine is busy waits for "
+        "the step after next",
+    )
     admission: Literal["on-demand", "reserve-full"] = Field(
         default="on-demand",
         description="on-demand: admit while the KV cache holds the prompt, preempt when it "

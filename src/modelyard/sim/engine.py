@@ -91,6 +91,7 @@ class Engine:
         timeline_every_s: float = 0.0,
         prefill_first: bool = False,
         reserve_full: bool = False,
+        async_scheduling: bool = False,
     ) -> None:
         if kv_blocks < 1:
             raise ValueError("an engine needs at least one KV block")
@@ -106,6 +107,10 @@ class Engine:
         # TensorRT-LLM's GUARANTEED_NO_EVICT: admit only when the KV cache can hold every
         # running request at its full length, so nothing is ever preempted
         self.reserve_full = reserve_full
+        # vLLM's asynchronous scheduling: step N+1 is scheduled as step N is launched, so a
+        # request that arrives while the engine is busy joins the step after next
+        self.async_scheduling = async_scheduling
+        self._last_step_start = -math.inf  # when the step just ended started
         self._reserved_blocks = 0
         self.max_span_steps = 1 if per_token else max_span_steps
         self.horizon: Callable[[], float] = lambda: math.inf
@@ -151,6 +156,7 @@ class Engine:
     def submit(self, time: float, request: SimRequest) -> list[Event]:
         """A request arrives; start a step if the engine was idle."""
         request.target = request.prompt_tokens
+        request.queued = time
         self.waiting.append(request)
         if self.busy:
             return []
@@ -222,8 +228,17 @@ class Engine:
             self._prefill_blocks += more
             chunks.append((request, chunk))
             budget -= chunk
+        # asynchronous scheduling, while busy: only what was queued when the step now ending
+        # started (the scheduler chose this step's batch then); an idle engine takes anything
+        cutoff = self._last_step_start if self.async_scheduling and self.busy else math.inf
+        late = False
         while self.waiting and budget > 0 and self.running < self.max_num_seqs:
             request = self.waiting[0]
+            if request.queued > cutoff:
+                if self.decoders.count or chunks:
+                    late = True  # it joins the next step: this one is a single step
+                    break
+                cutoff = math.inf  # nothing else to run: the scheduler takes it now
             chunk = min(request.target, budget)
             blocks = -(-chunk // BLOCK_TOKENS)
             if used + blocks > self.kv_blocks:
@@ -254,7 +269,7 @@ class Engine:
         self._set_busy(True, now)
         factor = self.contention.factor(self)
         until = math.inf
-        if not chunks and self.max_span_steps > 1:
+        if not chunks and self.max_span_steps > 1 and not late:
             duration, steps, until = self._decode_span(now, step, factor)
         elif chunks and self.prefill_first:
             # decoders sit this step out: the decode step index does not advance
@@ -402,6 +417,9 @@ class Engine:
         if not span.announced:
             self._announce(span)
         next_step = span.start_step + span.steps
+        # the span's last step started this long before its end (steps of one span are equal
+        # up to their growing context)
+        self._last_step_start = span.end - (span.end - span.start) / max(span.steps, 1)
         for request, chunk in span.chunks:
             if request.state != PREFILL:  # aborted while its chunk was in flight
                 continue

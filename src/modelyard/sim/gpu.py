@@ -204,6 +204,7 @@ def start_engine(
         max_span_steps=max_span_steps,
         prefill_first=spec.calibration.scheduler == "prefill-first",
         reserve_full=spec.calibration.admission == "reserve-full",
+        async_scheduling=spec.calibration.async_scheduling,
     )
     if device is not None:
         device.join(engine)

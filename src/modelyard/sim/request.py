@@ -45,6 +45,7 @@ class SimRequest:
     finished: float = NAN
     preemptions: int = 0
     reserved: int = 0  # reserve-full admission: KV blocks held for its whole length
+    queued: float = 0.0  # when it reached the engine's waiting queue
     payload: Any = None
 
 
