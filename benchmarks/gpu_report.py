@@ -167,20 +167,21 @@ def peer(root: Path) -> str:
         v = json.loads(vllm_file.read_text())
         m = mine["llama-8b"]
         doc = read_bench(root / phase / f"bench-peer-modelyard{tag}.json")
+        label = f"{phase} {tag.lstrip('-')}" if tag else "open loop"
         # open loop: each tool drew its own Poisson schedule; its realized offered rate is
         # requests over the span of sends (duration less a median request's time, an estimate)
         v_offered = v["completed"] / (v["duration"] - v["median_e2el_ms"] / 1000)
         m_offered = m.completed / (doc.duration_s - m.e2e_ms.p50 / 1000)
         rows += [
             [
-                f"`vllm bench serve` {tag or 'open loop'}",
+                f"`vllm bench serve` {label}",
                 f"{v['median_ttft_ms']:.1f}",
                 f"{v['median_tpot_ms']:.2f}",
                 f"{v['request_throughput']:.2f}",
                 f"{v_offered:.2f}",
             ],
             [
-                f"`modelyard bench` {tag or 'open loop'}",
+                f"`modelyard bench` {label}",
                 f"{m.ttft_ms.p50:.1f} ({_pct(m.ttft_ms.p50, v['median_ttft_ms'])})",
                 f"{m.tpot_ms.p50:.2f} ({_pct(m.tpot_ms.p50, v['median_tpot_ms'])})",
                 f"{m.throughput_rps:.2f} ({_pct(m.throughput_rps, v['request_throughput'])})",

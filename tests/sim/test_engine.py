@@ -53,12 +53,22 @@ def _engine(
     budget: int,
     per_token: bool,
     recorder: Recorder,
+    async_scheduling: bool = False,
 ) -> Engine:
     hardware = Hardware.for_gpu("a10g", catalog.gpu("a10g"), "bf16", CAL)
     model = StepModel(
         catalog.model("llama-3.1-8b"), catalog.quant("awq-w4-g128"), hardware, CAL, 2.0
     )
-    return CheckedEngine("e", model, kv_blocks, max_seqs, budget, recorder, per_token=per_token)
+    return CheckedEngine(
+        "e",
+        model,
+        kv_blocks,
+        max_seqs,
+        budget,
+        recorder,
+        per_token=per_token,
+        async_scheduling=async_scheduling,
+    )
 
 
 def _run(
@@ -69,9 +79,10 @@ def _run(
     budget: int,
     per_token: bool = False,
     announce_early: bool = False,
+    async_scheduling: bool = False,
 ) -> tuple[Recorder, Engine, list[SimRequest]]:
     recorder = Recorder()
-    engine = _engine(catalog, kv_blocks, max_seqs, budget, per_token, recorder)
+    engine = _engine(catalog, kv_blocks, max_seqs, budget, per_token, recorder, async_scheduling)
     loop = EventLoop()
     objects = [
         SimRequest(rid=i, arrival=t, prompt_tokens=p, output_tokens=o)
@@ -144,6 +155,39 @@ def test_spans_equal_step_by_step(catalog: Catalog, case: dict[str, Any]) -> Non
         assert fast.done[rid] == pytest.approx(slow.done[rid], rel=1e-9, abs=1e-12)
     assert fast_engine.stats.preemptions == slow_engine.stats.preemptions
     assert fast_engine.stats.steps == slow_engine.stats.steps
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=ENGINE_CASES)
+def test_spans_equal_step_by_step_with_async_scheduling(
+    catalog: Catalog, case: dict[str, Any]
+) -> None:
+    fast, fast_engine, _ = _run(catalog, **case, async_scheduling=True)
+    slow, slow_engine, _ = _run(catalog, **case, per_token=True, async_scheduling=True)
+    assert fast.first.keys() == slow.first.keys()
+    for rid in fast.done:
+        assert fast.first[rid] == pytest.approx(slow.first[rid], rel=1e-9, abs=1e-12)
+        assert fast.done[rid] == pytest.approx(slow.done[rid], rel=1e-9, abs=1e-12)
+    assert fast_engine.stats.steps == slow_engine.stats.steps
+
+
+def test_async_scheduling_admits_a_late_request_one_step_later(catalog: Catalog) -> None:
+    """A request arriving while a decode step runs: with synchronous scheduling it prefills in
+    the next step; with asynchronous scheduling that step's batch was chosen already, so it
+    prefills in the one after. An idle engine takes a request at once either way."""
+    workload = [(0.0, 64, 200), (0.5, 64, 4)]  # the second arrives mid-decode
+    sync, _, _ = _run(catalog, workload, 400, 8, 512, per_token=True)
+    late, _, _ = _run(catalog, workload, 400, 8, 512, per_token=True, async_scheduling=True)
+    assert late.first[0] == sync.first[0]  # the first arrived at an idle engine
+    ticks = sorted(sync.token_times[0])
+    after = next(t for t in ticks if t > 0.5)  # the decode step running at 0.5 ends here
+    nxt = next(t for t in ticks if t > after)
+    assert sync.first[1] == pytest.approx(nxt, rel=1e-9)  # prefilled in the next step
+    late_ticks = sorted(late.token_times[0])
+    late_after = next(t for t in late_ticks if t > 0.5)
+    second = [t for t in late_ticks if t > late_after]
+    assert late.first[1] == pytest.approx(second[1], rel=1e-9)  # in the step after next
+    assert late.first[1] > sync.first[1]
 
 
 @pytest.mark.slow  # a long property or a whole sweep: make test runs it

@@ -417,9 +417,7 @@ class Engine:
         if not span.announced:
             self._announce(span)
         next_step = span.start_step + span.steps
-        # the span's last step started this long before its end (steps of one span are equal
-        # up to their growing context)
-        self._last_step_start = span.end - (span.end - span.start) / max(span.steps, 1)
+        self._last_step_start = self._last_start_of(span)
         for request, chunk in span.chunks:
             if request.state != PREFILL:  # aborted while its chunk was in flight
                 continue
@@ -446,6 +444,16 @@ class Engine:
             self._finish(request, time)
         self.step_index = next_step
         return self._start_step(time)
+
+    def _last_start_of(self, span: _Span) -> float:
+        """When the span's last step started: its start for one step, else its end less one
+        decode step at the last step's context (a longer span is decode steps only)."""
+        if span.steps <= 1 or not self.async_scheduling:
+            return span.start
+        last = span.start_step + span.steps - 1
+        context = float(self.decoders.context(last))
+        one = self.model.decode_span_time(self.decoders.count, context, 1) * span.factor
+        return span.end - one
 
     def _release(self, request: SimRequest) -> None:
         self._reserved_blocks -= request.reserved
