@@ -61,6 +61,7 @@ CACHE = Path(os.environ.get("MODELYARD_CACHE", Path.home() / ".cache" / "modelya
 LITELLM = CACHE / "litellm-1.79.0" / "bin" / "litellm"
 GATEWAY_CORE, CLIENT_CORE = "0", "1"
 RATES = (100, 500, 1000, 2000)
+STREAM_TOKENS = 64  # tokens per streamed answer
 
 COMPLETION = json.dumps(
     {
@@ -490,7 +491,7 @@ def measure(
     body: dict[str, object] = {
         "model": "bench",
         "messages": [{"role": "user", "content": "Say something."}],
-        "max_tokens": 64 if stream else 16,
+        "max_tokens": STREAM_TOKENS if stream else 16,
     }
     if stream:
         body["stream"] = True
@@ -940,7 +941,9 @@ def profile(rate: float, seconds: float, console: Console, stream: bool) -> None
                 inclusive[key] = inclusive.get(key, 0) + count
     console.print(
         f"gateway at {rate:g} req/s ({'streaming 64 tokens' if stream else 'non-streaming'}): "
-        f"{point.cpu_us_per_request:.0f} µs CPU per request, added p50 {point.p50_ms:.2f} ms; "
+        f"{point.cpu_us_per_request:.0f} µs CPU per request"
+        f"{f' ({point.cpu_us_per_request / STREAM_TOKENS:.0f} µs per token)' if stream else ''}, "
+        f"{'stream' if stream else 'request'} p50 {point.p50_ms:.2f} ms; "
         f"{total} busy samples"
     )
     for title, counts, limit in (
