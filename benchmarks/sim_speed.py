@@ -48,21 +48,24 @@ def main() -> None:
     table = Table(
         title=f"sim run speed, {args.requests:,} requests, one core", title_justify="left"
     )
-    for column in ("scenario", "wall s", "requests / wall s", "simulated s", "target <= 60 s"):
+    # CPU seconds too: on a shared machine the process's own CPU time is what the code costs
+    columns = ("scenario", "wall s", "CPU s", "requests / wall s", "simulated s", "target <= 60 s")
+    for column in columns:
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for name, options in SCENARIOS:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         options = SimOptions(**{**options.__dict__, "requests": args.requests})
         result = simulate(loaded, options)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         completed = sum(m.completed for m in result.models)
         assert completed == args.requests, (completed, args.requests)
         table.add_row(
             name,
             f"{wall:.1f}",
+            f"{cpu:.1f}",
             f"{args.requests / wall:,.0f}",
             f"{result.duration_s:,.0f}",
-            "met" if wall <= 60 else "MISSED",
+            "met" if wall <= 60 else ("MISSED" if cpu > 60 else "missed (wall; CPU met)"),
         )
     Console(width=140).print(table)
 
