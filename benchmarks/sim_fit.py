@@ -9,7 +9,7 @@ Parameters no fit-set case constrains keep the stated prior. With --write the ca
 are rewritten with the values, which parameters were fitted to which cases, and error bands
 from the validation (held-out errors set the bands; they never move a parameter).
 
-    python benchmarks/sim_fit.py [--rounds 3] [--write]
+    python benchmarks/sim_fit.py [--rounds 3] [--write] [--only 'TensorRT-LLM ampere']
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ PARAMS = [
     ),
     Param("TensorRT-LLM hopper: fp8 mfu", ("tensorrt-llm-hopper",), "fp8_mfu", 0.05, 0.9, 0.4),
     Param("TensorRT-LLM hopper: mfu", ("tensorrt-llm-hopper",), "mfu", 0.1, 0.9, 0.5),
+    Param(
+        "TensorRT-LLM ampere: bandwidth",
+        ("tensorrt-llm-ampere",),
+        "bandwidth_efficiency",
+        0.4,
+        1.0,
+        0.8,
+    ),
+    Param("TensorRT-LLM ampere: mfu", ("tensorrt-llm-ampere",), "mfu", 0.1, 0.9, 0.5),
     Param("TensorRT-LLM: step overhead ms", TRT, "step_overhead_ms", 0.0, 10.0, 1.0),
     Param("TensorRT-LLM: per sequence ms", TRT, "per_seq_overhead_ms", 0.0, 1.0, 0.01),
     Param("TensorRT-LLM: request latency ms", TRT, "request_latency_ms", 0.0, 200.0, 20.0),
@@ -111,11 +120,10 @@ COPIES = {  # file: (source file, fields) for numbers a fit-set case cannot reac
         "vllm-v1-default",
         ("request_latency_ms", "frontend_ms_per_request", "per_seq_overhead_ms"),
     ),
-    # no Ampere TensorRT-LLM case in the fit set: the same Ampere efficiency as vLLM's (an H100's
-    # fraction of its much higher peak says nothing about an A100's). Revised once after a first
-    # fit had copied the Hopper fractions (held-out TensorRT-LLM A100 errors +100-190%); both
-    # results are in docs/simulator.md.
-    "tensorrt-llm-ampere": ("vllm-v1-ampere", ("bandwidth_efficiency", "mfu")),
+    # TensorRT-LLM on an unknown GPU: vLLM's Ampere efficiency (an H100's fraction of its much
+    # higher peak says nothing about another GPU's). tensorrt-llm-ampere has its own fit since
+    # 2026-12-02 (NVIDIA's v0.17 A100 throughput table, fit set); before, it copied vLLM's
+    # Ampere values too (docs/simulator.md).
     "tensorrt-llm-default": ("vllm-v1-ampere", ("bandwidth_efficiency", "mfu")),
 }
 
@@ -197,7 +205,9 @@ def replay_name(case: Case, calibrations: dict[str, Calibration], catalog: Catal
     return case_calibration(case, tuple(calibrations.values())).name
 
 
-def fit(rounds: int) -> tuple[dict[str, Calibration], dict[str, list[str]]]:
+def fit(rounds: int, only: str = "") -> tuple[dict[str, Calibration], dict[str, list[str]]]:
+    """Coordinate descent over PARAMS (only those whose name starts with `only`, when given;
+    the others keep the values in the files)."""
     validation = load_validation_set()
     fit_cases = validation.split("fit")
     catalog = Catalog.load()
@@ -211,7 +221,7 @@ def fit(rounds: int) -> tuple[dict[str, Calibration], dict[str, list[str]]]:
         spread = 0.5 / (2**round_index)
         for param in PARAMS:
             cases = touched[param.name]
-            if not cases:
+            if not cases or not param.name.startswith(only):
                 continue
             candidates = {param.value}
             for k in (-1.0, -0.5, 0.5, 1.0):
@@ -226,7 +236,15 @@ def fit(rounds: int) -> tuple[dict[str, Calibration], dict[str, list[str]]]:
             label = f"round {round_index + 1} {param.name:40s}"
             print(f"{label} = {param.value:9.4g}  loss {best_loss:.4f}")
     fitted_on = {p.name: sorted({c.source for c in touched[p.name]}) for p in PARAMS}
-    return apply(base), fitted_on
+    fitted = apply(base)
+    if only:  # the files these parameters were fitted in are now measured on their cases' GPUs
+        for param in PARAMS:
+            if param.name.startswith(only) and touched[param.name]:
+                gpus = {c.gpu for c in touched[param.name]}
+                for name in param.files:
+                    measured = sorted(set(fitted[name].measured_on) | gpus)
+                    fitted[name] = fitted[name].model_copy(update={"measured_on": measured})
+    return fitted, fitted_on
 
 
 def bands(calibrations: dict[str, Calibration]) -> tuple[dict[str, float], float]:
@@ -254,11 +272,17 @@ def bands(calibrations: dict[str, Calibration]) -> tuple[dict[str, float], float
     return measured_bands, up(statistics.fmean(unmeasured)) if unmeasured else 0.35
 
 
-def write(calibrations: dict[str, Calibration], fitted_on: dict[str, list[str]]) -> None:
+def write(
+    calibrations: dict[str, Calibration], fitted_on: dict[str, list[str]], only: str = ""
+) -> None:
+    """Rewrite the calibration files (with `only`: just the files its parameters set)."""
     today = datetime.date.today()
     measured_bands, unmeasured_band = bands(calibrations)
     print(f"bands: measured {measured_bands}; unmeasured {unmeasured_band:.0%}")
+    files = {n for p in PARAMS if p.name.startswith(only) for n in p.files}
     for name, calibration in calibrations.items():
+        if only and name not in files:
+            continue
         notes: dict[str, str] = {}
         for param in PARAMS:
             if name in param.files:
@@ -317,13 +341,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="fit only the parameters whose name starts with this (e.g. 'TensorRT-LLM ampere'); "
+        "with --write, rewrite only the files they set",
+    )
     args = parser.parse_args()
-    calibrations, fitted_on = fit(args.rounds)
+    calibrations, fitted_on = fit(args.rounds, args.only)
     for param in PARAMS:
         sources = ", ".join(fitted_on[param.name]) or "-"
         print(f"{param.name:40s} {param.value:9.4g}  fitted to {sources}")
     if args.write:
-        write(calibrations, fitted_on)
+        write(calibrations, fitted_on, args.only)
 
 
 if __name__ == "__main__":
