@@ -162,6 +162,11 @@ ENGINE_NOTES = {
 }
 
 
+# Profiles fitted elsewhere, to this project's own runs (`sim calibrate`): replayed like the others
+# (a case picks its profile by engine, version and GPU) but never rewritten here.
+FITTED_ELSEWHERE = frozenset({"vllm-v1-h200"})
+
+
 def load_files() -> dict[str, Calibration]:
     return {
         c.name: c
@@ -281,7 +286,7 @@ def write(
     print(f"bands: measured {measured_bands}; unmeasured {unmeasured_band:.0%}")
     files = {n for p in PARAMS if p.name.startswith(only) for n in p.files}
     for name, calibration in calibrations.items():
-        if only and name not in files:
+        if name in FITTED_ELSEWHERE or (only and name not in files):
             continue
         notes: dict[str, str] = {}
         for param in PARAMS:
