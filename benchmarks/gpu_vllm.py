@@ -31,6 +31,8 @@ them with `modelyard down`, whatever happens):
 - peer:    the closed-loop peer comparison on its own engine, three rounds each way, a new
            `vllm bench serve` seed each round.
 - shared-closed: both models time-sliced, closed loop (95/5 mix at 1, 8, 32 users; 50/50 at 16).
+- check:   Mistral-7B alone after the H200 profile's refit: closed loop and other shapes, all
+           held out of the fit.
 
 Prompts are token ids of exact length (512 in, 256 out, ignore_eos), weights random
 (`--load-format dummy`, timing does not depend on their values).
@@ -78,7 +80,10 @@ SWEEP_USERS = (1, 4, 16, 64, 128)
 SWEEP_PROMPTS = (128, 1024, 2048, 4096)
 HELD_OUT = ((2048, 128, 3.0), (2048, 128, 8.0), (128, 512, 6.0))
 SHARED_USERS = (1, 8, 32)  # the shared-closed phase, 95/5 mix
-PHASES = ("llama", "mistral", "shared", "sweep", "peer", "shared-closed")
+# the check phase (Mistral alone, after the fit): closed-loop users, and open-loop shapes
+CHECK_USERS = (1, 8, 32)
+CHECK_SHAPES = ((1024, 256, 10.0), (256, 1024, 4.0))
+PHASES = ("llama", "mistral", "shared", "sweep", "peer", "shared-closed", "check")
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
 MIN_REQUESTS = 8
 SLO = {"ttft_ms": 800.0, "tpot_ms": 60.0}  # examples/fleet.yaml's SLO, for goodput
@@ -589,6 +594,49 @@ def phase_peer(out: Path) -> None:
         phase.write()
 
 
+def phase_check(out: Path) -> None:
+    """Mistral-7B alone, closed loop and other shapes: runs made after `vllm-v1-h200` was fitted,
+    so every one of them is held out of it (the fit used Llama alone; Mistral was held out only
+    at three open-loop rates of one shape)."""
+    phase = Phase("check", [MISTRAL], shared=False, sleep_mode=set(), out=out)
+    try:
+        if not phase.up():
+            return
+        for users in CHECK_USERS:
+            phase.bench(
+                f"c{users}",
+                "--concurrency",
+                str(users),
+                "--warmup",
+                str(min(users, 8)),
+                requests=max(users * 3, 12),
+            )
+        for input_tokens, output_tokens, rate in CHECK_SHAPES:
+            phase.bench(
+                f"in{input_tokens}-out{output_tokens}-rate{rate:g}",
+                "--rate",
+                f"{rate:g}",
+                "--warmup",
+                "2",
+                requests=_levels(rate * 20.0),
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )
+        phase.bench(
+            "prompt2048",
+            "--concurrency",
+            "1",
+            "--warmup",
+            "1",
+            requests=8,
+            input_tokens=2048,
+            output_tokens=32,
+        )
+    finally:
+        phase.down()
+        phase.write()
+
+
 def phase_shared_closed(out: Path) -> None:
     """Both models time-sliced on the H200 (as the shared phase), in closed loop: the 95/5 mix
     at SHARED_USERS users, and a 50/50 mix at 16 (runs the H200 profile was not fitted on)."""
@@ -712,6 +760,8 @@ def run(phases: list[str], out: Path) -> None:
                 phase_peer(out)
             elif name == "shared-closed":
                 phase_shared_closed(out)
+            elif name == "check":
+                phase_check(out)
         except Exception:  # a broken phase is reported; the next one still runs
             traceback.print_exc()
         finally:
