@@ -200,7 +200,7 @@ class SimCase:
 
 def _cases(root: Path) -> list[SimCase]:
     cases = []
-    for phase in ("llama", "mistral", "shared", "sweep", "shared-closed"):
+    for phase in ("llama", "mistral", "shared", "sweep", "shared-closed", "check"):
         for path in sorted((root / phase).glob("bench-*.json")):
             label = path.stem.removeprefix("bench-")
             if label.startswith("peer"):
