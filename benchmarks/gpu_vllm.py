@@ -381,6 +381,46 @@ class Phase:
             self.write()
             pack(self.out)
 
+    def closed_loop(self, users: tuple[int, ...]) -> None:
+        """Closed loop at each number of users, 512 in / 256 out."""
+        for count in users:
+            self.bench(
+                f"c{count}",
+                "--concurrency",
+                str(count),
+                "--warmup",
+                str(min(count, 8)),
+                requests=max(count * 3, 12),
+            )
+
+    def one_user(self, prompts: tuple[int, ...]) -> None:
+        """One user at each prompt length, 32 tokens out: prefill time against length."""
+        for prompt in prompts:
+            self.bench(
+                f"prompt{prompt}",
+                "--concurrency",
+                "1",
+                "--warmup",
+                "1",
+                requests=8,
+                input_tokens=prompt,
+                output_tokens=32,
+            )
+
+    def shapes(self, shapes: tuple[tuple[int, int, float], ...]) -> None:
+        """Open loop at each (input tokens, output tokens, req/s), 20 s of requests."""
+        for input_tokens, output_tokens, rate in shapes:
+            self.bench(
+                f"in{input_tokens}-out{output_tokens}-rate{rate:g}",
+                "--rate",
+                f"{rate:g}",
+                "--warmup",
+                "2",
+                requests=_levels(rate * 20.0),
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )
+
     def down(self) -> None:
         # the engines' logs first: `down` removes the state file that names them
         for engine in _engines(self.state).values():
@@ -535,37 +575,9 @@ def phase_sweep(out: Path) -> None:
                 tag=f"-c{PEER_CONCURRENCY}-{round_}",
                 seed=round_,
             )
-        for users in SWEEP_USERS:
-            phase.bench(
-                f"c{users}",
-                "--concurrency",
-                str(users),
-                "--warmup",
-                str(min(users, 8)),
-                requests=max(users * 3, 12),
-            )
-        for prompt in SWEEP_PROMPTS:
-            phase.bench(
-                f"prompt{prompt}",
-                "--concurrency",
-                "1",
-                "--warmup",
-                "1",
-                requests=8,
-                input_tokens=prompt,
-                output_tokens=32,
-            )
-        for input_tokens, output_tokens, rate in HELD_OUT:
-            phase.bench(
-                f"in{input_tokens}-out{output_tokens}-rate{rate:g}",
-                "--rate",
-                f"{rate:g}",
-                "--warmup",
-                "2",
-                requests=_levels(rate * 20.0),
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-            )
+        phase.closed_loop(SWEEP_USERS)
+        phase.one_user(SWEEP_PROMPTS)
+        phase.shapes(HELD_OUT)
     finally:
         phase.down()
         phase.write()
@@ -602,36 +614,9 @@ def phase_check(out: Path) -> None:
     try:
         if not phase.up():
             return
-        for users in CHECK_USERS:
-            phase.bench(
-                f"c{users}",
-                "--concurrency",
-                str(users),
-                "--warmup",
-                str(min(users, 8)),
-                requests=max(users * 3, 12),
-            )
-        for input_tokens, output_tokens, rate in CHECK_SHAPES:
-            phase.bench(
-                f"in{input_tokens}-out{output_tokens}-rate{rate:g}",
-                "--rate",
-                f"{rate:g}",
-                "--warmup",
-                "2",
-                requests=_levels(rate * 20.0),
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-            )
-        phase.bench(
-            "prompt2048",
-            "--concurrency",
-            "1",
-            "--warmup",
-            "1",
-            requests=8,
-            input_tokens=2048,
-            output_tokens=32,
-        )
+        phase.closed_loop(CHECK_USERS)
+        phase.shapes(CHECK_SHAPES)
+        phase.one_user((2048,))
     finally:
         phase.down()
         phase.write()

@@ -16,8 +16,10 @@ from modelyard.http.sse import (
     SseReader,
     as_event,
     chunk_kind,
+    classify_chunk,
     error_message,
     event_kind,
+    usage_in,
     usage_of,
 )
 
@@ -113,3 +115,17 @@ def test_usage_and_error_messages() -> None:
     assert error_message(b'{"error":{"message":"boom"}}') == "boom"
     assert error_message(b'{"type":"error","message":"bad"}') == "bad"
     assert error_message(b"not json") == "not json"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}',
+        b'{"choices":[{"delta":{"content":"hi"}}]}',
+        b'{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}',
+    ],
+)
+def test_usage_from_the_classified_object_equals_usage_from_the_bytes(data: bytes) -> None:
+    kind, decoded = classify_chunk(data)
+    assert kind is chunk_kind(data)
+    assert usage_in(data, decoded) == usage_of(data)

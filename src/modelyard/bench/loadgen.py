@@ -23,7 +23,7 @@ from modelyard.bench.metrics import RequestRecord
 from modelyard.http import pacing
 from modelyard.http.client import Pool
 from modelyard.http.errors import UpstreamConnectError, UpstreamResetError
-from modelyard.http.sse import Kind, SseReader, chunk_kind, decode, error_message, usage_of
+from modelyard.http.sse import Kind, SseReader, classify_chunk, decode, error_message, usage_in
 from modelyard.http.transport import Response, Transport
 from modelyard.workload import Requests
 
@@ -169,7 +169,7 @@ async def _read_stream(response: Response, record: RequestRecord, options: LoadO
         events = reader.feed(received) if received else reader.end()
         now = time.monotonic()  # every event in this read arrived now
         for _, data in events:
-            kind = chunk_kind(data)
+            kind, decoded = classify_chunk(data)  # decoded once, when the bytes do not tell
             if kind is Kind.DONE:
                 record.end = time.monotonic()
                 await response.finish()  # the connection goes back to the pool
@@ -182,7 +182,7 @@ async def _read_stream(response: Response, record: RequestRecord, options: LoadO
                     record.error = "protocol"
                     record.detail = f"event data is not a JSON object: {data[:200]!r}"
                 return
-            usage = usage_of(data)
+            usage = usage_in(data, decoded)
             if usage is not None:
                 _count(record, usage)
             if kind is not Kind.TOKEN:

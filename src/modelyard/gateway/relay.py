@@ -22,7 +22,7 @@ from modelyard.gateway.assemble import (
 )
 from modelyard.gateway.endpoints import Endpoint, Upstream
 from modelyard.gateway.errors import ClientGone, MalformedStream
-from modelyard.http.sse import DONE_DATA, as_event, decode, usage_of
+from modelyard.http.sse import DONE_DATA, as_event, decode, usage_in
 
 
 def _usage(answer: JSON) -> dict[str, Any] | None:
@@ -58,7 +58,7 @@ class StreamRelay:
             raise ClientGone(str(exc)) from exc
 
     async def event(self, named: bytes, data: bytes, decoded: JSON | None) -> None:
-        usage = usage_of(data) if decoded is None else _usage(decoded)
+        usage = usage_in(data, decoded)
         if usage is not None:
             self.usage = usage
         await self._write(as_event(named, data))

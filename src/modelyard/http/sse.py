@@ -185,6 +185,14 @@ def usage_of(data: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
+def usage_in(data: bytes, decoded: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The usage a chunk reports, from its object when the reader already decoded it."""
+    if decoded is None:
+        return usage_of(data)
+    usage = decoded.get("usage")
+    return usage if isinstance(usage, dict) else None
+
+
 def error_message(data: bytes) -> str:
     """An error event's message, for logs and failed-request records."""
     event = decode(data) or {}
