@@ -83,7 +83,18 @@ SHARED_USERS = (1, 8, 32)  # the shared-closed phase, 95/5 mix
 # the check phase (Mistral alone, after the fit): closed-loop users, and open-loop shapes
 CHECK_USERS = (1, 8, 32)
 CHECK_SHAPES = ((1024, 256, 10.0), (256, 1024, 4.0))
-PHASES = ("llama", "mistral", "shared", "sweep", "peer", "shared-closed", "check")
+PHASES = (
+    "llama",
+    "mistral",
+    "shared",
+    "sweep",
+    "peer",
+    "shared-closed",
+    "check",
+    "mps",
+    "timesliced",
+)
+MPS_DIR = GPU / "mps"  # the MPS control daemon's pipe and log directories (the mps phase)
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
 MIN_REQUESTS = 8
 SLO = {"ttft_ms": 800.0, "tpot_ms": 60.0}  # examples/fleet.yaml's SLO, for goodput
@@ -622,37 +633,108 @@ def phase_check(out: Path) -> None:
         phase.write()
 
 
-def phase_shared_closed(out: Path) -> None:
-    """Both models time-sliced on the H200 (as the shared phase), in closed loop: the 95/5 mix
-    at SHARED_USERS users, and a 50/50 mix at 16 (runs the H200 profile was not fitted on)."""
-    phase = Phase("shared-closed", [LLAMA, MISTRAL], shared=True, sleep_mode=set(), out=out)
+def shared_closed_runs(phase: Phase) -> None:
+    """Both models on one H200 in closed loop: the 95/5 mix at SHARED_USERS users, and a 50/50
+    mix at 16."""
+    mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
+    for users in SHARED_USERS:
+        phase.bench(
+            f"c{users}",
+            "--concurrency",
+            str(users),
+            "--mix",
+            mix,
+            "--warmup",
+            str(min(users, 8)),
+            requests=max(users * 4, 32),
+        )
+    phase.bench(
+        "c16-even",
+        "--concurrency",
+        "16",
+        "--mix",
+        f"{LLAMA.name}=50,{MISTRAL.name}=50",
+        "--warmup",
+        "8",
+        requests=64,
+    )
+
+
+def phase_shared_closed(out: Path, name: str = "shared-closed") -> None:
+    """Both models time-sliced on the H200 (as the shared phase), in closed loop (runs the H200
+    profile was not fitted on). `timesliced` is the same runs again, as the mps phase's baseline
+    on the same machine."""
+    phase = Phase(name, [LLAMA, MISTRAL], shared=True, sleep_mode=set(), out=out)
     try:
         if not phase.up():
             return
-        mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
-        for users in SHARED_USERS:
-            phase.bench(
-                f"c{users}",
-                "--concurrency",
-                str(users),
-                "--mix",
-                mix,
-                "--warmup",
-                str(min(users, 8)),
-                requests=max(users * 4, 32),
-            )
-        phase.bench(
-            "c16-even",
-            "--concurrency",
-            "16",
-            "--mix",
-            f"{LLAMA.name}=50,{MISTRAL.name}=50",
-            "--warmup",
-            "8",
-            requests=64,
-        )
+        shared_closed_runs(phase)
     finally:
         phase.down()
+        phase.write()
+
+
+def _mps_control(command: str | None, log: Path) -> int:
+    """`nvidia-cuda-mps-control -d` (start the daemon) or a command on its stdin (`quit`)."""
+    binary = shutil.which("nvidia-cuda-mps-control")
+    if binary is None:
+        with log.open("a") as out:
+            out.write("nvidia-cuda-mps-control: not on PATH\n")
+        return 127
+    with log.open("a") as out:
+        done = subprocess.run(
+            [binary] if command is not None else [binary, "-d"],
+            input=(command + "\n") if command is not None else None,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    return done.returncode
+
+
+def phase_mps(out: Path) -> None:
+    """The shared-closed runs with both engines as clients of one MPS control daemon: kernels of
+    both processes run at once instead of time-slicing. The daemon is this user's process, under
+    /tmp; the GPU's compute mode is left as it is, and the daemon is told to quit at the end."""
+    MPS_DIR.mkdir(parents=True, exist_ok=True)
+    os.environ["CUDA_MPS_PIPE_DIRECTORY"] = str(MPS_DIR / "pipe")
+    os.environ["CUDA_MPS_LOG_DIRECTORY"] = str(MPS_DIR / "log")
+    for sub in ("pipe", "log"):
+        (MPS_DIR / sub).mkdir(exist_ok=True)
+    phase = Phase("mps", [LLAMA, MISTRAL], shared=True, sleep_mode=set(), out=out)
+    compute_mode = subprocess.run(
+        ["nvidia-smi", "--query-gpu=compute_mode", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    phase.summary["compute_mode"] = compute_mode
+    started = _mps_control(None, phase.log)
+    phase.summary["mps_daemon_start"] = started
+    try:
+        if started != 0:
+            phase.summary["errors"].append(f"nvidia-cuda-mps-control -d exited {started}")
+            return
+        if not phase.up():
+            return
+        phase.summary["mps_clients"] = subprocess.run(
+            ["sh", "-c", "echo get_server_list | nvidia-cuda-mps-control"],
+            capture_output=True,
+            text=True,
+            env=env(),
+            check=False,
+        ).stdout.strip()
+        shared_closed_runs(phase)
+    finally:
+        phase.down()
+        if started == 0:
+            phase.summary["mps_daemon_quit"] = _mps_control("quit", phase.log)
+        with contextlib.suppress(OSError):
+            for file in sorted((MPS_DIR / "log").iterdir()):
+                shutil.copy(file, phase.dir / f"mps-{file.name}")
         phase.write()
 
 
@@ -747,6 +829,10 @@ def run(phases: list[str], out: Path) -> None:
                 phase_shared_closed(out)
             elif name == "check":
                 phase_check(out)
+            elif name == "mps":
+                phase_mps(out)
+            elif name == "timesliced":
+                phase_shared_closed(out, name="timesliced")
         except Exception:  # a broken phase is reported; the next one still runs
             traceback.print_exc()
         finally:
