@@ -191,6 +191,48 @@ def peer(root: Path) -> str:
     return _table(["tool", "TTFT p50 ms", "TPOT p50 ms", "req/s", "realized offered req/s"], rows)
 
 
+def _change(old: float, new: float, digits: int) -> str:
+    return f"{old:.{digits}f} → {new:.{digits}f} ({_pct(new, old)})"
+
+
+def mps_vs_timesliced(root: Path) -> str:
+    """The same closed-loop runs of both engines on one H200, time-sliced and as MPS clients
+    (one session, one machine; the two phases back to back)."""
+    rows = []
+    for path in sorted((root / "timesliced").glob("bench-*.json")):
+        label = path.stem.removeprefix("bench-")
+        sliced, mps = _load(root, "timesliced", label), _load(root, "mps", label)
+        if sliced is None or mps is None:
+            continue
+        for name, a in sliced.items():
+            b = mps.get(name)
+            if b is None or a.completed == 0 or b.completed == 0:
+                continue
+            rows.append(
+                [
+                    label,
+                    name,
+                    str(a.completed),
+                    _change(a.ttft_ms.p50, b.ttft_ms.p50, 1),
+                    _change(a.tpot_ms.p50, b.tpot_ms.p50, 2),
+                    _change(a.tpot_ms.p99, b.tpot_ms.p99, 2),
+                    _change(a.output_tokens_per_s, b.output_tokens_per_s, 0),
+                ]
+            )
+    return _table(
+        [
+            "run",
+            "model",
+            "requests",
+            "TTFT p50 ms time-sliced → MPS",
+            "TPOT p50 ms",
+            "TPOT p99 ms",
+            "output tok/s",
+        ],
+        rows,
+    )
+
+
 @dataclass(frozen=True)
 class SimCase:
     phase: str
@@ -200,7 +242,8 @@ class SimCase:
 
 def _cases(root: Path) -> list[SimCase]:
     cases = []
-    for phase in ("llama", "mistral", "shared", "sweep", "shared-closed", "check"):
+    phases = ("llama", "mistral", "shared", "sweep", "shared-closed", "check", "timesliced", "mps")
+    for phase in phases:
         for path in sorted((root / phase).glob("bench-*.json")):
             label = path.stem.removeprefix("bench-")
             if label.startswith("peer"):
@@ -219,8 +262,11 @@ def _cases(root: Path) -> list[SimCase]:
                 "--output-tokens",
                 str(config["workload"]["output_tokens"]["mean"]),
             ]
+            sharing = ["--sharing", "mps"] if phase == "mps" else []
             cases.append(
-                SimCase(phase, label, [*shape, "--requests", requests, "--mix", mix, *lengths])
+                SimCase(
+                    phase, label, [*shape, "--requests", requests, "--mix", mix, *lengths, *sharing]
+                )
             )
     return cases
 
@@ -245,6 +291,8 @@ def fit_set(case: SimCase) -> str:
     return {
         "mistral": "held out: Mistral alone",
         "shared": "held out: shared, open loop (95/5)",
+        "timesliced": "held out: shared closed loop again (another machine, a later session)",
+        "mps": "held out: both engines as MPS clients, closed loop",
     }.get(case.phase, f"held out: {case.phase}")
 
 
@@ -321,6 +369,9 @@ def main() -> None:
     print(shared_vs_isolated(root) + "\n")
     print("## Cold starts, sleep mode, memory\n")
     print(starts_and_memory(root) + "\n")
+    if (root / "mps").is_dir() and (root / "timesliced").is_dir():
+        print("## Time-sliced vs MPS: both engines on one H200, closed loop\n")
+        print(mps_vs_timesliced(root) + "\n")
     print("## The peer: `vllm bench serve` beside `modelyard bench`, same server\n")
     print(peer(root) + "\n")
     print(

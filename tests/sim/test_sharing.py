@@ -9,9 +9,11 @@ import pytest
 
 from modelyard.catalog import Catalog
 from modelyard.fleet import load_fleet
+from modelyard.sim.calibration import Calibration
 from modelyard.sim.errors import SimError
-from modelyard.sim.gpu import choose_mig_profiles, device_sharing
+from modelyard.sim.gpu import SharedDevice, choose_mig_profiles, device_sharing
 from modelyard.sim.perf import calibration_for
+from modelyard.sim.result import SimResult
 from modelyard.sim.run import SimOptions, simulate
 from modelyard.workload import LengthDist
 
@@ -94,3 +96,58 @@ def test_sharing_override_and_mps_compute_share(write_fleet: Callable[[str], Pat
             calibration_for("a100-80gb"),
             mps_compute_share=0,
         )
+
+
+H200_GROUP = GROUP.replace("a100-80gb", "h200")
+
+
+def test_shared_device_slows_prefill_steps_by_their_own_factor() -> None:
+    device = SharedDevice("h200", slowdown=0.85, prefill_slowdown=0.15)
+    one, other = object(), object()
+    device.busy = {id(one), id(other)}
+    assert device.factor(one) == pytest.approx(1.85)  # type: ignore[arg-type]
+    assert device.factor(one, prefill=True) == pytest.approx(1.15)  # type: ignore[arg-type]
+    # without a prefill figure, every step has the one factor (time-slicing)
+    sliced = SharedDevice("h200", slowdown=1.15)
+    sliced.busy = {id(one), id(other)}
+    assert sliced.factor(one, prefill=True) == sliced.factor(one)  # type: ignore[arg-type]
+
+
+def test_mps_on_the_h200_is_measured_and_spares_prefill(
+    write_fleet: Callable[[str], Path],
+) -> None:
+    """The H200 profile's MPS factors were fitted to two real vLLM engines under MPS: its figures
+    carry the measured band and no published-case note, and a lighter prefill factor gives a
+    lower TTFT than the decode factor applied to every step."""
+    path = write_fleet(H200_GROUP.format(sharing="mps", extra=""))
+    cal = calibration_for("h200")
+    assert cal.mps_measured_on == ["h200"] and cal.mps_prefill_slowdown is not None
+    assert cal.mps_prefill_slowdown < cal.mps_slowdown
+
+    def run(calibration: Calibration) -> SimResult:
+        return simulate(
+            load_fleet(path),
+            SimOptions(
+                requests=200,
+                concurrency=16,
+                input_tokens=LengthDist(mean=512),
+                output_tokens=LengthDist(mean=256),
+                mix={"a": 1, "b": 1},
+                calibrations=(calibration,),
+            ),
+        )
+
+    fitted = run(cal)
+    accuracy = fitted.models[0].accuracy
+    assert accuracy is not None and accuracy.measured_on_gpu
+    assert not any("published case" in n for n in accuracy.notes)
+    uniform = run(cal.model_copy(update={"mps_prefill_slowdown": None, "name": "uniform"}))
+    assert fitted.models[0].ttft_ms["p50"] < uniform.models[0].ttft_ms["p50"]
+    # elsewhere the MPS penalty is the published A100 case, and says so
+    a100 = simulate(
+        load_fleet(write_fleet(GROUP.format(sharing="mps", extra=""))),
+        SimOptions(requests=50, rate=1.0, mix={"a": 1, "b": 1}),
+    )
+    a100_accuracy = a100.models[0].accuracy
+    assert a100_accuracy is not None
+    assert any("published case" in n for n in a100_accuracy.notes)

@@ -120,6 +120,17 @@ class Calibration(BaseModel):
         description="MPS sharing: extra step time per other busy engine (kernels run at once, "
         "so much less than time-slicing)",
     )
+    mps_measured_on: list[str] = Field(
+        default_factory=list,
+        description="devices where mps_slowdown was fitted to real engines under MPS (elsewhere "
+        "it rests on one published case and figures carry the unmeasured band)",
+    )
+    mps_prefill_slowdown: float | None = Field(
+        default=None,
+        ge=0,
+        description="MPS sharing: the same for a step that prefills (compute-bound, so slowed "
+        "less than a memory-bound decode step); None: mps_slowdown",
+    )
     error_band: float = Field(
         default=0.25, ge=0, description="relative error of figures on a measured device"
     )

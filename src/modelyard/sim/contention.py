@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 class Contention(Protocol):
     """What an engine asks of the device it shares."""
 
-    def factor(self, engine: Engine) -> float: ...
+    def factor(self, engine: Engine, prefill: bool = False) -> float:
+        """How many times as long as alone the engine's next step takes (`prefill`: a step
+        that prefills)."""
+        ...
 
     def set_busy(self, engine: Engine, busy: bool, now: float) -> None: ...
 
@@ -26,7 +29,7 @@ class Contention(Protocol):
 
 
 class NoContention:
-    def factor(self, engine: Engine) -> float:
+    def factor(self, engine: Engine, prefill: bool = False) -> float:
         return 1.0
 
     def set_busy(self, engine: Engine, busy: bool, now: float) -> None:

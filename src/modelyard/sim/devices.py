@@ -55,6 +55,7 @@ class PlannedDevice:
     sharing: Sharing | Literal["isolated"] = "isolated"
     accuracy: dict[str, Accuracy] = field(default_factory=dict)
     gpu_count: int = 1  # GPUs of one node the device's engines span (tensor parallelism)
+    prefill_slowdown: float | None = None  # `slowdown` for a step that prefills (None: the same)
 
 
 def engine_version_of(loaded: LoadedFleet, name: str, override: str | None) -> EngineVersion:
@@ -196,10 +197,18 @@ def _shared(
             note = f"MIG slice {piece.profile}: {gpu_name}'s calibration scaled to the slice"
         elif sharing.mode == "mps":
             spec = replace(spec, compute_share=sharing.compute_share)
-            note = "MPS penalty from one published case (docs/simulator.md)"
+            if gpu_name not in spec.calibration.mps_measured_on:
+                note = "MPS penalty from one published case (docs/simulator.md)"
         placed.append(spec)
         accuracy[name] = _accuracy(spec, version, gpu_name, note)
-    return PlannedDevice(gpu_name, placed, sharing.slowdown, sharing.mode, accuracy)
+    return PlannedDevice(
+        gpu_name,
+        placed,
+        sharing.slowdown,
+        sharing.mode,
+        accuracy,
+        prefill_slowdown=sharing.prefill_slowdown,
+    )
 
 
 def one_model_fleet(

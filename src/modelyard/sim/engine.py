@@ -267,7 +267,7 @@ class Engine:
             self.in_flight = None
             return []
         self._set_busy(True, now)
-        factor = self.contention.factor(self)
+        factor = self.contention.factor(self, prefill=bool(chunks))
         until = math.inf
         if not chunks and self.max_span_steps > 1 and not late:
             duration, steps, until = self._decode_span(now, step, factor)

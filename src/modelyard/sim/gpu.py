@@ -6,8 +6,10 @@ share its time by the group's sharing mode (`device_sharing`):
 
 - time-sliced: while k engines have work, each engine's steps take
   (1 + contention_slowdown x (k - 1)) times as long as alone (measured on an H200);
-- mps: kernels of all engines run at once; the same form with the smaller `mps_slowdown`
-  (one published vLLM case), and an optional share of the SMs per engine;
+- mps: kernels of all engines run at once; the same form with the smaller `mps_slowdown`,
+  and `mps_prefill_slowdown` for a step that prefills (measured on the H200: two vLLM engines'
+  decode steps slow each other much more than their prefills do), and an optional share of the
+  SMs per engine;
 - mig: hard slices, each engine alone on its slice (`mig_gpu`): no contention at all.
 
 Offline, an engine chains decode steps into one event only up to the next moment another
@@ -35,10 +37,12 @@ from modelyard.sim.perf import Calibration, Hardware
 @dataclass
 class SharedDevice:
     """Sharing of one device's time between the engines placed on it (time-sliced or MPS:
-    `slowdown` is the extra step time per other busy engine)."""
+    `slowdown` is the extra step time per other busy engine; `prefill_slowdown` the same for a
+    step that prefills, None: `slowdown`)."""
 
     name: str
     slowdown: float
+    prefill_slowdown: float | None = None
     busy: set[int] = field(default_factory=set)
     engines: list[Engine] = field(default_factory=list)
 
@@ -51,9 +55,10 @@ class SharedDevice:
     def horizon(self, engine: Engine) -> float:
         return min((e.change_after() for e in self.engines if e is not engine), default=math.inf)
 
-    def factor(self, engine: Engine) -> float:
+    def factor(self, engine: Engine, prefill: bool = False) -> float:
         others = len(self.busy) - (1 if id(engine) in self.busy else 0)
-        return 1.0 + self.slowdown * others
+        slowdown = self.prefill_slowdown if prefill and self.prefill_slowdown is not None else None
+        return 1.0 + (self.slowdown if slowdown is None else slowdown) * others
 
     def set_busy(self, engine: Engine, busy: bool, now: float) -> None:
         if busy:
@@ -80,10 +85,12 @@ class DeviceSharing:
     """How the engines of one shared group share their GPU, for `sim run` and the planner.
 
     `slowdown` multiplies each engine's step time by (1 + slowdown x other busy engines);
-    with MIG it is 0 and `slices` gives each member its own slice."""
+    with MIG it is 0 and `slices` gives each member its own slice. `prefill_slowdown` is the
+    same for a step that prefills (None: `slowdown`)."""
 
     mode: Sharing
     slowdown: float
+    prefill_slowdown: float | None = None
     slices: dict[str, MigSlice] = field(default_factory=dict)
     compute_share: float = 1.0  # MPS: share of the SMs each engine may use
 
@@ -112,7 +119,12 @@ def device_sharing(
     if mode == "mps":
         if not 0 < mps_compute_share <= 1:
             raise SimError(f"MPS compute share must be in (0, 1], got {mps_compute_share:g}")
-        return DeviceSharing(mode, calibration.mps_slowdown, compute_share=mps_compute_share)
+        return DeviceSharing(
+            mode,
+            calibration.mps_slowdown,
+            prefill_slowdown=calibration.mps_prefill_slowdown,
+            compute_share=mps_compute_share,
+        )
     if not gpu.mig_profiles:
         raise SimError(f"{gpu_name} has no MIG profiles")
     profiles = {**choose_mig_profiles(gpu, members), **(mig_profiles or {})}
@@ -123,7 +135,7 @@ def device_sharing(
         m: MigSlice(profiles[m], f"{gpu_name}/{profiles[m]}", mig_gpu(gpu, profiles[m]))
         for m in members
     }
-    return DeviceSharing(mode, 0.0, slices)
+    return DeviceSharing(mode, 0.0, slices=slices)
 
 
 @dataclass(frozen=True)

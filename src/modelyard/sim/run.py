@@ -149,7 +149,7 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
     loop = EventLoop()
     for device in plan_devices(loaded, options):
         gpus[device.gpu_name] = gpus.get(device.gpu_name, 0) + device.gpu_count
-        shared = SharedDevice(device.gpu_name, device.slowdown)
+        shared = SharedDevice(device.gpu_name, device.slowdown, device.prefill_slowdown)
         for spec in device.engines:
             started = start_engine(
                 spec, collector, shared, max_span_steps=1 if options.per_step else 1 << 20

@@ -76,7 +76,8 @@ def build_models(loaded: Any, options: ServeOptions) -> tuple[RealtimeDriver, li
         plan = _devices_serving(plan, options.ports)
     models: list[SimModel] = []
     for device in plan:
-        shared = SharedDevice(device.gpu_name, device.slowdown)  # as sim run: by sharing mode
+        # as sim run: by sharing mode
+        shared = SharedDevice(device.gpu_name, device.slowdown, device.prefill_slowdown)
         for spec in device.engines:
             listener = Listener()
             started = start_engine(spec, listener, shared, per_token=True)
