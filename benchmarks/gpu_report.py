@@ -286,13 +286,15 @@ def fit_set(case: SimCase) -> str:
         return "fit: Llama alone"
     if case.phase == "shared-closed":
         return "fit (time-slicing factor): shared, closed loop"
+    if case.phase == "mps":
+        return "fit (MPS factors): both engines as MPS clients, closed loop"
     if case.phase == "llama" or case.phase == "sweep":
         return "held out: Llama alone, other loads and shapes"
     return {
         "mistral": "held out: Mistral alone",
         "shared": "held out: shared, open loop (95/5)",
         "timesliced": "held out: shared closed loop again (another machine, a later session)",
-        "mps": "held out: both engines as MPS clients, closed loop",
+        "check": "held out: Mistral alone after the refit (check phase)",
     }.get(case.phase, f"held out: {case.phase}")
 
 

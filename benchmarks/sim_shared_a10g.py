@@ -88,6 +88,31 @@ def main() -> None:
     rows = [("llama-8b alone (0.9)", alone)]
     for mode in ("time-sliced", "mps"):
         rows.append((f"both, {mode}, 95/5 mix", capacity.shared(GPU, mode, SHARED, MIX, 1)))
+    # the same with the MPS factors measured on the H200 (two bf16 7-8B vLLM engines, both
+    # decoding: x1.85 per decode step, x1.15 per prefill step) instead of the published A100 case
+    h200 = calibration_for("h200")
+    measured_mps = cal.model_copy(
+        update={
+            "name": f"{cal.name}+h200-mps",
+            "devices": [GPU],
+            "mps_slowdown": h200.mps_slowdown,
+            "mps_prefill_slowdown": h200.mps_prefill_slowdown,
+        }
+    )
+    with_h200_mps = CapacityModel(
+        loaded,
+        fleet.slo,
+        traffic.input_tokens,
+        traffic.output_tokens,
+        PlanSimulator(loaded, calibrations=(measured_mps,)),
+        MemoryFits(loaded),
+    )
+    rows.append(
+        (
+            "both, MPS with the H200's measured factors, 95/5 mix",
+            with_h200_mps.shared(GPU, "mps", SHARED, MIX, 1),
+        )
+    )
     for label, cap in rows:
         caps.add_row(
             label,
