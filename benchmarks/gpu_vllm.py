@@ -695,7 +695,34 @@ def _mps_control(command: str | None, log: Path) -> int:
     return done.returncode
 
 
-def phase_mps(out: Path) -> None:
+def mps_open_runs(phase: Phase) -> None:
+    """Held out of the MPS fit: the shared phase's open loop (95/5 mix at RATES) and an even
+    mix at 8 users."""
+    mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
+    for rate in RATES:
+        phase.bench(
+            f"rate{rate:g}",
+            "--rate",
+            f"{rate:g}",
+            "--mix",
+            mix,
+            "--warmup",
+            "2",
+            requests=_levels(rate * SECONDS_PER_LEVEL),
+        )
+    phase.bench(
+        "c8-even",
+        "--concurrency",
+        "8",
+        "--mix",
+        f"{LLAMA.name}=50,{MISTRAL.name}=50",
+        "--warmup",
+        "8",
+        requests=48,
+    )
+
+
+def phase_mps(out: Path, name: str = "mps") -> None:
     """The shared-closed runs with both engines as clients of one MPS control daemon: kernels of
     both processes run at once instead of time-slicing. The daemon is this user's process, under
     /tmp; the GPU's compute mode is left as it is, and the daemon is told to quit at the end."""
@@ -704,7 +731,7 @@ def phase_mps(out: Path) -> None:
     os.environ["CUDA_MPS_LOG_DIRECTORY"] = str(MPS_DIR / "log")
     for sub in ("pipe", "log"):
         (MPS_DIR / sub).mkdir(exist_ok=True)
-    phase = Phase("mps", [LLAMA, MISTRAL], shared=True, sleep_mode=set(), out=out)
+    phase = Phase(name, [LLAMA, MISTRAL], shared=True, sleep_mode=set(), out=out)
     compute_mode = subprocess.run(
         ["nvidia-smi", "--query-gpu=compute_mode", "--format=csv,noheader"],
         capture_output=True,
@@ -727,7 +754,7 @@ def phase_mps(out: Path) -> None:
             env=env(),
             check=False,
         ).stdout.strip()
-        shared_closed_runs(phase)
+        (mps_open_runs if name == "mps-open" else shared_closed_runs)(phase)
     finally:
         phase.down()
         if started == 0:
@@ -831,6 +858,8 @@ def run(phases: list[str], out: Path) -> None:
                 phase_check(out)
             elif name == "mps":
                 phase_mps(out)
+            elif name == "mps-open":
+                phase_mps(out, name="mps-open")
             elif name == "timesliced":
                 phase_shared_closed(out, name="timesliced")
         except Exception:  # a broken phase is reported; the next one still runs
