@@ -141,6 +141,16 @@ def test_mps_on_the_h200_is_measured_and_spares_prefill(
     accuracy = fitted.models[0].accuracy
     assert accuracy is not None and accuracy.measured_on_gpu
     assert not any("published case" in n for n in accuracy.notes)
+    limited = (
+        simulate(
+            load_fleet(path),
+            SimOptions(requests=50, rate=1.0, mix={"a": 1, "b": 1}, mps_compute_share=0.6),
+        )
+        .models[0]
+        .accuracy
+    )
+    assert limited is not None and not limited.measured_on_gpu
+    assert any("no SM limit" in n for n in limited.notes)
     uniform = run(cal.model_copy(update={"mps_prefill_slowdown": None, "name": "uniform"}))
     assert fitted.models[0].ttft_ms["p50"] < uniform.models[0].ttft_ms["p50"]
     # elsewhere the MPS penalty is the published A100 case, and says so

@@ -199,6 +199,8 @@ def _shared(
             spec = replace(spec, compute_share=sharing.compute_share)
             if gpu_name not in spec.calibration.mps_measured_on:
                 note = "MPS penalty from one published case (docs/simulator.md)"
+            elif sharing.compute_share < 1:
+                note = f"MPS penalty measured on {gpu_name} with no SM limit, not at this share"
         placed.append(spec)
         accuracy[name] = _accuracy(spec, version, gpu_name, note)
     return PlannedDevice(
