@@ -195,13 +195,14 @@ def _change(old: float, new: float, digits: int) -> str:
     return f"{old:.{digits}f} → {new:.{digits}f} ({_pct(new, old)})"
 
 
-def mps_vs_timesliced(root: Path) -> str:
-    """The same closed-loop runs of both engines on one H200, time-sliced and as MPS clients
-    (one session, one machine; the two phases back to back)."""
+def mps_vs_timesliced(root: Path, sliced_phase: str = "timesliced", mps_phase: str = "mps") -> str:
+    """The same runs of both engines on one H200, time-sliced and as MPS clients (`timesliced`
+    and `mps`: one machine, back to back; `shared` and `mps-open`: the open loop, on machines
+    of two sessions)."""
     rows = []
-    for path in sorted((root / "timesliced").glob("bench-*.json")):
+    for path in sorted((root / sliced_phase).glob("bench-*.json")):
         label = path.stem.removeprefix("bench-")
-        sliced, mps = _load(root, "timesliced", label), _load(root, "mps", label)
+        sliced, mps = _load(root, sliced_phase, label), _load(root, mps_phase, label)
         if sliced is None or mps is None:
             continue
         for name, a in sliced.items():
@@ -242,7 +243,17 @@ class SimCase:
 
 def _cases(root: Path) -> list[SimCase]:
     cases = []
-    phases = ("llama", "mistral", "shared", "sweep", "shared-closed", "check", "timesliced", "mps")
+    phases = (
+        "llama",
+        "mistral",
+        "shared",
+        "sweep",
+        "shared-closed",
+        "check",
+        "timesliced",
+        "mps",
+        "mps-open",
+    )
     for phase in phases:
         for path in sorted((root / phase).glob("bench-*.json")):
             label = path.stem.removeprefix("bench-")
@@ -262,7 +273,7 @@ def _cases(root: Path) -> list[SimCase]:
                 "--output-tokens",
                 str(config["workload"]["output_tokens"]["mean"]),
             ]
-            sharing = ["--sharing", "mps"] if phase == "mps" else []
+            sharing = ["--sharing", "mps"] if phase.startswith("mps") else []
             cases.append(
                 SimCase(
                     phase, label, [*shape, "--requests", requests, "--mix", mix, *lengths, *sharing]
@@ -295,6 +306,7 @@ def fit_set(case: SimCase) -> str:
         "shared": "held out: shared, open loop (95/5)",
         "timesliced": "held out: shared closed loop again (another machine, a later session)",
         "check": "held out: Mistral alone after the refit (check phase)",
+        "mps-open": "held out: MPS, open loop (95/5) and 50/50 at 8 users",
     }.get(case.phase, f"held out: {case.phase}")
 
 
@@ -374,6 +386,9 @@ def main() -> None:
     if (root / "mps").is_dir() and (root / "timesliced").is_dir():
         print("## Time-sliced vs MPS: both engines on one H200, closed loop\n")
         print(mps_vs_timesliced(root) + "\n")
+    if (root / "mps-open").is_dir():
+        print("## Time-sliced (first session) vs MPS (third session): open loop, 95/5\n")
+        print(mps_vs_timesliced(root, "shared", "mps-open") + "\n")
     print("## The peer: `vllm bench serve` beside `modelyard bench`, same server\n")
     print(peer(root) + "\n")
     print(
