@@ -93,6 +93,7 @@ PHASES = (
     "check",
     "mps",
     "timesliced",
+    "mps-open",
 )
 MPS_DIR = GPU / "mps"  # the MPS control daemon's pipe and log directories (the mps phase)
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
