@@ -53,6 +53,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -634,10 +635,31 @@ def phase_check(out: Path) -> None:
         phase.write()
 
 
+def _mix_arg(mix: dict[str, float]) -> str:
+    return ",".join(f"{name}={share * 100:g}" for name, share in mix.items())
+
+
+EVEN_MIX = {LLAMA.name: 0.5, MISTRAL.name: 0.5}
+
+
+def even_closed_loop(phase: Phase, users: int, requests: int) -> None:
+    """Both models, a 50/50 mix, closed loop at `users`."""
+    phase.bench(
+        f"c{users}-even",
+        "--concurrency",
+        str(users),
+        "--mix",
+        _mix_arg(EVEN_MIX),
+        "--warmup",
+        "8",
+        requests=requests,
+    )
+
+
 def shared_closed_runs(phase: Phase) -> None:
     """Both models on one H200 in closed loop: the 95/5 mix at SHARED_USERS users, and a 50/50
     mix at 16."""
-    mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
+    mix = _mix_arg(MIX)
     for users in SHARED_USERS:
         phase.bench(
             f"c{users}",
@@ -649,16 +671,7 @@ def shared_closed_runs(phase: Phase) -> None:
             str(min(users, 8)),
             requests=max(users * 4, 32),
         )
-    phase.bench(
-        "c16-even",
-        "--concurrency",
-        "16",
-        "--mix",
-        f"{LLAMA.name}=50,{MISTRAL.name}=50",
-        "--warmup",
-        "8",
-        requests=64,
-    )
+    even_closed_loop(phase, 16, requests=64)
 
 
 def phase_shared_closed(out: Path, name: str = "shared-closed") -> None:
@@ -699,7 +712,13 @@ def _mps_control(command: str | None, log: Path) -> int:
 def mps_open_runs(phase: Phase) -> None:
     """Held out of the MPS fit: the shared phase's open loop (95/5 mix at RATES) and an even
     mix at 8 users."""
-    mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
+    open_loop_rates(phase)
+    even_closed_loop(phase, 8, requests=48)
+
+
+def open_loop_rates(phase: Phase) -> None:
+    """Both models, the 95/5 mix, Poisson arrivals at each of RATES."""
+    mix = _mix_arg(MIX)
     for rate in RATES:
         phase.bench(
             f"rate{rate:g}",
@@ -711,19 +730,9 @@ def mps_open_runs(phase: Phase) -> None:
             "2",
             requests=_levels(rate * SECONDS_PER_LEVEL),
         )
-    phase.bench(
-        "c8-even",
-        "--concurrency",
-        "8",
-        "--mix",
-        f"{LLAMA.name}=50,{MISTRAL.name}=50",
-        "--warmup",
-        "8",
-        requests=48,
-    )
 
 
-def phase_mps(out: Path, name: str = "mps") -> None:
+def phase_mps(out: Path, name: str, runs: Callable[[Phase], None]) -> None:
     """The shared-closed runs with both engines as clients of one MPS control daemon: kernels of
     both processes run at once instead of time-slicing. The daemon is this user's process, under
     /tmp; the GPU's compute mode is left as it is, and the daemon is told to quit at the end."""
@@ -755,7 +764,7 @@ def phase_mps(out: Path, name: str = "mps") -> None:
             env=env(),
             check=False,
         ).stdout.strip()
-        (mps_open_runs if name == "mps-open" else shared_closed_runs)(phase)
+        runs(phase)
     finally:
         phase.down()
         if started == 0:
@@ -771,18 +780,7 @@ def phase_shared() -> None:
     try:
         if not phase.up():
             return
-        mix = ",".join(f"{name}={share * 100:g}" for name, share in MIX.items())
-        for rate in RATES:
-            phase.bench(
-                f"rate{rate:g}",
-                "--rate",
-                f"{rate:g}",
-                "--mix",
-                mix,
-                "--warmup",
-                "2",
-                requests=_levels(rate * SECONDS_PER_LEVEL),
-            )
+        open_loop_rates(phase)
         phase.summary["sleep"] = sleep_wake(phase, MISTRAL)
     finally:
         phase.down()
@@ -858,9 +856,9 @@ def run(phases: list[str], out: Path) -> None:
             elif name == "check":
                 phase_check(out)
             elif name == "mps":
-                phase_mps(out)
+                phase_mps(out, "mps", shared_closed_runs)
             elif name == "mps-open":
-                phase_mps(out, name="mps-open")
+                phase_mps(out, "mps-open", mps_open_runs)
             elif name == "timesliced":
                 phase_shared_closed(out, name="timesliced")
         except Exception:  # a broken phase is reported; the next one still runs

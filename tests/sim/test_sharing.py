@@ -13,7 +13,7 @@ from modelyard.sim.calibration import Calibration
 from modelyard.sim.errors import SimError
 from modelyard.sim.gpu import SharedDevice, choose_mig_profiles, device_sharing
 from modelyard.sim.perf import calibration_for
-from modelyard.sim.result import SimResult
+from modelyard.sim.result import Accuracy, SimResult
 from modelyard.sim.run import SimOptions, simulate
 from modelyard.workload import LengthDist
 
@@ -101,6 +101,14 @@ def test_sharing_override_and_mps_compute_share(write_fleet: Callable[[str], Pat
 H200_GROUP = GROUP.replace("a100-80gb", "h200")
 
 
+def _accuracy(path: Path, **kw: object) -> Accuracy:
+    """The first model's accuracy in a short open-loop run of the pair."""
+    options = SimOptions(requests=50, rate=1.0, mix={"a": 1, "b": 1}, **kw)  # type: ignore[arg-type]
+    accuracy = simulate(load_fleet(path), options).models[0].accuracy
+    assert accuracy is not None
+    return accuracy
+
+
 def test_shared_device_slows_prefill_steps_by_their_own_factor() -> None:
     device = SharedDevice("h200", slowdown=0.85, prefill_slowdown=0.15)
     one, other = object(), object()
@@ -141,23 +149,11 @@ def test_mps_on_the_h200_is_measured_and_spares_prefill(
     accuracy = fitted.models[0].accuracy
     assert accuracy is not None and accuracy.measured_on_gpu
     assert not any("published case" in n for n in accuracy.notes)
-    limited = (
-        simulate(
-            load_fleet(path),
-            SimOptions(requests=50, rate=1.0, mix={"a": 1, "b": 1}, mps_compute_share=0.6),
-        )
-        .models[0]
-        .accuracy
-    )
-    assert limited is not None and not limited.measured_on_gpu
+    limited = _accuracy(path, mps_compute_share=0.6)
+    assert not limited.measured_on_gpu
     assert any("no SM limit" in n for n in limited.notes)
     uniform = run(cal.model_copy(update={"mps_prefill_slowdown": None, "name": "uniform"}))
     assert fitted.models[0].ttft_ms["p50"] < uniform.models[0].ttft_ms["p50"]
     # elsewhere the MPS penalty is the published A100 case, and says so
-    a100 = simulate(
-        load_fleet(write_fleet(GROUP.format(sharing="mps", extra=""))),
-        SimOptions(requests=50, rate=1.0, mix={"a": 1, "b": 1}),
-    )
-    a100_accuracy = a100.models[0].accuracy
-    assert a100_accuracy is not None
-    assert any("published case" in n for n in a100_accuracy.notes)
+    a100 = _accuracy(write_fleet(GROUP.format(sharing="mps", extra="")))
+    assert any("published case" in n for n in a100.notes)

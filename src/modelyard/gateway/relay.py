@@ -22,12 +22,7 @@ from modelyard.gateway.assemble import (
 )
 from modelyard.gateway.endpoints import Endpoint, Upstream
 from modelyard.gateway.errors import ClientGone, MalformedStream
-from modelyard.http.sse import DONE_DATA, as_event, decode, usage_in
-
-
-def _usage(answer: JSON) -> dict[str, Any] | None:
-    usage = answer.get("usage")
-    return usage if isinstance(usage, dict) else None
+from modelyard.http.sse import DONE_DATA, as_event, decode, usage_from, usage_in
 
 
 class StreamRelay:
@@ -71,7 +66,7 @@ class StreamRelay:
             raise ClientGone(str(exc)) from exc
 
     async def whole(self, body: bytes, answer: JSON) -> None:
-        self.usage = _usage(answer)
+        self.usage = usage_from(answer)
         if self.endpoint.upstream is Upstream.EVENTS:
             kind, terminal = terminal_event_of(answer)
             await self._write(as_event(b"event: " + kind.encode() + b"\n", orjson.dumps(terminal)))
@@ -110,7 +105,7 @@ class AnswerSink:
             raise MalformedStream(f"event not in the API's shape ({exc}): {data[:80]!r}") from exc
 
     async def whole(self, body: bytes, answer: JSON) -> None:
-        self.whole_body, self.whole_usage = body, _usage(answer)
+        self.whole_body, self.whole_usage = body, usage_from(answer)
 
     def answer(self) -> bytes:
         """The answer's body: the upstream's own when it sent one whole, else assembled."""

@@ -176,21 +176,23 @@ def event_kind(data: bytes) -> Kind:
     return classify_event(data)[0]
 
 
+def usage_from(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """The usage object of a decoded chunk or answer, if it has one."""
+    usage = answer.get("usage")
+    return usage if isinstance(usage, dict) else None
+
+
 def usage_of(data: bytes) -> dict[str, Any] | None:
     """The usage a chunk reports, decoding only chunks whose bytes show one."""
     if _USAGE not in data:
         return None
     chunk = decode(data)
-    usage = chunk.get("usage") if chunk is not None else None
-    return usage if isinstance(usage, dict) else None
+    return usage_from(chunk) if chunk is not None else None
 
 
 def usage_in(data: bytes, decoded: dict[str, Any] | None) -> dict[str, Any] | None:
     """The usage a chunk reports, from its object when the reader already decoded it."""
-    if decoded is None:
-        return usage_of(data)
-    usage = decoded.get("usage")
-    return usage if isinstance(usage, dict) else None
+    return usage_of(data) if decoded is None else usage_from(decoded)
 
 
 def error_message(data: bytes) -> str:

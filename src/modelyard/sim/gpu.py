@@ -57,8 +57,9 @@ class SharedDevice:
 
     def factor(self, engine: Engine, prefill: bool = False) -> float:
         others = len(self.busy) - (1 if id(engine) in self.busy else 0)
-        slowdown = self.prefill_slowdown if prefill and self.prefill_slowdown is not None else None
-        return 1.0 + (self.slowdown if slowdown is None else slowdown) * others
+        if prefill and self.prefill_slowdown is not None:
+            return 1.0 + self.prefill_slowdown * others
+        return 1.0 + self.slowdown * others
 
     def set_busy(self, engine: Engine, busy: bool, now: float) -> None:
         if busy:
