@@ -33,6 +33,12 @@ them with `modelyard down`, whatever happens):
 - shared-closed: both models time-sliced, closed loop (95/5 mix at 1, 8, 32 users; 50/50 at 16).
 - check:   Mistral-7B alone after the H200 profile's refit: closed loop and other shapes, all
            held out of the fit.
+- mps / timesliced / mps-open: the shared-closed runs under MPS and time-sliced, back to back;
+           the shared open loop under MPS (held out of the MPS fit).
+- burst:   Llama-3.1-8B alone, every request sent at once (BURSTS), through `vllm bench serve`
+           and `modelyard bench`: the API server's front end under a burst.
+- mps-prefill / timesliced-prefill: both models shared; one Llama user's prefill time (and
+           Llama at 8 users) with Mistral idle, then with Mistral busy decoding in the background.
 
 Prompts are token ids of exact length (512 in, 256 out, ignore_eos), weights random
 (`--load-format dummy`, timing does not depend on their values).
@@ -84,6 +90,17 @@ SHARED_USERS = (1, 8, 32)  # the shared-closed phase, 95/5 mix
 # the check phase (Mistral alone, after the fit): closed-loop users, and open-loop shapes
 CHECK_USERS = (1, 8, 32)
 CHECK_SHAPES = ((1024, 256, 10.0), (256, 1024, 4.0))
+# the burst phase: every request sent at once through vLLM's API server (as GPUStack's
+# throughput pages ran `vllm bench serve` with no rate and no concurrency limit); (prompts,
+# input tokens, output tokens)
+BURSTS = ((100, 128, 4), (300, 128, 4), (1000, 128, 4), (1000, 128, 128), (500, 2000, 100))
+# the prefill probes: one Llama user at each prompt length (PROBE_OUTPUT tokens out), with the
+# Mistral engine idle and then busy decoding (BUSY_USERS users, BUSY_INPUT in / BUSY_OUTPUT out)
+PROBE_PROMPTS = (512, 2048, 4096)
+PROBE_OUTPUT = 16
+BUSY_USERS = 32
+BUSY_INPUT = 128
+BUSY_OUTPUT = 1024
 PHASES = (
     "llama",
     "mistral",
@@ -95,6 +112,9 @@ PHASES = (
     "mps",
     "timesliced",
     "mps-open",
+    "burst",
+    "mps-prefill",
+    "timesliced-prefill",
 )
 MPS_DIR = GPU / "mps"  # the MPS control daemon's pipe and log directories (the mps phase)
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
@@ -347,17 +367,16 @@ class Phase:
             print(f"  {name}: cold start {engine.get('cold_start_s')} s", flush=True)
         return code == 0
 
-    def bench(
+    def bench_command(
         self,
         label: str,
         *args: str,
         requests: int,
-        timeout_s: float = 600,
         input_tokens: int = INPUT_TOKENS,
         output_tokens: int = OUTPUT_TOKENS,
-    ) -> None:
-        out = self.dir / f"bench-{label}.json"
-        command = _modelyard(
+    ) -> list[str]:
+        """`modelyard bench` against this phase's fleet, its results in bench-LABEL.json."""
+        return _modelyard(
             "bench",
             "--fleet",
             str(self.fleet),
@@ -376,9 +395,30 @@ class Phase:
             "--engine",
             "vllm",
             "--results",
-            str(out),
+            str(self.dir / f"bench-{label}.json"),
             *args,
         )
+
+    def bench(
+        self,
+        label: str,
+        *args: str,
+        requests: int,
+        timeout_s: float = 600,
+        input_tokens: int = INPUT_TOKENS,
+        output_tokens: int = OUTPUT_TOKENS,
+    ) -> None:
+        command = self.bench_command(
+            label,
+            *args,
+            requests=requests,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+        self.record(label, command, f"bench-{label}.json", timeout_s)
+
+    def record(self, label: str, command: list[str], results: str, timeout_s: float) -> None:
+        """Run one benchmark command and note it in the summary (and in $OUT at once)."""
         start = time.monotonic()
         code = _run(command, self.log, timeout_s)
         self.summary["runs"].append(
@@ -387,7 +427,7 @@ class Phase:
                 "command": command,
                 "exit": code,
                 "wall_s": time.monotonic() - start,
-                "results": out.name,
+                "results": results,
             }
         )
         if self.out is not None:  # a call cut off at its limit still brings back every run so far
@@ -490,34 +530,30 @@ def phase_alone(model: Model, closed_loop: bool, peer: bool, restart: bool) -> N
         phase.write()
 
 
-def peer_run(
+def vllm_bench_serve(
     phase: Phase,
     model: Model,
-    concurrency: int | None = None,
-    requests: int = PEER_REQUESTS,
-    tag: str = "",
-    seed: int = 0,
+    label: str,
+    load: list[str],
+    prompts: int,
+    seed: int,
+    input_tokens: int = INPUT_TOKENS,
+    output_tokens: int = OUTPUT_TOKENS,
+    chat: bool = False,
 ) -> None:
-    """`vllm bench serve` and `modelyard bench` at the same load and shape, back to back: open
-    loop at PEER_RATE, or closed loop at `concurrency` users (the same load whatever the tools'
-    random draws, so their figures can be held side by side)."""
+    """`vllm bench serve` (vLLM's own client) against one model of the phase, random prompts of
+    exact lengths, its results in LABEL.json."""
     engine = _engines(phase.state)[model.name]
-    if concurrency is None:
-        vllm_load = ["--request-rate", f"{PEER_RATE:g}"]
-        modelyard_load = ["--rate", f"{PEER_RATE:g}"]
-    else:
-        vllm_load = ["--request-rate", "inf", "--max-concurrency", str(concurrency)]
-        modelyard_load = ["--concurrency", str(concurrency)]
-    result = f"peer-vllm-bench-serve{tag}.json"
+    result = f"{label}.json"
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "vllm_bench_serve.py"),
         "--backend",
-        "vllm",
+        "openai-chat" if chat else "vllm",
         "--base-url",
         engine["url"],
         "--endpoint",
-        "/v1/completions",
+        "/v1/chat/completions" if chat else "/v1/completions",
         "--model",
         model.name,
         "--tokenizer",
@@ -525,14 +561,14 @@ def peer_run(
         "--dataset-name",
         "random",
         "--random-input-len",
-        str(INPUT_TOKENS),
+        str(input_tokens),
         "--random-output-len",
-        str(OUTPUT_TOKENS),
+        str(output_tokens),
         "--ignore-eos",
         "--num-prompts",
-        str(requests),
-        *vllm_load,
-        # a new seed each round: vllm bench serve's random prompts repeat with their seed, and a
+        str(prompts),
+        *load,
+        # a new seed each run: vllm bench serve's random prompts repeat with their seed, and a
         # repeated prompt is answered from vLLM's prefix cache (on by default)
         "--seed",
         str(seed),
@@ -546,17 +582,27 @@ def peer_run(
         "--result-filename",
         result,
     ]
-    start = time.monotonic()
-    code = _run(command, phase.log, 600)
-    phase.summary["runs"].append(
-        {
-            "label": f"peer-vllm{tag}",
-            "command": command,
-            "exit": code,
-            "wall_s": time.monotonic() - start,
-            "results": result,
-        }
-    )
+    phase.record(label, command, result, 600)
+
+
+def peer_run(
+    phase: Phase,
+    model: Model,
+    concurrency: int | None = None,
+    requests: int = PEER_REQUESTS,
+    tag: str = "",
+    seed: int = 0,
+) -> None:
+    """`vllm bench serve` and `modelyard bench` at the same load and shape, back to back: open
+    loop at PEER_RATE, or closed loop at `concurrency` users (the same load whatever the tools'
+    random draws, so their figures can be held side by side)."""
+    if concurrency is None:
+        vllm_load = ["--request-rate", f"{PEER_RATE:g}"]
+        modelyard_load = ["--rate", f"{PEER_RATE:g}"]
+    else:
+        vllm_load = ["--request-rate", "inf", "--max-concurrency", str(concurrency)]
+        modelyard_load = ["--concurrency", str(concurrency)]
+    vllm_bench_serve(phase, model, f"peer-vllm-bench-serve{tag}", vllm_load, requests, seed)
     phase.bench(
         f"peer-modelyard{tag}",
         *modelyard_load,
@@ -630,6 +676,123 @@ def phase_check(out: Path) -> None:
         phase.closed_loop(CHECK_USERS)
         phase.shapes(CHECK_SHAPES)
         phase.one_user((2048,))
+    finally:
+        phase.down()
+        phase.write()
+
+
+def phase_burst(out: Path) -> None:
+    """Llama-3.1-8B alone, every request of a run sent at once (BURSTS): what vLLM's single
+    API-server process does with hundreds of requests arriving together — the load of the
+    published case the simulator misses most (GPUStack, 1,000 x 128-token prompts, 4 out, vLLM
+    0.11 on an A100). `vllm bench serve` as published, at three burst sizes (the front end's cost
+    per request is the slope), then `modelyard bench` at the largest, then the chat endpoint."""
+    phase = Phase("burst", [LLAMA], shared=False, sleep_mode=set(), out=out)
+    try:
+        if not phase.up():
+            return
+        everything = ["--request-rate", "inf"]
+        for seed, (prompts, input_tokens, output_tokens) in enumerate(BURSTS, start=200):
+            vllm_bench_serve(
+                phase,
+                LLAMA,
+                f"burst{prompts}-in{input_tokens}-out{output_tokens}",
+                everything,
+                prompts,
+                seed,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )
+        phase.bench(
+            "burst1000-in128-out4-modelyard",
+            "--concurrency",
+            "1000",
+            requests=1000,
+            input_tokens=128,
+            output_tokens=4,
+        )
+        vllm_bench_serve(
+            phase,
+            LLAMA,
+            "burst1000-in128-out4-chat",
+            everything,
+            1000,
+            299,
+            input_tokens=128,
+            output_tokens=4,
+            chat=True,
+        )
+    finally:
+        phase.down()
+        phase.write()
+
+
+def prefill_probe_runs(phase: Phase) -> None:
+    """Llama's prefill time with its peer idle, then with the peer busy decoding: one Llama user
+    at each of PROBE_PROMPTS; then Llama decoding at 8 users beside the busy peer. The busy load
+    is `modelyard bench` on Mistral alone, in the background for as long as the probes run."""
+    llama_only = ("--mix", f"{LLAMA.name}=1")
+
+    def probes(tag: str) -> None:
+        for prompt in PROBE_PROMPTS:
+            phase.bench(
+                f"prompt{prompt}-{tag}",
+                "--concurrency",
+                "1",
+                "--warmup",
+                "1",
+                *llama_only,
+                requests=8,
+                input_tokens=prompt,
+                output_tokens=PROBE_OUTPUT,
+            )
+
+    probes("idle")
+    phase.bench("c8-idle", "--concurrency", "8", "--warmup", "8", *llama_only, requests=32)
+    busy = phase.bench_command(
+        "mistral-busy",
+        "--concurrency",
+        str(BUSY_USERS),
+        "--mix",
+        f"{MISTRAL.name}=1",
+        requests=BUSY_USERS * 5,
+        input_tokens=BUSY_INPUT,
+        output_tokens=BUSY_OUTPUT,
+    )
+    with phase.log.open("a") as log:
+        background = subprocess.Popen(busy, stdout=log, stderr=subprocess.STDOUT, env=env())
+    start = time.monotonic()
+    try:
+        time.sleep(8.0)  # the busy users past their prompts and decoding
+        probes("busy")
+        phase.bench("c8-busy", "--concurrency", "8", "--warmup", "8", *llama_only, requests=32)
+        phase.summary["busy_running_after_probes"] = background.poll() is None
+    finally:
+        try:
+            code = background.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            background.kill()
+            code = background.wait()
+        phase.summary["runs"].append(
+            {
+                "label": "mistral-busy",
+                "command": busy,
+                "exit": code,
+                "wall_s": time.monotonic() - start,
+                "results": "bench-mistral-busy.json",
+            }
+        )
+
+
+def phase_prefill_probe(out: Path, mps: bool) -> None:
+    if mps:
+        phase_mps(out, "mps-prefill", prefill_probe_runs)
+        return
+    phase = Phase("timesliced-prefill", [LLAMA, MISTRAL], shared=True, sleep_mode=set(), out=out)
+    try:
+        if not phase.up():
+            return
+        prefill_probe_runs(phase)
     finally:
         phase.down()
         phase.write()
@@ -861,6 +1024,12 @@ def run(phases: list[str], out: Path) -> None:
                 phase_mps(out, "mps-open", mps_open_runs)
             elif name == "timesliced":
                 phase_shared_closed(out, name="timesliced")
+            elif name == "burst":
+                phase_burst(out)
+            elif name == "mps-prefill":
+                phase_prefill_probe(out, mps=True)
+            elif name == "timesliced-prefill":
+                phase_prefill_probe(out, mps=False)
         except Exception:  # a broken phase is reported; the next one still runs
             traceback.print_exc()
         finally:
