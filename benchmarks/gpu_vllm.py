@@ -540,9 +540,11 @@ def vllm_bench_serve(
     input_tokens: int = INPUT_TOKENS,
     output_tokens: int = OUTPUT_TOKENS,
     chat: bool = False,
+    detailed: bool = False,
 ) -> None:
     """`vllm bench serve` (vLLM's own client) against one model of the phase, random prompts of
-    exact lengths, its results in LABEL.json."""
+    exact lengths, its results in LABEL.json (`detailed`: with every request's TTFT and
+    inter-token latencies)."""
     engine = _engines(phase.state)[model.name]
     result = f"{label}.json"
     command = [
@@ -581,6 +583,7 @@ def vllm_bench_serve(
         str(phase.dir),
         "--result-filename",
         result,
+        *(["--save-detailed"] if detailed else []),
     ]
     phase.record(label, command, result, 600)
 
@@ -702,6 +705,7 @@ def phase_burst(out: Path) -> None:
                 seed,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
+                detailed=True,
             )
         phase.bench(
             "burst1000-in128-out4-modelyard",
@@ -721,6 +725,7 @@ def phase_burst(out: Path) -> None:
             input_tokens=128,
             output_tokens=4,
             chat=True,
+            detailed=True,
         )
     finally:
         phase.down()
