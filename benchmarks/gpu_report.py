@@ -234,6 +234,97 @@ def mps_vs_timesliced(root: Path, sliced_phase: str = "timesliced", mps_phase: s
     )
 
 
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def bursts(root: Path) -> str:
+    """The burst phase: every request of a run sent at once to one Llama engine. `vllm bench
+    serve`'s detailed results carry each request's TTFT, so the table shows where in the run
+    first tokens land: a front end that serves requests one at a time (FIFO) spreads them evenly
+    (median ~ half the run), one that shares itself among all of them bunches them late."""
+    rows = []
+    for path in sorted((root / "burst").glob("burst*.json")):
+        v = json.loads(path.read_text())
+        ttfts = [t for t, e in zip(v["ttfts"], v["errors"], strict=True) if not e and t > 0]
+        if not ttfts:
+            continue
+        prompts = v["completed"] + v["failed"]
+        rows.append(
+            [
+                path.stem,
+                "`vllm bench serve`",
+                f"{v['completed']} / {v['failed']}",
+                f"{v['duration']:.2f}",
+                f"{v['duration'] / prompts * 1000:.2f}",
+                " / ".join(f"{_quantile(ttfts, q):.2f}" for q in (0.1, 0.5, 0.9)),
+                f"{statistics.median(ttfts) / v['duration']:.2f}",
+                f"{v['median_tpot_ms']:.1f}",
+                f"{v['output_throughput']:.0f}",
+            ]
+        )
+    for path in sorted((root / "burst").glob("bench-burst*.json")):
+        doc = read_bench(path)
+        for m in doc.models.values():
+            rows.append(
+                [
+                    path.stem.removeprefix("bench-"),
+                    "`modelyard bench`",
+                    f"{m.completed} / {m.failed}",
+                    f"{doc.duration_s:.2f}",
+                    f"{doc.duration_s / max(m.completed + m.failed, 1) * 1000:.2f}",
+                    f"- / {m.ttft_ms.p50 / 1000:.2f} / -",
+                    f"{m.ttft_ms.p50 / 1000 / doc.duration_s:.2f}",
+                    f"{m.tpot_ms.p50:.1f}",
+                    f"{m.output_tokens_per_s:.0f}",
+                ]
+            )
+    return _table(
+        [
+            "run",
+            "client",
+            "ok / failed",
+            "duration s",
+            "ms per request",
+            "TTFT p10 / p50 / p90 s",
+            "TTFT p50 / duration",
+            "TPOT p50 ms",
+            "output tok/s",
+        ],
+        rows,
+    )
+
+
+def prefill_probes(root: Path) -> str:
+    """The prefill probes: one Llama user's TTFT (and Llama at 8 users) with the peer engine
+    idle and then busy decoding, time-sliced and under MPS. busy / idle - 1 is the slowdown a
+    step of that kind takes beside a busy peer (the calibration's factors)."""
+    rows = []
+    for phase in ("timesliced-prefill", "mps-prefill"):
+        for idle_path in sorted((root / phase).glob("bench-*-idle.json")):
+            label = idle_path.stem.removeprefix("bench-").removesuffix("-idle")
+            idle = _load(root, phase, f"{label}-idle")
+            busy = _load(root, phase, f"{label}-busy")
+            if idle is None or busy is None:
+                continue
+            a, b = idle["llama-8b"], busy["llama-8b"]
+            if a.completed == 0 or b.completed == 0:
+                continue
+            rows.append(
+                [
+                    phase.removesuffix("-prefill"),
+                    label,
+                    _change(a.ttft_ms.p50, b.ttft_ms.p50, 1),
+                    _change(a.tpot_ms.p50, b.tpot_ms.p50, 2),
+                ]
+            )
+    return _table(
+        ["sharing", "Llama run", "TTFT p50 ms, peer idle → busy", "TPOT p50 ms, idle → busy"],
+        rows,
+    )
+
+
 @dataclass(frozen=True)
 class SimCase:
     phase: str
@@ -389,6 +480,12 @@ def main() -> None:
     if (root / "mps-open").is_dir():
         print("## Time-sliced (first session) vs MPS (third session): open loop, 95/5\n")
         print(mps_vs_timesliced(root, "shared", "mps-open") + "\n")
+    if (root / "burst").is_dir():
+        print("## Bursts: every request at once through vLLM's API server\n")
+        print(bursts(root) + "\n")
+    if (root / "mps-prefill").is_dir() or (root / "timesliced-prefill").is_dir():
+        print("## Prefill and decode beside a busy peer\n")
+        print(prefill_probes(root) + "\n")
     print("## The peer: `vllm bench serve` beside `modelyard bench`, same server\n")
     print(peer(root) + "\n")
     print(
