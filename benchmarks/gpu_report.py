@@ -344,6 +344,7 @@ def _cases(root: Path) -> list[SimCase]:
         "timesliced",
         "mps",
         "mps-open",
+        "burst",
     )
     for phase in phases:
         for path in sorted((root / phase).glob("bench-*.json")):
@@ -370,7 +371,48 @@ def _cases(root: Path) -> list[SimCase]:
                     phase, label, [*shape, "--requests", requests, "--mix", mix, *lengths, *sharing]
                 )
             )
+    for path in sorted((root / "burst").glob("burst*.json")):
+        v = json.loads(path.read_text())
+        lengths = [
+            "--input-tokens",
+            str(round(statistics.fmean(v["input_lens"]))),
+            "--output-tokens",
+            str(round(statistics.fmean(v["output_lens"]))),
+        ]
+        requests = str(v["completed"] + v["failed"])
+        cases.append(
+            SimCase(
+                "burst",
+                path.stem,
+                ["--offline", "--requests", requests, "--mix", "llama-8b=100", *lengths],
+            )
+        )
     return cases
+
+
+@dataclass(frozen=True)
+class Measured:
+    completed: int
+    ttft_p50: float
+    tpot_p50: float
+    ttft_p99: float
+    tpot_p99: float
+
+
+def _measured(root: Path, case: SimCase) -> dict[str, Measured]:
+    """A run's figures per model: `modelyard bench`'s results, or `vllm bench serve`'s (the
+    burst phase's runs, one model)."""
+    path = root / case.phase / f"{case.label}.json"
+    if path.exists():
+        v = json.loads(path.read_text())
+        figures = [v[f"{k}_{m}_ms"] for m in ("ttft", "tpot") for k in ("median", "p99")]
+        return {
+            "llama-8b": Measured(v["completed"], figures[0], figures[2], figures[1], figures[3])
+        }
+    return {
+        name: Measured(s.completed, s.ttft_ms.p50, s.tpot_ms.p50, s.ttft_ms.p99, s.tpot_ms.p99)
+        for name, s in (_load(root, case.phase, case.label) or {}).items()
+    }
 
 
 # the runs `vllm-v1-h200` was fitted to (docs/simulator.md): the engine's knobs to Llama alone
@@ -379,15 +421,18 @@ def _cases(root: Path) -> list[SimCase]:
 FIT_ENGINE = {
     "llama": {"c1", "c8", "c32", "rate4", "rate12", "rate24"},
     "sweep": {"c4", "c16", "c64", "prompt128", "prompt1024", "prompt2048", "prompt4096"},
+    "burst": {"burst1000-in128-out4"},  # the front end's cost per request
 }
 
 
 def fit_set(case: SimCase) -> str:
     """Which set a run belongs to for the shipped profile: fit or held out, and which."""
     if case.label in FIT_ENGINE.get(case.phase, set()):
-        return "fit: Llama alone"
+        return "fit (front end): a burst of 1,000" if case.phase == "burst" else "fit: Llama alone"
     if case.phase == "shared-closed":
-        return "fit (time-slicing factor): shared, closed loop"
+        # the time-slicing factors come from the timesliced-prefill probes since the fourth
+        # session; before, they were chosen on this phase
+        return "held out: shared, closed loop (time-slicing factors from the probes)"
     if case.phase == "mps":
         return "fit (MPS factors): both engines as MPS clients, closed loop"
     if case.phase == "llama" or case.phase == "sweep":
@@ -398,13 +443,18 @@ def fit_set(case: SimCase) -> str:
         "timesliced": "held out: shared closed loop again (another machine, a later session)",
         "check": "held out: Mistral alone after the refit (check phase)",
         "mps-open": "held out: MPS, open loop (95/5) and 50/50 at 8 users",
+        "burst": "held out: other bursts (every request at once)",
     }.get(case.phase, f"held out: {case.phase}")
 
 
-def simulated(root: Path, calibration: list[Path]) -> tuple[str, dict[str, list[float]]]:
+def simulated(
+    root: Path, calibration: list[Path], phases: set[str] | None = None
+) -> tuple[str, dict[str, list[float]]]:
     rows = []
     errors: dict[str, list[float]] = {}
     for case in _cases(root):
+        if phases is not None and case.phase not in phases:
+            continue
         command = [
             sys.executable,
             "-m",
@@ -419,7 +469,7 @@ def simulated(root: Path, calibration: list[Path]) -> tuple[str, dict[str, list[
             *(a for c in calibration for a in ("--calibration", str(c))),
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
-        measured = _load(root, case.phase, case.label) or {}
+        measured = _measured(root, case)
         if done.returncode != 0:
             # typer frames its usage errors in a box: keep the words
             words = [ln.strip("╭╮╰╯│─ ") for ln in done.stderr.splitlines()]
@@ -431,8 +481,8 @@ def simulated(root: Path, calibration: list[Path]) -> tuple[str, dict[str, list[
             if name not in sim or real.completed == 0:
                 continue
             s = sim[name]
-            e_ttft = s["ttft_ms"]["p50"] / real.ttft_ms.p50 - 1
-            e_tpot = s["tpot_ms"]["p50"] / real.tpot_ms.p50 - 1
+            e_ttft = s["ttft_ms"]["p50"] / real.ttft_p50 - 1
+            e_tpot = s["tpot_ms"]["p50"] / real.tpot_p50 - 1
             # by set: what the shipped H200 profile was fitted to, and what it was not
             errors.setdefault(f"{fit_set(case)} TTFT", []).append(abs(e_ttft))
             errors.setdefault(f"{fit_set(case)} TPOT", []).append(abs(e_tpot))
@@ -441,10 +491,10 @@ def simulated(root: Path, calibration: list[Path]) -> tuple[str, dict[str, list[
                     case.phase,
                     case.label,
                     name,
-                    f"{real.ttft_ms.p50:.1f} / {s['ttft_ms']['p50']:.1f} ({e_ttft * 100:+.0f}%)",
-                    f"{real.tpot_ms.p50:.2f} / {s['tpot_ms']['p50']:.2f} ({e_tpot * 100:+.0f}%)",
-                    f"{real.ttft_ms.p99:.1f} / {s['ttft_ms']['p99']:.1f}",
-                    f"{real.tpot_ms.p99:.2f} / {s['tpot_ms']['p99']:.2f}",
+                    f"{real.ttft_p50:.1f} / {s['ttft_ms']['p50']:.1f} ({e_ttft * 100:+.0f}%)",
+                    f"{real.tpot_p50:.2f} / {s['tpot_ms']['p50']:.2f} ({e_tpot * 100:+.0f}%)",
+                    f"{real.ttft_p99:.1f} / {s['ttft_ms']['p99']:.1f}",
+                    f"{real.tpot_p99:.2f} / {s['tpot_ms']['p99']:.2f}",
                 ]
             )
     table = _table(
@@ -467,6 +517,9 @@ def main() -> None:
     parser.add_argument("root", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--calibration", type=Path, action="append", default=[])
     parser.add_argument("--no-sim", action="store_true", help="measurements only")
+    parser.add_argument(
+        "--phases", help="simulate only these phases' runs (comma-separated), e.g. for a grid"
+    )
     args = parser.parse_args()
     root: Path = args.root
     print(f"# {root.name}\n")
@@ -495,7 +548,8 @@ def main() -> None:
     )
     if args.no_sim:
         return
-    table, errors = simulated(root, args.calibration)
+    phases = set(args.phases.split(",")) if args.phases else None
+    table, errors = simulated(root, args.calibration, phases)
     print("## `sim run` beside the measurements\n")
     print(table + "\n")
     for key, values in errors.items():

@@ -139,8 +139,16 @@ COMMON_NOTES = {
     "load_bandwidth_gbps": "vLLM start-up logs ('Loading weights took 2.95 seconds' for 15 GiB)",
     "init_s": "torch.compile ~6 s plus CUDA graph capture (vLLM start-up logs)",
 }
+FRONTEND_QUEUE = (
+    "processor-sharing: vLLM's API server is one asyncio process that interleaves every "
+    "request it holds; 1,000 requests sent at once to vLLM 0.24 on the lent H200 reached the "
+    "engine together, none early (benchmarks/results/gpu-h200-2026-12-02/burst, "
+    "docs/simulator.md)"
+)
 ENGINE_NOTES = {
+    "vllm-v1": {"frontend_queue": FRONTEND_QUEUE},
     "vllm-v0.6": {
+        "frontend_queue": FRONTEND_QUEUE + "; V0's is assumed the same",
         "scheduler": "vLLM 0.6 (V0) without chunked prefill (its default below 32K context): a "
         "step runs prefills or decodes, prefills first",
         "max_num_seqs": "vLLM 0.6 default (256)",

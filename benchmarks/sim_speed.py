@@ -5,12 +5,20 @@ closed loop. Prints a table with the wall time and the simulated requests per wa
 each scenario.
 
     python benchmarks/sim_speed.py [--requests 1000000]
+    python benchmarks/sim_speed.py --requests 150000 --against ../before/src [--rounds 2]
+
+With --against, each scenario runs in a fresh process on this tree's `src` and on the other
+one's, alternated (A B A B ...), and the table gives both CPU times and their ratio: a change's
+cost measured side by side on one noisy machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,12 +46,67 @@ SCENARIOS = [
 ]
 
 
+def _one_core() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def _child(index: int, requests: int) -> None:
+    """One scenario in this process: print its CPU seconds as JSON."""
+    _one_core()
+    loaded = load_fleet(ROOT / "examples" / "fleet.yaml")
+    options = SimOptions(**{**SCENARIOS[index][1].__dict__, "requests": requests})
+    cpu_start = time.process_time()
+    result = simulate(loaded, options)
+    cpu = time.process_time() - cpu_start
+    assert sum(m.completed for m in result.models) == requests
+    print(json.dumps({"cpu_s": cpu}))
+
+
+def _against(other_src: Path, requests: int, rounds: int) -> None:
+    table = Table(
+        title=f"sim run CPU s, {requests:,} requests, this tree vs {other_src}, "
+        f"{rounds} alternated rounds",
+        title_justify="left",
+    )
+    for column in ("scenario", "this tree CPU s", "other CPU s", "this / other"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for index, (name, _) in enumerate(SCENARIOS):
+        times: dict[str, list[float]] = {"this": [], "other": []}
+        for _ in range(rounds):
+            for tree, src in (("this", ROOT / "src"), ("other", other_src.resolve())):
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", str(index), "--requests", str(requests)],
+                    env={**os.environ, "PYTHONPATH": str(src)},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                times[tree].append(json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"])
+        mine, theirs = min(times["this"]), min(times["other"])
+        table.add_row(
+            name,
+            " / ".join(f"{t:.2f}" for t in times["this"]),
+            " / ".join(f"{t:.2f}" for t in times["other"]),
+            f"{mine / theirs:.2f} (minima)",
+        )
+    Console(width=140).print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--against", type=Path, help="another checkout's src, side by side")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    if args.child is not None:
+        _child(args.child, args.requests)
+        return
+    if args.against is not None:
+        _against(args.against, args.requests, args.rounds)
+        return
+    _one_core()
     loaded = load_fleet(ROOT / "examples" / "fleet.yaml")
     table = Table(
         title=f"sim run speed, {args.requests:,} requests, one core", title_justify="left"

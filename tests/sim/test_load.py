@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from modelyard.fleet import LoadedFleet, load_fleet, single_model_fleet
 from modelyard.sim.errors import SimError
+from modelyard.sim.load import SharedFrontEnd
 from modelyard.sim.perf import calibration_for
 from modelyard.sim.run import SimOptions, simulate, simulate_levels
 from modelyard.workload import LengthDist
@@ -28,9 +30,15 @@ def _options(**kw: object) -> SimOptions:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def _path(latency_ms: float, frontend_ms: float, gpu: str = "h100-sxm") -> SimOptions:
+def _path(
+    latency_ms: float, frontend_ms: float, gpu: str = "h100-sxm", queue: str = "fifo"
+) -> SimOptions:
     cal = calibration_for(gpu).model_copy(
-        update={"request_latency_ms": latency_ms, "frontend_ms_per_request": frontend_ms}
+        update={
+            "request_latency_ms": latency_ms,
+            "frontend_ms_per_request": frontend_ms,
+            "frontend_queue": queue,
+        }
     )
     return _options(calibrations=(cal,))
 
@@ -91,6 +99,77 @@ def test_front_end_is_a_queue_under_a_burst() -> None:
     quiet = simulate(_llama(), replace(_path(0, 20), rate=1.0, arrival="constant")).models[0]
     free = simulate(_llama(), replace(_path(0, 0), rate=1.0, arrival="constant")).models[0]
     assert quiet.ttft_ms["p50"] - free.ttft_ms["p50"] == pytest.approx(20.0, abs=1e-6)
+
+
+def test_shared_front_end_keeps_a_burst_together() -> None:
+    """Processor sharing: a burst of 200 at 20 ms each is ingested together, so no request
+    reaches the engine before all 4 s of front-end work are done, and the engine's work
+    follows it instead of overlapping it (as vLLM's bursts on the H200 and GPUStack's A100
+    show); one at a time (FIFO) the median request is through in about half that."""
+    burst = {"offline": True, "requests": 200}
+    shared = simulate(_llama(), replace(_path(0, 20, queue="processor-sharing"), **burst))
+    fifo = simulate(_llama(), replace(_path(0, 20), **burst))
+    engine_alone = simulate(_llama(), replace(_path(0, 0), **burst))
+    assert shared.models[0].ttft_ms["p50"] >= 200 * 20.0 - 1e-6
+    assert fifo.models[0].ttft_ms["p50"] < 0.75 * 200 * 20.0
+    for result in (shared, fifo):
+        assert result.models[0].completed == 200
+        assert result.duration_s >= 200 * 0.020
+    assert shared.duration_s == pytest.approx(4.0 + engine_alone.duration_s, rel=0.02)
+    assert fifo.duration_s < shared.duration_s
+
+
+def test_shared_front_end_alone_is_the_fifo_one() -> None:
+    """With one request inside at a time the two disciplines are the same: exactly 20 ms more
+    TTFT, whatever the engine does."""
+    for load in ({"rate": 1.0, "arrival": "constant"}, {"concurrency": 1, "requests": 40}):
+        shared = simulate(_llama(), replace(_path(0, 20, queue="processor-sharing"), **load))
+        fifo = simulate(_llama(), replace(_path(0, 20), **load))
+        free = simulate(_llama(), replace(_path(0, 0), **load))
+        for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            assert getattr(shared.models[0], name) == pytest.approx(
+                getattr(fifo.models[0], name), rel=1e-9
+            ), (load, name)
+        added = shared.models[0].ttft_ms["p50"] - free.models[0].ttft_ms["p50"]
+        assert added == pytest.approx(20.0, abs=1e-6)
+
+
+def test_shared_front_end_state() -> None:
+    """The front end's own arithmetic: A (2 s of work) alone for 1 s, then B joins; both at
+    half speed, A is through at 3 s, then B alone at 4 s (4 s of work in 4 s, in order)."""
+    front = SharedFrontEnd(2.0)
+    front.enter(0.0, 0.0, 7)
+    assert front.next_done() == pytest.approx(2.0)
+    front.enter(1.0, 1.0, 8)
+    assert front.next_done() == pytest.approx(3.0)
+    assert front.leave(3.0) == (0.0, 7)
+    assert front.next_done() == pytest.approx(4.0)
+    assert front.leave(4.0) == (1.0, 8)
+    assert front.count == 0 and front.next_done() == math.inf
+    # a group that entered together leaves together
+    for index in range(3):
+        front.enter(10.0, 10.0, index)
+    done = front.next_done()
+    assert done == pytest.approx(16.0)
+    assert [front.leave(done)[1] for _ in range(3)] == [0, 1, 2]
+
+
+def test_shared_front_ends_per_replica(write_fleet: Callable[[str], Path]) -> None:
+    """Two replicas, each with its own front end: a burst splits between them and is through
+    in half the time one front end would take."""
+    fleet = load_fleet(
+        write_fleet(
+            "name: replicas\nmodels:\n"
+            "  llama: {catalog: llama-3.1-8b, engine: sim, gpu: h100-sxm, max_model_len: 4096,"
+            " replicas: 2}\n"
+        )
+    )
+    shared = simulate(
+        fleet, replace(_path(0, 20, queue="processor-sharing"), offline=True, requests=200)
+    )
+    model = shared.models[0]
+    assert model.completed == 200
+    assert 100 * 20.0 - 1e-6 <= model.ttft_ms["p50"] < 200 * 20.0
 
 
 @pytest.mark.parametrize("placement", ["isolated", "shared"])

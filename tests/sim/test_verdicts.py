@@ -41,7 +41,9 @@ def test_closed_loop_offers_no_rate_and_never_reports_an_unbounded_queue() -> No
 
 
 def test_cli_sim_run_prints_offered_rate_and_warnings(cli: Cli) -> None:
-    result = cli("sim", "run", str(EXAMPLE), "--requests", "1500")
+    # long enough that the backlog, not the drain at the end, sets the served rate (at 1,500
+    # requests the A10G serves 0.90 of the offered rate by the verdict's estimate: a borderline)
+    result = cli("sim", "run", str(EXAMPLE), "--requests", "3000")
     assert result.returncode == 0
     found = re.search(r"offered req/s: llama-8b (\d+\.\d\d), mistral-7b (\d+\.\d\d)", result.stdout)
     assert found, result.stdout

@@ -79,8 +79,14 @@ class Calibration(BaseModel):
     frontend_ms_per_request: float = Field(
         default=0.0,
         ge=0,
-        description="API-server CPU time per request, served one at a time by the engine's "
-        "single front-end process: nothing at low load, a queue when requests arrive faster",
+        description="API-server CPU time per request in the engine's single front-end "
+        "process: nothing at low load, a queue when requests arrive faster",
+    )
+    frontend_queue: Literal["fifo", "processor-sharing"] = Field(
+        default="fifo",
+        description="how the front end serves the requests inside it: fifo, one at a time; "
+        "processor-sharing, all at once, each an equal share (an event loop interleaving "
+        "every request: a burst is ingested together and reaches the engine late)",
     )
     scheduler: Scheduler = Field(
         default="chunked",
@@ -113,6 +119,12 @@ class Calibration(BaseModel):
         ge=0,
         description="time-sliced sharing: extra step time per other busy engine on the same "
         "device, as a multiple of the step's own time (1.0 = fair time-slicing)",
+    )
+    contention_prefill_slowdown: float | None = Field(
+        default=None,
+        ge=0,
+        description="time-sliced sharing: the same for a step that prefills (measured on the "
+        "H200: slowed less than a decode step); None: contention_slowdown",
     )
     mps_slowdown: float = Field(
         default=0.195,

@@ -5,7 +5,8 @@ its fraction leaves after weights, runtime and activations, as `memory.fit` comp
 share its time by the group's sharing mode (`device_sharing`):
 
 - time-sliced: while k engines have work, each engine's steps take
-  (1 + contention_slowdown x (k - 1)) times as long as alone (measured on an H200);
+  (1 + contention_slowdown x (k - 1)) times as long as alone, a step that prefills
+  (1 + contention_prefill_slowdown x (k - 1)) (both measured on an H200);
 - mps: kernels of all engines run at once; the same form with the smaller `mps_slowdown`,
   and `mps_prefill_slowdown` for a step that prefills (measured on the H200: two vLLM engines'
   decode steps slow each other much more than their prefills do), and an optional share of the
@@ -116,7 +117,11 @@ def device_sharing(
 ) -> DeviceSharing:
     """The sharing model of one GPU shared by `members` in `mode`."""
     if mode == "time-sliced":
-        return DeviceSharing(mode, calibration.contention_slowdown)
+        return DeviceSharing(
+            mode,
+            calibration.contention_slowdown,
+            prefill_slowdown=calibration.contention_prefill_slowdown,
+        )
     if mode == "mps":
         if not 0 < mps_compute_share <= 1:
             raise SimError(f"MPS compute share must be in (0, 1], got {mps_compute_share:g}")

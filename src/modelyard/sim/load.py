@@ -9,9 +9,11 @@ Three shapes, as `bench` and `vllm bench serve` drive a server:
 
 Every request then takes the request path of its engine's calibration before the engine sees
 it: a fixed `request_latency_ms` (HTTP, tokenization, scheduling; it counts in TTFT, as every
-request pays it whatever the load) and `frontend_ms_per_request` of API-server CPU, served one
-request at a time by the engine's single front-end process — nothing at low load, a queue in a
-burst. TTFT and E2E count from the arrival, so the path and any queue in it are never hidden.
+request pays it whatever the load) and `frontend_ms_per_request` of API-server CPU in the
+engine's single front-end process — nothing at low load, a queue in a burst — served one request
+at a time (`frontend_queue: fifo`) or all at once, each an equal share (`processor-sharing`:
+`SharedFrontEnd`, vLLM's asyncio API server). TTFT and E2E count from the arrival, so the path
+and any queue in it are never hidden.
 
 The engines learn of requests lazily: a feed hands the next request to the path only when the
 path can take it, and tops up an engine's waiting queue only as far as one step can admit, so
@@ -64,12 +66,66 @@ class RequestPath:
 
     latency_s: float = 0.0
     frontend_s: float = 0.0
+    shared_frontend: bool = False  # processor sharing, not one request at a time
 
     @classmethod
     def of(cls, calibration: Calibration) -> RequestPath:
         return cls(
-            calibration.request_latency_ms / 1000.0, calibration.frontend_ms_per_request / 1000.0
+            calibration.request_latency_ms / 1000.0,
+            calibration.frontend_ms_per_request / 1000.0,
+            calibration.frontend_queue == "processor-sharing",
         )
+
+
+class SharedFrontEnd:
+    """One engine's API-server process as a processor-sharing server: every request inside
+    gets an equal share of its CPU and needs `work_s` of it, so a burst is ingested together —
+    no request reaches the engine early, all of them late — as an event loop that interleaves
+    every request's parsing, templating and tokenization does. Equal work means requests leave
+    in the order they entered; the state is the server's virtual time (CPU seconds each
+    request inside has had) and the virtual finish times of the groups that entered together."""
+
+    __slots__ = ("_clock", "_finish", "_virtual", "count", "jobs", "work")
+
+    def __init__(self, work_s: float) -> None:
+        self.work = work_s
+        self.count = 0
+        self.jobs: deque[tuple[float, int]] = deque()  # (arrival, request index), entry order
+        self._finish: deque[list[float]] = deque()  # [virtual finish, requests], entry order
+        self._clock = 0.0
+        self._virtual = 0.0
+
+    def _advance(self, time: float) -> None:
+        if time > self._clock:
+            if self.count:
+                self._virtual += (time - self._clock) / self.count
+            self._clock = time
+
+    def enter(self, time: float, arrival: float, index: int) -> None:
+        self._advance(time)
+        finish = self._virtual + self.work
+        if self._finish and self._finish[-1][0] == finish:
+            self._finish[-1][1] += 1
+        else:
+            self._finish.append([finish, 1.0])
+        self.count += 1
+        self.jobs.append((arrival, index))
+
+    def next_done(self) -> float:
+        """When the oldest request inside is through, if no other enters first."""
+        if not self.count:
+            return math.inf
+        return self._clock + max(self._finish[0][0] - self._virtual, 0.0) * self.count
+
+    def leave(self, time: float) -> tuple[float, int]:
+        """The oldest request, through at `time` (= next_done())."""
+        self._advance(time)
+        group = self._finish[0]
+        group[1] -= 1
+        if group[1] <= 0:
+            self._finish.popleft()
+        self.count -= 1
+        return self.jobs.popleft()
 
 
 class Feed:
@@ -103,6 +159,11 @@ class Feed:
         self._token = 0  # the current process event; older ones are stale
         self._latency = path.latency_s
         self._frontend = path.frontend_s
+        self._shared: list[SharedFrontEnd] | None = None
+        if path.shared_frontend and path.frontend_s:
+            self._shared = [SharedFrontEnd(path.frontend_s) for _ in engines]
+            self._frontend = 0.0  # the FIFO path's cost: the shared front ends take it instead
+        self._engine_due = math.inf  # shared front ends: when a request next reaches an engine
         for engine in engines:
             engine.horizon = self._horizon
             engine.post = loop.schedule
@@ -133,6 +194,9 @@ class Feed:
 
     def _schedule_process(self, now: float) -> None:
         """One event per request: when the head of the queue reaches its engine."""
+        if self._shared is not None:
+            self._process_shared(now, self._token)
+            return
         head = self._head()
         if head is None:
             self._token += 1
@@ -154,6 +218,8 @@ class Feed:
         topping up its waiting queue), then wait for the next one."""
         if token != self._token:
             return []  # superseded by a later process event
+        if self._shared is not None:
+            return self._process_shared(now, token)
         engines, arrivals, indices = self.engines, self._arrivals, self._indices
         preloaded, offered = len(arrivals), self._offered
         latency, frontend, free_at = self._latency, self._frontend, self._free_at
@@ -212,6 +278,83 @@ class Feed:
                 engine.interrupt(now)  # it can admit this request at its next step
             schedule(engine.submit(now, request))
 
+    def _process_shared(self, now: float, token: int) -> list[Event]:
+        """The request path with processor-sharing front ends: requests enter a front end
+        after the fixed latency (routed to the replica with the fewest requests in its front
+        end and engine) and reach the engine when the front end is through with them; one
+        event per request, when it reaches its engine."""
+        if token != self._token:
+            return []
+        fronts = self._shared
+        assert fronts is not None
+        engines, arrivals, indices, offered = (
+            self.engines,
+            self._arrivals,
+            self._indices,
+            self._offered,
+        )
+        latency, schedule = self._latency, self.loop.schedule
+        while True:
+            cursor = self._cursor
+            if cursor < len(arrivals):
+                arrival, index = arrivals[cursor], indices[cursor]
+                entry = arrival + latency
+            elif offered:
+                arrival, index = offered[0]
+                entry = arrival + latency
+            else:
+                entry = math.inf
+            position, done = 0, fronts[0].next_done()
+            for i in range(1, len(fronts)):
+                at = fronts[i].next_done()
+                if at < done:
+                    position, done = i, at
+            self._engine_due = done
+            if entry == math.inf and done == math.inf:
+                self._token += 1  # nothing inside, nothing to come: wait for an offer
+                self._process_at = math.inf
+                return []
+            if entry <= done:
+                # entered now even when it is due later: every request that could enter before
+                # the next one is through is known (preloaded, or offered in time order), so
+                # the front end's next completion is exact and the only event (an offer that
+                # comes later re-runs this, and can only delay it)
+                if cursor < len(arrivals):
+                    self._cursor = cursor + 1
+                else:
+                    offered.popleft()
+                target = 0
+                if len(fronts) > 1:
+                    target = min(
+                        range(len(fronts)),
+                        key=lambda i: (
+                            fronts[i].count + engines[i].running + len(engines[i].waiting)
+                        ),
+                    )
+                fronts[target].enter(entry, arrival, index)
+                continue
+            if done > now:
+                self._arm(done, position)
+                return []
+            arrival, index = fronts[position].leave(done)
+            prompt, output = self._inputs[index], self._outputs[index]
+            if prompt + output > self.max_len:
+                self.rejected += 1  # vLLM answers 400: context length exceeded
+                if self.on_rejected is not None:
+                    self.on_rejected(done)
+                continue
+            engine = engines[position]
+            request = SimRequest(
+                rid=index,
+                arrival=arrival,
+                prompt_tokens=prompt,
+                output_tokens=output,
+                payload=self.model_id,
+            )
+            if engine.busy and engine.running < engine.max_num_seqs and not engine.waiting:
+                engine.interrupt(now)  # it can admit this request at its next step
+            schedule(engine.submit(now, request))
+
     def _route(self) -> int:
         """The engine the head goes to: the least loaded of those whose front end frees
         first (the least loaded, without a front-end cost)."""
@@ -231,7 +374,10 @@ class Feed:
 
     def _horizon(self) -> float:
         # the next request reaches an engine at the pending process event (when requests are
-        # ready but stalled, nothing can be admitted anyway)
+        # ready but stalled, nothing can be admitted anyway); with shared front ends, when the
+        # first of them is next through (a request that enters one only delays that)
+        if self._shared is not None:
+            return self._engine_due
         return self._process_at
 
 
