@@ -35,6 +35,7 @@ N` into the gateway's fleet (only a gateway that supports it accepts the fleet).
     python benchmarks/gateway_streams.py            # about 3.5 minutes
     python benchmarks/gateway_streams.py --quick    # 100 and 1,000 streams, no bisection
     python benchmarks/gateway_streams.py --levels 300,600 --only direct,modelyard --logs DIR
+    python benchmarks/gateway_streams.py --quick --only direct,modelyard --baseline /tmp/base/src
 
 Needs gcc; nginx and LiteLLM (`make bench-deps`) are skipped with a note when missing.
 """
@@ -56,7 +57,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from gateway_overhead import Server, start_target, stop
+from gateway_overhead import BASELINE, Server, start_target, stop
 from native.procfs import listen_overflows, process_group, usage
 from native.stream_tools import (
     LATENCIES,
@@ -74,6 +75,7 @@ from rich.table import Table
 
 TOKENS_PER_S = 20.0
 PATHS = ("direct", "modelyard", "nginx proxy", "litellm")
+ORDER = ("direct", "modelyard", BASELINE, "nginx proxy", "litellm")  # the report's rows
 GAP_TARGET_MS = 1.0  # the issue's bar for "holds"
 KEEP_UP_GAP_MS = 1000 / TOKENS_PER_S  # a reference proxy adding a whole token interval is dropped
 LOAD_LATE_MS = 1.0  # upstream writes later than this (p99) say the load core was not ours
@@ -89,6 +91,7 @@ class Settings:
     drain_s: float = 3.0
     search_steps: int = 3
     workers: int | None = None
+    baseline: str | None = None  # another checkout's `src`, run as the "modelyard baseline" path
 
     def plan(self, streams: int, start_ns: int) -> StreamPlan:
         ramp_s = max(self.min_ramp_s, streams / self.ramp_streams_per_s)
@@ -191,6 +194,7 @@ def run_point(
                 fleet_extra=extra,
                 connections=4 * streams + 1024,  # nginx counts idle keep-alives too
                 core=layout.proxy_cores,
+                baseline=Path(settings.baseline) if settings.baseline else None,
             )
             if proxy is None:
                 return None
@@ -357,7 +361,7 @@ def report(points: list[Point], dropped: dict[str, str], layout: Layout, console
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "path" else "right")
-    for point in sorted(points, key=lambda p: (p.streams, PATHS.index(p.path))):
+    for point in sorted(points, key=lambda p: (p.streams, ORDER.index(p.path))):
         direct = point.path == "direct"
         source = asdict(point.seen) if direct else point.added
         table.add_row(
@@ -435,11 +439,22 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated paths of {','.join(PATHS)}")
     parser.add_argument("--workers", type=int, help="gateway.workers for modelyard's gateway")
     parser.add_argument("--logs", type=Path, help="keep the proxies' configs and logs here")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help=f"another checkout's src: adds the path {BASELINE!r} (the change side by side)",
+    )
     args = parser.parse_args()
-    settings = replace(QUICK if args.quick else Settings(), workers=args.workers)
+    settings = replace(
+        QUICK if args.quick else Settings(),
+        workers=args.workers,
+        baseline=str(args.baseline) if args.baseline else None,
+    )
     if args.levels:
         settings = replace(settings, levels=tuple(int(n) for n in args.levels.split(",")))
     paths = args.only.split(",") if args.only else list(PATHS)
+    if args.baseline is not None and BASELINE not in paths:
+        paths.insert(paths.index("modelyard") + 1 if "modelyard" in paths else 0, BASELINE)
     console = Console(width=170)
     if "nginx proxy" in paths and shutil.which("nginx") is None:
         console.print("[yellow]nginx not found (make bench-deps): skipped[/]")

@@ -82,6 +82,10 @@ class FakeClock:
         finally:
             timer.cancel()
 
+    def sleeping_until(self, when: float) -> bool:
+        """Whether some timer is set for `when` or later (a loop has gone to sleep that long)."""
+        return any(at >= when and not timer.cancelled for at, _, _, timer in self._timers)
+
     def advance(self, seconds: float) -> None:
         """Move time on by `seconds`, firing every timer due on the way, in order."""
         until = self._now + seconds

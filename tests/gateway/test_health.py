@@ -138,6 +138,11 @@ def test_warm_up_reaches_every_fallback_at_start_and_every_warmup_every(tmp_path
                 system.metric("modelyard_gateway_warmups_total", model="fallback", outcome="ok")
                 == 1.0
             )
+            # the warm-up loop asleep for its hour (both warm-ups done), then the hour passes
+            hour_from_now = system.clock.now() + 3600.0
+            await eventually(
+                lambda: system.clock.sleeping_until(hour_from_now), "the warm-up loop asleep"
+            )
             system.clock.advance(3600.0)  # health.warmup_every: 1h
             await eventually(
                 lambda: len(system.engine("fallback").generations()) == 2, "warmed again"

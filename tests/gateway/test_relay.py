@@ -147,3 +147,25 @@ def test_the_assembler_refuses_what_is_not_the_apis_shape(path: str, data: bytes
     sink = AnswerSink(ROUTED[path], None)
     with pytest.raises(MalformedStream):
         asyncio.run(sink.event(b"", data, None))
+
+
+def test_a_committed_stream_is_piped_whole_and_in_order_past_the_write_limit(
+    tmp_path: Path,
+) -> None:
+    """After the first token the relay hands the rest of the stream on from the upstream's own
+    callback (`pipe`); a stream well past aiohttp's 64 KiB write limit (the drain in between)
+    arrives whole and in order."""
+
+    async def scenario() -> None:
+        async with running(tmp_path) as system:
+            body = {"model": "chat", "prompt": "x", "max_tokens": 2000, "stream": True}
+            lines = await system.stream(body)
+            assert lines[-1] == b"data: [DONE]"
+            assert sum(len(line) for line in lines) > 0x10000 * 2
+            chunks = [orjson.loads(line.removeprefix(b"data: ")) for line in lines[:-1]]
+            assert len([c for c in chunks if c["choices"] and c["choices"][0]["text"]]) == 2000
+            assert system.transport.responses[0].pipes >= 2  # piped, and again after a drain
+            [line] = system.access_lines()
+            assert line["status"] == 200 and line["outcome"] == "ok"
+
+    run(scenario)

@@ -251,3 +251,68 @@ def test_finish_reads_the_terminator_that_trails_done_so_the_connection_is_reuse
         server.close()
 
     run(main())
+
+
+def test_pipe_hands_on_each_piece_in_order_and_keeps_the_rest_for_reads() -> None:
+    """`pipe`: body bytes go to the consumer from the connection's own callback; when it says
+    it is done, later bytes wait for read_any as before, and the connection is reused."""
+    body = b"5\r\nhello\r\n6\r\n world\r\n3\r\n!!!\r\n0\r\n\r\n"
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        await pieces(w, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await pieces(w, *[body[i : i + 4] for i in range(0, len(body), 4)])
+        await read_request(r)
+        await pieces(w, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+
+    async def main() -> None:
+        server, url, _, connections = await serve(handler)
+        pool = Pool()
+        response = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
+        got: list[bytes] = []
+
+        def consumer(data: bytes) -> bool:
+            got.append(data)
+            return b"".join(got).endswith(b"world")
+
+        await response.pipe(consumer)
+        assert b"".join(got) == b"hello world" and len(got) > 1  # piece by piece
+        assert await response.read_all() == b"!!!"  # after the consumer had enough
+        response.close()
+        second = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
+        assert second.status == 204
+        second.close()
+        assert len(connections) == 1
+        pool.close()
+        server.close()
+
+    run(main())
+
+
+def test_pipe_ends_at_the_body_end_or_with_the_connection_error() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        if n == 0:
+            await pieces(w, head, b"2\r\nok\r\n", b"0\r\n\r\n")
+        else:
+            await pieces(w, head, b"4\r\nhalf\r\n")  # then the connection closes mid-body
+
+    async def main() -> None:
+        server, url, _, _ = await serve(handler)
+        pool = Pool()
+        got: list[bytes] = []
+        whole = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
+        await whole.pipe(lambda data: got.append(data) is not None)  # never done: to the end
+        assert b"".join(got) == b"ok"
+        whole.close()
+        got.clear()
+        cut = await pool.request("POST", url, "/p", b"{}", 2.0, "*/*")
+        with pytest.raises(UpstreamResetError, match="mid-body"):
+            await cut.pipe(lambda data: got.append(data) is not None)
+        assert b"".join(got) == b"half"
+        cut.close()
+        pool.close()
+        server.close()
+
+    run(main())

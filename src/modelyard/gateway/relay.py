@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 
 from modelyard.engines.api import AnswerShape
 from modelyard.gateway.assemble import (
@@ -23,6 +24,8 @@ from modelyard.gateway.assemble import (
 from modelyard.gateway.endpoints import Endpoint, Upstream
 from modelyard.gateway.errors import ClientGone, MalformedStream
 from modelyard.http.sse import DONE_DATA, as_event, decode, usage_from, usage_in
+
+WRITE_LIMIT = 0x10000  # aiohttp's StreamWriter.write drains past this many bytes
 
 
 class StreamRelay:
@@ -37,6 +40,8 @@ class StreamRelay:
         self.include_usage = include_usage
         self.response: web.StreamResponse | None = None
         self.usage: dict[str, Any] | None = None
+        self.writer: StreamWriter | None = None  # aiohttp's chunked writer, once committed
+        self.piping = False  # write_now works: the relay may pipe the rest (upstream.py)
 
     async def commit(self) -> None:
         response = web.StreamResponse(
@@ -51,6 +56,9 @@ class StreamRelay:
             await response.prepare(self.http)
         except ConnectionResetError as exc:
             raise ClientGone(str(exc)) from exc
+        writer = response._payload_writer  # aiohttp's StreamWriter (aiohttp pinned: 3.14.5)
+        if isinstance(writer, StreamWriter) and writer.chunked and writer._compress is None:
+            self.writer, self.piping = writer, True
 
     async def event(self, named: bytes, data: bytes, decoded: JSON | None) -> None:
         usage = usage_in(data, decoded)
@@ -63,6 +71,34 @@ class StreamRelay:
         try:
             await self.response.write(event)
         except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError among them
+            raise ClientGone(str(exc)) from exc
+
+    def write_now(self, named: bytes, data: bytes, decoded: JSON | None) -> bool:
+        """`event` without a wait: the chunk goes to the client's transport through aiohttp's
+        own writer (its chunked framing, its byte count), as its `write` does short of the
+        drain, which is the caller's when this says the buffer passed aiohttp's limit."""
+        usage = usage_in(data, decoded)
+        if usage is not None:
+            self.usage = usage
+        writer = self.writer
+        assert writer is not None
+        try:
+            if writer._headers_buf and not writer._headers_written:
+                writer._send_headers_with_payload(as_event(named, data), False)
+            else:
+                writer._write_chunked_payload(as_event(named, data))
+        except ConnectionResetError as exc:
+            raise ClientGone(str(exc)) from exc
+        if writer.buffer_size > WRITE_LIMIT:
+            writer.buffer_size = 0
+            return True
+        return False
+
+    async def drain(self) -> None:
+        assert self.writer is not None
+        try:
+            await self.writer.drain()
+        except ConnectionResetError as exc:
             raise ClientGone(str(exc)) from exc
 
     async def whole(self, body: bytes, answer: JSON) -> None:
@@ -89,13 +125,17 @@ class AnswerSink:
             self.assembler = StreamAssembler(endpoint.answer, shape)
         self.whole_body: bytes | None = None
         self.whole_usage: dict[str, Any] | None = None
+        self.piping = True
 
     async def commit(self) -> None:
         return None
 
     async def event(self, named: bytes, data: bytes, decoded: JSON | None) -> None:
+        self.write_now(named, data, decoded)
+
+    def write_now(self, named: bytes, data: bytes, decoded: JSON | None) -> bool:
         if data == DONE_DATA:
-            return
+            return False
         chunk = decoded if decoded is not None else decode(data)
         if chunk is None:
             raise MalformedStream(f"event data is not a JSON object: {data[:80]!r}")
@@ -103,6 +143,10 @@ class AnswerSink:
             self.assembler.add(chunk)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise MalformedStream(f"event not in the API's shape ({exc}): {data[:80]!r}") from exc
+        return False
+
+    async def drain(self) -> None:
+        return None
 
     async def whole(self, body: bytes, answer: JSON) -> None:
         self.whole_body, self.whole_usage = body, usage_from(answer)

@@ -76,6 +76,8 @@ class Attempt:
 class Sink(Protocol):
     """Where a committed attempt's answer goes (gateway/relay.py)."""
 
+    piping: bool  # once committed, write_now may take the rest of the stream
+
     async def commit(self) -> None:
         """The first output arrived: from now on the answer is this upstream's."""
         ...
@@ -87,6 +89,16 @@ class Sink(Protocol):
 
     async def whole(self, body: bytes, answer: dict[str, Any]) -> None:
         """The upstream answered the stream request with one JSON body."""
+        ...
+
+    def write_now(self, named: bytes, data: bytes, decoded: dict[str, Any] | None) -> bool:
+        """`event` without a wait, from inside the upstream connection's callback (the relay
+        of a committed stream); True when the client's buffer is full and `drain` is due.
+        Raises ClientGone or MalformedStream as `event` does."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the client has taken what `write_now` buffered."""
         ...
 
 
@@ -267,8 +279,82 @@ async def _relay(
                 return
         if not data:
             break
+        if result.committed and sink.piping:
+            await _piped(response, result, watchdog, clock, deadlines, sink, kind_of, reader)
+            return
     result.outcome = Outcome.RESET
     result.detail = "stream ended before its last event"
+
+
+async def _piped(
+    response: Response,
+    result: Attempt,
+    watchdog: AttemptWatchdog,
+    clock: Clock,
+    deadlines: Deadlines,
+    sink: Sink,
+    kind_of: KindOf,
+    reader: SseReader,
+) -> None:
+    """The rest of a committed stream, relayed from inside the upstream connection's own
+    callback: each event goes to the sink as its bytes arrive, without a task waking per
+    chunk (what `_relay`'s loop costs per chunk is most of the gateway's own CPU for a
+    stream). This task waits only for the end, a full client buffer, or an error."""
+    now = clock.now
+    idle, total_deadline = deadlines.idle, watchdog.total_deadline
+    ended: list[str] = []  # "done", "error" or "full", set by the callback
+    failure: list[Exception] = []
+
+    def hand_on(events: list[tuple[bytes, bytes]]) -> bool:
+        full = False
+        for named, payload in events:
+            kind, decoded = kind_of(payload)
+            if kind >= Kind.ERROR:
+                result.outcome, result.body = Outcome.SERVER_ERROR, payload
+                result.detail = (
+                    "error event in the stream"
+                    if kind is Kind.ERROR
+                    else "malformed event in the stream"
+                )
+                ended.append("error")
+                return True
+            full = sink.write_now(named, payload, decoded) or full
+            if kind is Kind.DONE:
+                ended.append("done")
+                return True
+        if full:
+            ended.append("full")
+        return full
+
+    def consume(data: bytes) -> bool:
+        try:
+            watchdog.deadline = min(now() + idle, total_deadline)
+            return hand_on(reader.feed(data))
+        except Exception as exc:  # ClientGone, MalformedStream: raised in this task below
+            failure.append(exc)
+            return True
+
+    while True:
+        await response.pipe(consume)
+        if failure:
+            raise failure[0]
+        state = ended.pop() if ended else ""
+        if state == "done":
+            await response.finish()  # the connection goes back to the pool
+            return
+        if state == "error":
+            return
+        if state == "full":
+            # what arrives meanwhile waits in the connection's buffer, which stops reading
+            # from the upstream at its own limit (http/client.py), as a read_any loop does
+            await sink.drain()
+            continue
+        # the body ended: its last line may have come without a newline
+        if hand_on(reader.end()) and ended and ended[-1] != "full":
+            return
+        result.outcome = Outcome.RESET
+        result.detail = "stream ended before its last event"
+        return
 
 
 def _done(result: Attempt, clock: Clock, start: float) -> Attempt:

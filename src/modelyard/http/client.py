@@ -6,7 +6,10 @@ asyncio protocols, the response body handed on as it arrives. It is the real `Tr
 Why not aiohttp's client: on the request path it was about a quarter of the gateway's CPU per
 request (benchmarks/gateway_overhead.py, profile in docs/benchmarks.md). This client does only
 what talking to an OpenAI-compatible engine needs: GET, or POST with a body; a status line and
-headers; a body by Content-Length, chunked, or until close; TLS through the event loop.
+headers; a body by Content-Length, chunked, or until close; TLS through the event loop. A body
+is read by awaiting pieces (`read_any`), or piped: each piece handed to a callback from the
+connection's own `data_received`, with no task woken per piece (`PooledResponse.pipe`, the
+gateway's relay of a committed stream).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -71,6 +74,9 @@ class _Connection(asyncio.Protocol):
         self.headers_ready: asyncio.Future[None] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
+        # piping (PooledResponse.pipe): body bytes go to `consumer` from data_received itself
+        self.consumer: Callable[[bytes], bool] | None = None
+        self.piped: asyncio.Future[None] | None = None
 
     # --- asyncio.Protocol ---
 
@@ -113,6 +119,9 @@ class _Connection(asyncio.Protocol):
             self._decode_chunks()
         else:
             self.body += data
+        if self.consumer is not None:
+            self._deliver()
+            return
         self._wake()
         if len(self.body) > PAUSE_AT_BYTES and self.transport is not None and not self.paused:
             self.paused = True
@@ -184,6 +193,9 @@ class _Connection(asyncio.Protocol):
     def _done(self) -> None:
         self.complete = True
         self.state = "done"
+        if self.consumer is not None:
+            self._deliver()
+        self._end_pipe(None)
         self._wake()
 
     def _fail(self, message: str, before_headers: bool) -> None:
@@ -191,9 +203,33 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         if self.headers_ready is not None and not self.headers_ready.done():
             self.headers_ready.set_exception(self.error)
+        self._end_pipe(self.error)
         self._wake()
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+    def _deliver(self) -> None:
+        """Hand what arrived to the consumer; one that says it is done ends the pipe, and
+        bytes after that are kept for read() as before."""
+        consumer = self.consumer
+        if consumer is None or not self.body:
+            return
+        if self.piped is not None and self.piped.done():  # its waiter was cancelled
+            self._end_pipe(None)
+            return
+        data = bytes(self.body)
+        self.body.clear()
+        if consumer(data):
+            self._end_pipe(None)
+
+    def _end_pipe(self, error: BaseException | None) -> None:
+        self.consumer = None
+        piped, self.piped = self.piped, None
+        if piped is not None and not piped.done():
+            if error is None:
+                piped.set_result(None)
+            else:
+                piped.set_exception(error)
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -244,6 +280,26 @@ class PooledResponse:
             parts.append(data)
         return b"".join(parts)
 
+    def pipe(self, consumer: Callable[[bytes], bool]) -> asyncio.Future[None]:
+        """Hand each piece of the body to `consumer` as it arrives, inside the connection's own
+        callback: no task wakes up per piece (the gateway's relay of a committed stream). The
+        future completes when the consumer returns True (it wants no more: later bytes are kept
+        for read_any), when the body ends, or with the connection's error. The consumer must
+        not raise."""
+        connection = self._connection
+        piped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if connection.error is not None:
+            piped.set_exception(connection.error)
+            return piped
+        connection.consumer, connection.piped = consumer, piped
+        connection._deliver()  # what arrived before
+        if connection.complete:
+            connection._end_pipe(None)
+        elif connection.paused and connection.transport is not None:
+            connection.paused = False  # read() paused at its limit; the consumer took it all
+            connection.transport.resume_reading()
+        return piped
+
     async def finish(self, timeout_s: float = 0.1) -> None:
         """After the last event the caller wants: read the rest of the body (a stream's final
         chunk usually trails its `[DONE]` by a moment), so that close() can return the
@@ -263,6 +319,7 @@ class PooledResponse:
             return
         self._released = True
         connection = self._connection
+        connection._end_pipe(None)
         if connection.complete and connection.keep_alive and not connection.closed:
             connection.pool.release(connection)
         elif connection.transport is not None:

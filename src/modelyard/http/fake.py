@@ -67,6 +67,8 @@ class FakeResponse:
         self.headers: Mapping[str, str] = {k.lower(): v for k, v in reply.headers.items()}
         self.closed = False
         self.read_to_end = False
+        self._feeding: asyncio.Future[None] | None = None
+        self.pipes = 0  # how often the caller piped the body (pipe)
         body = reply.body
         self._whole: bytes | None = body if isinstance(body, bytes) else None
         self._pieces: AsyncIterator[bytes] | None = None if isinstance(body, bytes) else aiter(body)
@@ -89,11 +91,34 @@ class FakeResponse:
             parts.append(data)
         return b"".join(parts)
 
+    def pipe(self, consumer: Callable[[bytes], bool]) -> asyncio.Future[None]:
+        """As the real connection's: each piece to `consumer` as it comes, until it returns
+        True, the body ends, or the body raises (the future's exception)."""
+        piped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pipes += 1
+
+        async def feed() -> None:
+            try:
+                while data := await self.read_any():
+                    if piped.done() or consumer(data):  # done: its waiter was cancelled
+                        break
+            except Exception as exc:  # the body's own error, as the caller would read it
+                if not piped.done():
+                    piped.set_exception(exc)
+                return
+            if not piped.done():
+                piped.set_result(None)
+
+        self._feeding = asyncio.ensure_future(feed())
+        return piped
+
     async def finish(self) -> None:
         return None
 
     def close(self) -> None:
         self.closed = True
+        if self._feeding is not None:
+            self._feeding.cancel()
 
 
 class FakeTransport:

@@ -5,7 +5,8 @@ those callers run in-process in tests, as httpx's `MockTransport` lets its users
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 
@@ -24,6 +25,11 @@ class Response(Protocol):
 
     async def read_all(self) -> bytes:
         """The rest of the body."""
+        ...
+
+    def pipe(self, consumer: Callable[[bytes], bool]) -> asyncio.Future[None]:
+        """Hand each piece of the body to `consumer` as it arrives, without a task waking per
+        piece; done when the consumer returns True, the body ends, or with its error."""
         ...
 
     async def finish(self) -> None:
