@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from modelyard.results import TargetSummary, read_bench
 
 DEFAULT = Path(__file__).resolve().parent / "results" / "gpu-h200-2026-12-02"
@@ -234,11 +236,6 @@ def mps_vs_timesliced(root: Path, sliced_phase: str = "timesliced", mps_phase: s
     )
 
 
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
-
-
 def bursts(root: Path) -> str:
     """The burst phase: every request of a run sent at once to one Llama engine. `vllm bench
     serve`'s detailed results carry each request's TTFT, so the table shows where in the run
@@ -258,7 +255,7 @@ def bursts(root: Path) -> str:
                 f"{v['completed']} / {v['failed']}",
                 f"{v['duration']:.2f}",
                 f"{v['duration'] / prompts * 1000:.2f}",
-                " / ".join(f"{_quantile(ttfts, q):.2f}" for q in (0.1, 0.5, 0.9)),
+                " / ".join(f"{q:.2f}" for q in np.percentile(ttfts, [10, 50, 90])),
                 f"{statistics.median(ttfts) / v['duration']:.2f}",
                 f"{v['median_tpot_ms']:.1f}",
                 f"{v['output_throughput']:.0f}",

@@ -255,12 +255,7 @@ async def _relay(
         for named, payload in events:
             kind, decoded = kind_of(payload)
             if kind >= Kind.ERROR:
-                result.outcome, result.body = Outcome.SERVER_ERROR, payload
-                result.detail = (
-                    "error event in the stream"
-                    if kind is Kind.ERROR
-                    else "malformed event in the stream"
-                )
+                _failed_event(result, kind, payload)
                 return
             if not result.committed and kind in _STARTS_OUTPUT:
                 result.committed = True
@@ -284,6 +279,14 @@ async def _relay(
             return
     result.outcome = Outcome.RESET
     result.detail = "stream ended before its last event"
+
+
+def _failed_event(result: Attempt, kind: Kind, payload: bytes) -> None:
+    """The upstream's stream carried an error event, or one that is not JSON."""
+    result.outcome, result.body = Outcome.SERVER_ERROR, payload
+    result.detail = (
+        "error event in the stream" if kind is Kind.ERROR else "malformed event in the stream"
+    )
 
 
 async def _piped(
@@ -310,12 +313,7 @@ async def _piped(
         for named, payload in events:
             kind, decoded = kind_of(payload)
             if kind >= Kind.ERROR:
-                result.outcome, result.body = Outcome.SERVER_ERROR, payload
-                result.detail = (
-                    "error event in the stream"
-                    if kind is Kind.ERROR
-                    else "malformed event in the stream"
-                )
+                _failed_event(result, kind, payload)
                 ended.append("error")
                 return True
             full = sink.write_now(named, payload, decoded) or full
