@@ -75,7 +75,7 @@ from rich.table import Table
 
 TOKENS_PER_S = 20.0
 PATHS = ("direct", "modelyard", "nginx proxy", "litellm")
-ORDER = ("direct", "modelyard", BASELINE, "nginx proxy", "litellm")  # the report's rows
+ORDER = (*PATHS[:2], BASELINE, *PATHS[2:])  # the report's rows
 GAP_TARGET_MS = 1.0  # the bar for "holds"
 KEEP_UP_GAP_MS = 1000 / TOKENS_PER_S  # a reference proxy adding a whole token interval is dropped
 LOAD_LATE_MS = 1.0  # upstream writes later than this (p99) say the load core was not ours

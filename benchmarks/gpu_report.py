@@ -554,6 +554,18 @@ def main() -> None:
             f"- {key} median: mean |error| {statistics.fmean(values) * 100:.1f}%, "
             f"max {max(values) * 100:.0f}% ({len(values)} runs)"
         )
+    for metric in ("TTFT", "TPOT"):  # every set but the bursts, which only the burst phase has
+        pooled = [
+            v
+            for key, values in errors.items()
+            if key.endswith(metric) and "burst" not in key
+            for v in values
+        ]
+        if pooled:
+            print(
+                f"- every model-run but the bursts, {metric} median: mean |error| "
+                f"{statistics.fmean(pooled) * 100:.1f}% ({len(pooled)} runs)"
+            )
 
 
 if __name__ == "__main__":

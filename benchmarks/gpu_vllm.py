@@ -417,19 +417,18 @@ class Phase:
         )
         self.record(label, command, f"bench-{label}.json", timeout_s)
 
+    def note_run(
+        self, label: str, command: list[str], code: int, wall_s: float, results: str
+    ) -> None:
+        self.summary["runs"].append(
+            {"label": label, "command": command, "exit": code, "wall_s": wall_s, "results": results}
+        )
+
     def record(self, label: str, command: list[str], results: str, timeout_s: float) -> None:
         """Run one benchmark command and note it in the summary (and in $OUT at once)."""
         start = time.monotonic()
         code = _run(command, self.log, timeout_s)
-        self.summary["runs"].append(
-            {
-                "label": label,
-                "command": command,
-                "exit": code,
-                "wall_s": time.monotonic() - start,
-                "results": results,
-            }
-        )
+        self.note_run(label, command, code, time.monotonic() - start, results)
         if self.out is not None:  # a call cut off at its limit still brings back every run so far
             self.write()
             pack(self.out)
@@ -446,18 +445,26 @@ class Phase:
                 requests=max(count * 3, 12),
             )
 
-    def one_user(self, prompts: tuple[int, ...]) -> None:
-        """One user at each prompt length, 32 tokens out: prefill time against length."""
+    def one_user(
+        self,
+        prompts: tuple[int, ...],
+        *args: str,
+        output_tokens: int = 32,
+        tag: str = "",
+    ) -> None:
+        """One user at each prompt length (runs `promptN` + `tag`; `args` more bench options):
+        prefill time against length."""
         for prompt in prompts:
             self.bench(
-                f"prompt{prompt}",
+                f"prompt{prompt}{tag}",
                 "--concurrency",
                 "1",
                 "--warmup",
                 "1",
+                *args,
                 requests=8,
                 input_tokens=prompt,
-                output_tokens=32,
+                output_tokens=output_tokens,
             )
 
     def shapes(self, shapes: tuple[tuple[int, int, float], ...]) -> None:
@@ -739,18 +746,7 @@ def prefill_probe_runs(phase: Phase) -> None:
     llama_only = ("--mix", f"{LLAMA.name}=1")
 
     def probes(tag: str) -> None:
-        for prompt in PROBE_PROMPTS:
-            phase.bench(
-                f"prompt{prompt}-{tag}",
-                "--concurrency",
-                "1",
-                "--warmup",
-                "1",
-                *llama_only,
-                requests=8,
-                input_tokens=prompt,
-                output_tokens=PROBE_OUTPUT,
-            )
+        phase.one_user(PROBE_PROMPTS, *llama_only, output_tokens=PROBE_OUTPUT, tag=f"-{tag}")
 
     probes("idle")
     phase.bench("c8-idle", "--concurrency", "8", "--warmup", "8", *llama_only, requests=32)
@@ -778,15 +774,8 @@ def prefill_probe_runs(phase: Phase) -> None:
         except subprocess.TimeoutExpired:
             background.kill()
             code = background.wait()
-        phase.summary["runs"].append(
-            {
-                "label": "mistral-busy",
-                "command": busy,
-                "exit": code,
-                "wall_s": time.monotonic() - start,
-                "results": "bench-mistral-busy.json",
-            }
-        )
+        wall_s = time.monotonic() - start
+        phase.note_run("mistral-busy", busy, code, wall_s, "bench-mistral-busy.json")
 
 
 def phase_prefill_probe(out: Path, mps: bool) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.fleet import load_fleet
+from modelyard.fleet import LoadedFleet, load_fleet
+from modelyard.sim.result import SimResult
 from modelyard.sim.run import SimOptions, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,15 +52,22 @@ def _one_core() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
+def _timed(
+    loaded: LoadedFleet, options: SimOptions, requests: int
+) -> tuple[SimResult, float, float]:
+    """One scenario at `requests`: its result, wall seconds and CPU seconds."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = simulate(loaded, SimOptions(**{**options.__dict__, "requests": requests}))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    completed = sum(m.completed for m in result.models)
+    assert completed == requests, (completed, requests)
+    return result, wall, cpu
+
+
 def _child(index: int, requests: int) -> None:
     """One scenario in this process: print its CPU seconds as JSON."""
     _one_core()
-    loaded = load_fleet(ROOT / "examples" / "fleet.yaml")
-    options = SimOptions(**{**SCENARIOS[index][1].__dict__, "requests": requests})
-    cpu_start = time.process_time()
-    result = simulate(loaded, options)
-    cpu = time.process_time() - cpu_start
-    assert sum(m.completed for m in result.models) == requests
+    _, _, cpu = _timed(load_fleet(ROOT / "examples" / "fleet.yaml"), SCENARIOS[index][1], requests)
     print(json.dumps({"cpu_s": cpu}))
 
 
@@ -116,12 +124,7 @@ def main() -> None:
     for column in columns:
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for name, options in SCENARIOS:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        options = SimOptions(**{**options.__dict__, "requests": args.requests})
-        result = simulate(loaded, options)
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        completed = sum(m.completed for m in result.models)
-        assert completed == args.requests, (completed, args.requests)
+        result, wall, cpu = _timed(loaded, options, args.requests)
         table.add_row(
             name,
             f"{wall:.1f}",

@@ -109,6 +109,21 @@ def _accuracy(path: Path, **kw: object) -> Accuracy:
     return accuracy
 
 
+def _closed_pair(path: Path, calibration: Calibration) -> SimResult:
+    """The pair at 16 users, 50/50, 512 in / 256 out, on `calibration`."""
+    return simulate(
+        load_fleet(path),
+        SimOptions(
+            requests=200,
+            concurrency=16,
+            input_tokens=LengthDist(mean=512),
+            output_tokens=LengthDist(mean=256),
+            mix={"a": 1, "b": 1},
+            calibrations=(calibration,),
+        ),
+    )
+
+
 def test_shared_device_slows_prefill_steps_by_their_own_factor() -> None:
     device = SharedDevice("h200", slowdown=0.85, prefill_slowdown=0.15)
     one, other = object(), object()
@@ -132,27 +147,16 @@ def test_mps_on_the_h200_is_measured_and_spares_prefill(
     assert cal.mps_measured_on == ["h200"] and cal.mps_prefill_slowdown is not None
     assert cal.mps_prefill_slowdown < cal.mps_slowdown
 
-    def run(calibration: Calibration) -> SimResult:
-        return simulate(
-            load_fleet(path),
-            SimOptions(
-                requests=200,
-                concurrency=16,
-                input_tokens=LengthDist(mean=512),
-                output_tokens=LengthDist(mean=256),
-                mix={"a": 1, "b": 1},
-                calibrations=(calibration,),
-            ),
-        )
-
-    fitted = run(cal)
+    fitted = _closed_pair(path, cal)
     accuracy = fitted.models[0].accuracy
     assert accuracy is not None and accuracy.measured_on_gpu
     assert not any("published case" in n for n in accuracy.notes)
     limited = _accuracy(path, mps_compute_share=0.6)
     assert not limited.measured_on_gpu
     assert any("no SM limit" in n for n in limited.notes)
-    uniform = run(cal.model_copy(update={"mps_prefill_slowdown": None, "name": "uniform"}))
+    uniform = _closed_pair(
+        path, cal.model_copy(update={"mps_prefill_slowdown": None, "name": "uniform"})
+    )
     assert fitted.models[0].ttft_ms["p50"] < uniform.models[0].ttft_ms["p50"]
     # elsewhere the MPS penalty is the published A100 case, and says so
     a100 = _accuracy(write_fleet(GROUP.format(sharing="mps", extra="")))
@@ -170,19 +174,8 @@ def test_time_slicing_on_the_h200_spares_prefill(write_fleet: Callable[[str], Pa
     sharing = device_sharing("time-sliced", "h200", Catalog.load().gpu("h200"), ["a", "b"], cal)
     assert sharing.prefill_slowdown == cal.contention_prefill_slowdown
 
-    def run(calibration: Calibration) -> SimResult:
-        return simulate(
-            load_fleet(path),
-            SimOptions(
-                requests=200,
-                concurrency=16,
-                input_tokens=LengthDist(mean=512),
-                output_tokens=LengthDist(mean=256),
-                mix={"a": 1, "b": 1},
-                calibrations=(calibration,),
-            ),
-        )
-
-    measured = run(cal)
-    uniform = run(cal.model_copy(update={"contention_prefill_slowdown": None, "name": "uniform"}))
+    measured = _closed_pair(path, cal)
+    uniform = _closed_pair(
+        path, cal.model_copy(update={"contention_prefill_slowdown": None, "name": "uniform"})
+    )
     assert measured.models[0].ttft_ms["p50"] < uniform.models[0].ttft_ms["p50"]

@@ -41,7 +41,6 @@ class StreamRelay:
         self.response: web.StreamResponse | None = None
         self.usage: dict[str, Any] | None = None
         self.writer: StreamWriter | None = None  # aiohttp's chunked writer, once committed
-        self.piping = False  # write_now works: the relay may pipe the rest (upstream.py)
 
     async def commit(self) -> None:
         response = web.StreamResponse(
@@ -58,7 +57,7 @@ class StreamRelay:
             raise ClientGone(str(exc)) from exc
         writer = response._payload_writer  # aiohttp's StreamWriter (aiohttp pinned: 3.14.5)
         if isinstance(writer, StreamWriter) and writer.chunked and writer._compress is None:
-            self.writer, self.piping = writer, True
+            self.writer = writer
 
     async def event(self, named: bytes, data: bytes, decoded: JSON | None) -> None:
         usage = usage_in(data, decoded)
@@ -72,6 +71,11 @@ class StreamRelay:
             await self.response.write(event)
         except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError among them
             raise ClientGone(str(exc)) from exc
+
+    @property
+    def piping(self) -> bool:
+        """write_now works (aiohttp's own chunked writer): the relay may pipe the rest."""
+        return self.writer is not None
 
     def write_now(self, named: bytes, data: bytes, decoded: JSON | None) -> bool:
         """`event` without a wait: the chunk goes to the client's transport through aiohttp's
@@ -116,6 +120,8 @@ class StreamRelay:
 class AnswerSink:
     """Feeds a committed attempt's events to the assembler of its endpoint."""
 
+    piping = True  # assembling needs no wait: the relay may always pipe
+
     def __init__(self, endpoint: Endpoint, shape: AnswerShape | None) -> None:
         self.assembler: StreamAssembler | ResponsesAssembler
         if endpoint.upstream is Upstream.EVENTS:
@@ -125,7 +131,6 @@ class AnswerSink:
             self.assembler = StreamAssembler(endpoint.answer, shape)
         self.whole_body: bytes | None = None
         self.whole_usage: dict[str, Any] | None = None
-        self.piping = True
 
     async def commit(self) -> None:
         return None

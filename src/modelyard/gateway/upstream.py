@@ -76,7 +76,10 @@ class Attempt:
 class Sink(Protocol):
     """Where a committed attempt's answer goes (gateway/relay.py)."""
 
-    piping: bool  # once committed, write_now may take the rest of the stream
+    @property
+    def piping(self) -> bool:
+        """Once committed, write_now may take the rest of the stream."""
+        ...
 
     async def commit(self) -> None:
         """The first output arrived: from now on the answer is this upstream's."""
@@ -243,15 +246,19 @@ async def _relay(
     """Read the SSE body as it arrives (whole reads, not line by line) and hand on events,
     each with its `event:` line when the upstream names events."""
     now = clock.now
-    idle = deadlines.idle
-    total_deadline = watchdog.total_deadline
+    idle, total_deadline = deadlines.idle, watchdog.total_deadline
+
+    def alive() -> None:
+        """An event came: the idle deadline starts again (never past the total one)."""
+        watchdog.deadline = min(now() + idle, total_deadline)
+
     reader = SseReader()
     pending: list[tuple[bytes, bytes, dict[str, Any] | None]] = []
     while True:
         data = await response.read_any()
         events = reader.feed(data) if data else reader.end()
         if result.committed:
-            watchdog.deadline = min(now() + idle, total_deadline)
+            alive()
         for named, payload in events:
             kind, decoded = kind_of(payload)
             if kind >= Kind.ERROR:
@@ -260,7 +267,7 @@ async def _relay(
             if not result.committed and kind in _STARTS_OUTPUT:
                 result.committed = True
                 result.ttft_s = now() - watchdog.start
-                watchdog.deadline = min(now() + idle, total_deadline)
+                alive()
                 await sink.commit()
                 for earlier in pending:
                     await sink.event(*earlier)
@@ -275,7 +282,7 @@ async def _relay(
         if not data:
             break
         if result.committed and sink.piping:
-            await _piped(response, result, watchdog, clock, deadlines, sink, kind_of, reader)
+            await _piped(response, result, alive, sink, kind_of, reader)
             return
     result.outcome = Outcome.RESET
     result.detail = "stream ended before its last event"
@@ -292,9 +299,7 @@ def _failed_event(result: Attempt, kind: Kind, payload: bytes) -> None:
 async def _piped(
     response: Response,
     result: Attempt,
-    watchdog: AttemptWatchdog,
-    clock: Clock,
-    deadlines: Deadlines,
+    alive: Callable[[], None],
     sink: Sink,
     kind_of: KindOf,
     reader: SseReader,
@@ -303,8 +308,6 @@ async def _piped(
     callback: each event goes to the sink as its bytes arrive, without a task waking per
     chunk (what `_relay`'s loop costs per chunk is most of the gateway's own CPU for a
     stream). This task waits only for the end, a full client buffer, or an error."""
-    now = clock.now
-    idle, total_deadline = deadlines.idle, watchdog.total_deadline
     ended: list[str] = []  # "done", "error" or "full", set by the callback
     failure: list[Exception] = []
 
@@ -326,7 +329,7 @@ async def _piped(
 
     def consume(data: bytes) -> bool:
         try:
-            watchdog.deadline = min(now() + idle, total_deadline)
+            alive()
             return hand_on(reader.feed(data))
         except Exception as exc:  # ClientGone, MalformedStream: raised in this task below
             failure.append(exc)
@@ -348,7 +351,8 @@ async def _piped(
             await sink.drain()
             continue
         # the body ended: its last line may have come without a newline
-        if hand_on(reader.end()) and ended and ended[-1] != "full":
+        hand_on(reader.end())
+        if ended and ended[-1] != "full":  # its [DONE] or an error event
             return
         result.outcome = Outcome.RESET
         result.detail = "stream ended before its last event"

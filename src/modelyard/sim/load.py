@@ -223,7 +223,6 @@ class Feed:
         engines, arrivals, indices = self.engines, self._arrivals, self._indices
         preloaded, offered = len(arrivals), self._offered
         latency, frontend, free_at = self._latency, self._frontend, self._free_at
-        inputs, outputs, max_len = self._inputs, self._outputs, self.max_len
         fixed = engines.index(only) if only is not None else 0 if len(engines) == 1 else -1
         schedule = self.loop.schedule
         while True:
@@ -257,26 +256,14 @@ class Feed:
                 offered.popleft()
             if frontend:
                 free_at[position] = due
-            prompt, output = inputs[index], outputs[index]
-            if prompt + output > max_len:
-                self.rejected += 1  # vLLM answers 400: context length exceeded
-                if self.on_rejected is not None:
-                    self.on_rejected(now)
+            request = self._request(arrival, index, now)
+            if request is None:
                 continue
-            request = SimRequest(
-                rid=index,
-                arrival=arrival,
-                prompt_tokens=prompt,
-                output_tokens=output,
-                payload=self.model_id,
-            )
             if only is not None:
-                request.target = prompt
+                request.target = request.prompt_tokens
                 engine.waiting.append(request)
                 continue
-            if engine.busy and engine.running < engine.max_num_seqs and not engine.waiting:
-                engine.interrupt(now)  # it can admit this request at its next step
-            schedule(engine.submit(now, request))
+            schedule(self._submit(engine, now, request))
 
     def _process_shared(self, now: float, token: int) -> list[Event]:
         """The request path with processor-sharing front ends: requests enter a front end
@@ -337,23 +324,32 @@ class Feed:
                 self._arm(done, position)
                 return []
             arrival, index = fronts[position].leave(done)
-            prompt, output = self._inputs[index], self._outputs[index]
-            if prompt + output > self.max_len:
-                self.rejected += 1  # vLLM answers 400: context length exceeded
-                if self.on_rejected is not None:
-                    self.on_rejected(done)
-                continue
-            engine = engines[position]
-            request = SimRequest(
-                rid=index,
-                arrival=arrival,
-                prompt_tokens=prompt,
-                output_tokens=output,
-                payload=self.model_id,
-            )
-            if engine.busy and engine.running < engine.max_num_seqs and not engine.waiting:
-                engine.interrupt(now)  # it can admit this request at its next step
-            schedule(engine.submit(now, request))
+            request = self._request(arrival, index, done)
+            if request is not None:
+                schedule(self._submit(engines[position], now, request))
+
+    def _request(self, arrival: float, index: int, now: float) -> SimRequest | None:
+        """Request `index` as it reaches an engine, or None: longer than the model's context
+        (vLLM answers 400)."""
+        prompt, output = self._inputs[index], self._outputs[index]
+        if prompt + output > self.max_len:
+            self.rejected += 1
+            if self.on_rejected is not None:
+                self.on_rejected(now)
+            return None
+        return SimRequest(
+            rid=index,
+            arrival=arrival,
+            prompt_tokens=prompt,
+            output_tokens=output,
+            payload=self.model_id,
+        )
+
+    @staticmethod
+    def _submit(engine: Engine, now: float, request: SimRequest) -> list[Event]:
+        if engine.busy and engine.running < engine.max_num_seqs and not engine.waiting:
+            engine.interrupt(now)  # it can admit this request at its next step
+        return engine.submit(now, request)
 
     def _route(self) -> int:
         """The engine the head goes to: the least loaded of those whose front end frees
