@@ -27,6 +27,8 @@ DEFAULT = Path(__file__).resolve().parent / "results" / "gpu-h200-2026-12-02"
 RATES = (4.0, 12.0, 24.0)  # total fleet rates of the run (gpu_vllm.RATES)
 MIX = {"llama-8b": 0.95, "mistral-7b": 0.05}
 PHASE_OF = {"llama-8b": "llama", "mistral-7b": "mistral"}
+# Llama alone behind 1 and 4 API-server processes (gpu_vllm.FRONTEND_LOADS)
+FRONTEND_PHASES = ("frontend1", "frontend4")
 # the seed article's claims for shared runtimes, quoted as the brief states them
 SEED = {"p99 latency": "+78%", "cold start": "+350%", "OOMs": "+22%", "cost (isolated)": "-33%"}
 
@@ -368,20 +370,28 @@ def _cases(root: Path) -> list[SimCase]:
                     phase, label, [*shape, "--requests", requests, "--mix", mix, *lengths, *sharing]
                 )
             )
-    for path in sorted((root / "burst").glob("burst*.json")):
+    # `vllm bench serve`'s runs: every request at once (offline) or a closed loop at
+    # --max-concurrency
+    served = [
+        (phase, path)
+        for phase in ("burst", *FRONTEND_PHASES, "bigbatch")
+        for path in sorted((root / phase).glob("*.json"))
+        if not path.stem.startswith("bench-") and path.stem != "summary"
+    ]
+    for phase, path in served:
         v = json.loads(path.read_text())
+        users = v.get("max_concurrency")
+        load = ["--concurrency", str(users)] if users else ["--offline"]
         lengths = [
             "--input-tokens",
-            str(round(statistics.fmean(v["input_lens"]))),
+            str(round(v["total_input_tokens"] / max(v["completed"], 1))),
             "--output-tokens",
-            str(round(statistics.fmean(v["output_lens"]))),
+            str(round(v["total_output_tokens"] / max(v["completed"], 1))),
         ]
         requests = str(v["completed"] + v["failed"])
         cases.append(
             SimCase(
-                "burst",
-                path.stem,
-                ["--offline", "--requests", requests, "--mix", "llama-8b=100", *lengths],
+                phase, path.stem, [*load, "--requests", requests, "--mix", "llama-8b=100", *lengths]
             )
         )
     return cases

@@ -96,6 +96,25 @@ CHECK_SHAPES = ((1024, 256, 10.0), (256, 1024, 4.0))
 BURSTS = ((100, 128, 4), (300, 128, 4), (1000, 128, 4), (1000, 128, 128), (500, 2000, 100))
 # the prefill probes: one Llama user at each prompt length (PROBE_OUTPUT tokens out), with the
 # Mistral engine idle and then busy decoding (BUSY_USERS users, BUSY_INPUT in / BUSY_OUTPUT out)
+# the front-end phases: Llama alone behind 1 and then FRONTEND_SERVERS API-server processes
+# (`--api-server-count`), the same loads each time: (label, prompts, users or None for all at
+# once, input tokens, output tokens); per-token output work in the API server is the difference
+FRONTEND_SERVERS = 4
+FRONTEND_LOADS = (
+    ("c64-in128-out256", 256, 64, 128, 256),
+    ("c256-in128-out256", 768, 256, 128, 256),
+    ("burst1000-in128-out128", 1000, None, 128, 128),
+    ("c1024-in128-out512", 1024, 1024, 128, 512),
+)
+# the big-batch phase: Llama alone, closed loops of hundreds of users whose decode steps are
+# compute-bound in the linear layers while attention reads a large KV cache (the two overlap
+# or add up); a control where both are memory-bound (c128 x 2048 in); the c1024 run again
+BIG_BATCH_LOADS = (
+    ("c768-in512-out512", 768, 768, 512, 512),
+    ("c384-in1024-out512", 768, 384, 1024, 512),
+    ("c128-in2048-out512", 256, 128, 2048, 512),
+    ("c1024-in128-out512", 1024, 1024, 128, 512),
+)
 PROBE_PROMPTS = (512, 2048, 4096)
 PROBE_OUTPUT = 16
 BUSY_USERS = 32
@@ -115,6 +134,10 @@ PHASES = (
     "burst",
     "mps-prefill",
     "timesliced-prefill",
+    "frontend1",
+    f"frontend{FRONTEND_SERVERS}",
+    "bigbatch",
+    "bigbatch-graphs",
 )
 MPS_DIR = GPU / "mps"  # the MPS control daemon's pipe and log directories (the mps phase)
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
@@ -739,6 +762,62 @@ def phase_burst(out: Path) -> None:
         phase.write()
 
 
+def served_loads(
+    phase: Phase, loads: tuple[tuple[str, int, int | None, int, int], ...], seed: int
+) -> None:
+    """`vllm bench serve` at each (label, prompts, users or None for all at once, input tokens,
+    output tokens), a new seed each run."""
+    for offset, (label, prompts, users, input_tokens, output_tokens) in enumerate(loads):
+        load = ["--request-rate", "inf"]
+        if users is not None:
+            load += ["--max-concurrency", str(users)]
+        vllm_bench_serve(
+            phase,
+            LLAMA,
+            label,
+            load,
+            prompts,
+            seed + offset,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            detailed=label.startswith("burst"),
+        )
+
+
+def phase_big_batch(out: Path, graphs_to: int | None = None) -> None:
+    """Llama-3.1-8B alone, BIG_BATCH_LOADS through `vllm bench serve`: decode steps of hundreds
+    of sequences, where the linear layers are compute-bound and attention reads tens of GB of
+    KV cache — whether those two overlap (one roofline for the step) or follow one another.
+    `graphs_to`: CUDA graphs captured up to that batch (vLLM's default stops at 512), and only
+    the loads above 512 sequences."""
+    name, extra, loads = "bigbatch", (), BIG_BATCH_LOADS
+    if graphs_to is not None:
+        name, extra = "bigbatch-graphs", ("--max-cudagraph-capture-size", str(graphs_to))
+        loads = tuple(load for load in BIG_BATCH_LOADS if load[2] is not None and load[2] > 512)
+    phase = Phase(name, [LLAMA], shared=False, sleep_mode=set(), extra_args=extra, out=out)
+    try:
+        if phase.up():
+            served_loads(phase, loads, 500 if graphs_to is None else 600)
+    finally:
+        phase.down()
+        phase.write()
+
+
+def phase_frontend(out: Path, servers: int) -> None:
+    """Llama-3.1-8B alone behind `servers` API-server processes (vLLM's `--api-server-count`),
+    FRONTEND_LOADS through `vllm bench serve`: at hundreds of streams the single API server's
+    per-token work (detokenizing, building and writing every stream's events) is what the
+    client sees; with several servers sharing it, the engine's own step time shows."""
+    extra = ("--api-server-count", str(servers)) if servers > 1 else ()
+    phase = Phase(f"frontend{servers}", [LLAMA], False, set(), extra_args=extra, out=out)
+    try:
+        if phase.up():
+            served_loads(phase, FRONTEND_LOADS, 400 + 10 * servers)
+    finally:
+        phase.down()
+        phase.write()
+
+
 def prefill_probe_runs(phase: Phase) -> None:
     """Llama's prefill time with its peer idle, then with the peer busy decoding: one Llama user
     at each of PROBE_PROMPTS; then Llama decoding at 8 users beside the busy peer. The busy load
@@ -1024,6 +1103,12 @@ def run(phases: list[str], out: Path) -> None:
                 phase_prefill_probe(out, mps=True)
             elif name == "timesliced-prefill":
                 phase_prefill_probe(out, mps=False)
+            elif name == "bigbatch":
+                phase_big_batch(out)
+            elif name == "bigbatch-graphs":
+                phase_big_batch(out, graphs_to=1024)
+            elif name.startswith("frontend"):
+                phase_frontend(out, int(name.removeprefix("frontend")))
         except Exception:  # a broken phase is reported; the next one still runs
             traceback.print_exc()
         finally:
