@@ -94,8 +94,6 @@ CHECK_SHAPES = ((1024, 256, 10.0), (256, 1024, 4.0))
 # throughput pages ran `vllm bench serve` with no rate and no concurrency limit); (prompts,
 # input tokens, output tokens)
 BURSTS = ((100, 128, 4), (300, 128, 4), (1000, 128, 4), (1000, 128, 128), (500, 2000, 100))
-# the prefill probes: one Llama user at each prompt length (PROBE_OUTPUT tokens out), with the
-# Mistral engine idle and then busy decoding (BUSY_USERS users, BUSY_INPUT in / BUSY_OUTPUT out)
 # the front-end phases: Llama alone behind 1 and then FRONTEND_SERVERS API-server processes
 # (`--api-server-count`), the same loads each time: (label, prompts, users or None for all at
 # once, input tokens, output tokens); per-token output work in the API server is the difference
@@ -115,6 +113,8 @@ BIG_BATCH_LOADS = (
     ("c128-in2048-out512", 256, 128, 2048, 512),
     ("c1024-in128-out512", 1024, 1024, 128, 512),
 )
+# the prefill probes: one Llama user at each prompt length (PROBE_OUTPUT tokens out), with the
+# Mistral engine idle and then busy decoding (BUSY_USERS users, BUSY_INPUT in / BUSY_OUTPUT out)
 PROBE_PROMPTS = (512, 2048, 4096)
 PROBE_OUTPUT = 16
 BUSY_USERS = 32
@@ -809,7 +809,9 @@ def phase_frontend(out: Path, servers: int) -> None:
     per-token work (detokenizing, building and writing every stream's events) is what the
     client sees; with several servers sharing it, the engine's own step time shows."""
     extra = ("--api-server-count", str(servers)) if servers > 1 else ()
-    phase = Phase(f"frontend{servers}", [LLAMA], False, set(), extra_args=extra, out=out)
+    phase = Phase(
+        f"frontend{servers}", [LLAMA], shared=False, sleep_mode=set(), extra_args=extra, out=out
+    )
     try:
         if phase.up():
             served_loads(phase, FRONTEND_LOADS, 400 + 10 * servers)
