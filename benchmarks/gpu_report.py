@@ -374,7 +374,7 @@ def _cases(root: Path) -> list[SimCase]:
     # --max-concurrency
     served = [
         (phase, path)
-        for phase in ("burst", *FRONTEND_PHASES, "bigbatch")
+        for phase in ("burst", *FRONTEND_PHASES, "bigbatch", "bigbatch-above512", "bigbatch-graphs")
         for path in sorted((root / phase).glob("*.json"))
         if not path.stem.startswith("bench-") and path.stem != "summary"
     ]
@@ -530,10 +530,12 @@ def main() -> None:
     args = parser.parse_args()
     root: Path = args.root
     print(f"# {root.name}\n")
-    print("## Shared (time-sliced, one H200) vs isolated (each alone on the H200)\n")
-    print(shared_vs_isolated(root) + "\n")
-    print("## Cold starts, sleep mode, memory\n")
-    print(starts_and_memory(root) + "\n")
+    full = all((root / p).is_dir() for p in ("llama", "mistral", "shared"))
+    if full:  # a later session's run may hold only some phases (e.g. bigbatch-graphs)
+        print("## Shared (time-sliced, one H200) vs isolated (each alone on the H200)\n")
+        print(shared_vs_isolated(root) + "\n")
+        print("## Cold starts, sleep mode, memory\n")
+        print(starts_and_memory(root) + "\n")
     if (root / "mps").is_dir() and (root / "timesliced").is_dir():
         print("## Time-sliced vs MPS: both engines on one H200, closed loop\n")
         print(mps_vs_timesliced(root) + "\n")
@@ -546,13 +548,14 @@ def main() -> None:
     if (root / "mps-prefill").is_dir() or (root / "timesliced-prefill").is_dir():
         print("## Prefill and decode beside a busy peer\n")
         print(prefill_probes(root) + "\n")
-    print("## The peer: `vllm bench serve` beside `modelyard bench`, same server\n")
-    print(peer(root) + "\n")
-    print(
-        "The seed article's claims for shared runtimes: "
-        + ", ".join(f"{k} {v}" for k, v in SEED.items())
-        + "\n"
-    )
+    if full:
+        print("## The peer: `vllm bench serve` beside `modelyard bench`, same server\n")
+        print(peer(root) + "\n")
+        print(
+            "The seed article's claims for shared runtimes: "
+            + ", ".join(f"{k} {v}" for k, v in SEED.items())
+            + "\n"
+        )
     if args.no_sim:
         return
     phases = set(args.phases.split(",")) if args.phases else None

@@ -39,6 +39,10 @@ them with `modelyard down`, whatever happens):
            and `modelyard bench`: the API server's front end under a burst.
 - mps-prefill / timesliced-prefill: both models shared; one Llama user's prefill time (and
            Llama at 8 users) with Mistral idle, then with Mistral busy decoding in the background.
+- frontend1 / frontend4: Llama alone behind 1 and 4 API-server processes, hundreds of streams.
+- bigbatch: Llama alone, decode batches of 128-1,024 sequences; bigbatch-above512 and
+           bigbatch-graphs: its loads above 512 sequences with vLLM's CUDA graphs to 512 (the
+           default) and to 1,024, back to back an A/B of the graphs alone.
 
 Prompts are token ids of exact length (512 in, 256 out, ignore_eos), weights random
 (`--load-format dummy`, timing does not depend on their values).
@@ -137,6 +141,7 @@ PHASES = (
     "frontend1",
     f"frontend{FRONTEND_SERVERS}",
     "bigbatch",
+    "bigbatch-above512",
     "bigbatch-graphs",
 )
 MPS_DIR = GPU / "mps"  # the MPS control daemon's pipe and log directories (the mps phase)
@@ -784,16 +789,19 @@ def served_loads(
         )
 
 
-def phase_big_batch(out: Path, graphs_to: int | None = None) -> None:
+def phase_big_batch(out: Path, name: str, graphs_to: int | None = None) -> None:
     """Llama-3.1-8B alone, BIG_BATCH_LOADS through `vllm bench serve`: decode steps of hundreds
     of sequences, where the linear layers are compute-bound and attention reads tens of GB of
     KV cache — whether those two overlap (one roofline for the step) or follow one another.
-    `graphs_to`: CUDA graphs captured up to that batch (vLLM's default stops at 512), and only
-    the loads above 512 sequences."""
-    name, extra, loads = "bigbatch", (), BIG_BATCH_LOADS
-    if graphs_to is not None:
-        name, extra = "bigbatch-graphs", ("--max-cudagraph-capture-size", str(graphs_to))
+    `bigbatch-above512`: only the loads above 512 sequences (vLLM's default CUDA-graph sizes stop
+    at 512); `bigbatch-graphs`: the same loads with graphs captured up to `graphs_to`, so the two
+    back to back are an A/B of the graphs alone."""
+    extra: tuple[str, ...] = ()
+    loads = BIG_BATCH_LOADS
+    if name != "bigbatch":
         loads = tuple(load for load in BIG_BATCH_LOADS if load[2] is not None and load[2] > 512)
+    if graphs_to is not None:
+        extra = ("--max-cudagraph-capture-size", str(graphs_to))
     phase = Phase(name, [LLAMA], shared=False, sleep_mode=set(), extra_args=extra, out=out)
     try:
         if phase.up():
@@ -1105,10 +1113,10 @@ def run(phases: list[str], out: Path) -> None:
                 phase_prefill_probe(out, mps=True)
             elif name == "timesliced-prefill":
                 phase_prefill_probe(out, mps=False)
-            elif name == "bigbatch":
-                phase_big_batch(out)
+            elif name in ("bigbatch", "bigbatch-above512"):
+                phase_big_batch(out, name)
             elif name == "bigbatch-graphs":
-                phase_big_batch(out, graphs_to=1024)
+                phase_big_batch(out, name, graphs_to=1024)
             elif name.startswith("frontend"):
                 phase_frontend(out, int(name.removeprefix("frontend")))
         except Exception:  # a broken phase is reported; the next one still runs

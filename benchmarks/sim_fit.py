@@ -29,15 +29,18 @@ from modelyard.sim.validation import Case, load_validation_set, replay
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "src" / "modelyard" / "sim" / "calibrations"
-V1 = ("vllm-v1-hopper", "vllm-v1-ampere", "vllm-v1-default")
+V1 = ("vllm-v1-hopper", "vllm-v1-ampere", "vllm-v1-default")  # vLLM >= 0.12
+V08 = ("vllm-v0.8-hopper", "vllm-v0.8-ampere", "vllm-v0.8-default")  # vLLM 0.8-0.11 (V1 engine)
 V06 = ("vllm-v0.6-hopper", "vllm-v0.6-ampere", "vllm-v0.6-default")
 SGL = ("sglang-hopper", "sglang-default")
 TRT = ("tensorrt-llm-hopper", "tensorrt-llm-ampere", "tensorrt-llm-default")
-HOPPER_SHARED = ("vllm-v1-hopper", "vllm-v0.6-hopper", "sglang-hopper")
+HOPPER_SHARED = ("vllm-v1-hopper", "vllm-v0.8-hopper", "vllm-v0.6-hopper", "sglang-hopper")
 AMPERE_SHARED = (
     "vllm-v1-ampere",
+    "vllm-v0.8-ampere",
     "vllm-v0.6-ampere",
     "vllm-v1-default",
+    "vllm-v0.8-default",
     "vllm-v0.6-default",
     "sglang-default",
 )
@@ -58,10 +61,12 @@ PARAMS = [
     Param("hopper efficiency: mfu", HOPPER_SHARED, "mfu", 0.1, 0.9, 0.5),
     Param("hopper efficiency: fp8 mfu", HOPPER_SHARED, "fp8_mfu", 0.05, 0.9, 0.4),
     Param("ampere efficiency: bandwidth", AMPERE_SHARED, "bandwidth_efficiency", 0.4, 1.0, 0.8),
-    Param("vLLM V1: step overhead ms", V1, "step_overhead_ms", 0.0, 10.0, 1.0),
-    Param("vLLM V1: per sequence ms", V1, "per_seq_overhead_ms", 0.0, 1.0, 0.01),
-    Param("vLLM V1: request latency ms", V1, "request_latency_ms", 0.0, 200.0, 40.0),
-    Param("vLLM V1: front end ms/request", V1, "frontend_ms_per_request", 0.0, 60.0, 5.0),
+    Param("ampere efficiency: mfu", AMPERE_SHARED, "mfu", 0.1, 0.9, 0.5),
+    Param("vLLM >=0.12: step overhead ms", V1, "step_overhead_ms", 0.0, 10.0, 1.0),
+    Param("vLLM 0.8-0.11: step overhead ms", V08, "step_overhead_ms", 0.0, 10.0, 1.0),
+    Param("vLLM 0.8-0.11: per sequence ms", V08, "per_seq_overhead_ms", 0.0, 1.0, 0.01),
+    Param("vLLM 0.8-0.11: request latency ms", V08, "request_latency_ms", 0.0, 200.0, 40.0),
+    Param("vLLM 0.8-0.11: front end ms/request", V08, "frontend_ms_per_request", 0.0, 60.0, 5.0),
     Param("vLLM V0.6: step overhead ms", V06, "step_overhead_ms", 0.0, 10.0, 2.0),
     Param("SGLang: step overhead ms", SGL, "step_overhead_ms", 0.0, 10.0, 1.0),
     Param("SGLang: per sequence ms", SGL, "per_seq_overhead_ms", 0.0, 1.0, 0.01),
@@ -92,34 +97,26 @@ PARAMS = [
 ]
 
 # Values no fit-set case constrains, and why they are what they are.
-AMPERE_MFU = (
-    0.5,
-    "prior, not fitted: no Ampere prefill measurement in the fit set; the earlier hand-set "
-    "default (the usual prefill MFU of 7-8B models in vLLM)",
-)
 TRT_FRONTEND = (2.0, "assumed, not fitted: no TensorRT-LLM case loads its API server")
 NO_FP8 = (None, "not measured: FP8 compute falls back to mfu against the FP8 peak (wider band)")
 PRIORS: dict[str, dict[str, tuple[float | None, str]]] = {
-    **{name: {"mfu": AMPERE_MFU} for name in AMPERE_SHARED},
     **{name: {"frontend_ms_per_request": TRT_FRONTEND} for name in TRT},
 }
 for _name in ("tensorrt-llm-ampere", "tensorrt-llm-default"):
     PRIORS[_name]["fp8_mfu"] = NO_FP8
 
 
+# vLLM >= 0.12's request path: the API server's costs measured on vLLM 0.24 on the lent H200
+# (vllm-v1-h200.yaml, `modelyard sim calibrate`), the one fit-set source of that range reaching
+# them with a single user (infergrid-a100) cannot tell them from the prefill's compute
+V1_REQUEST_PATH = ("request_latency_ms", "frontend_ms_per_request", "per_seq_overhead_ms")
 COPIES = {  # file: (source file, fields) for numbers a fit-set case cannot reach
-    "vllm-v0.6-hopper": (
-        "vllm-v1-hopper",
-        ("request_latency_ms", "frontend_ms_per_request", "per_seq_overhead_ms"),
-    ),
-    "vllm-v0.6-ampere": (
-        "vllm-v1-ampere",
-        ("request_latency_ms", "frontend_ms_per_request", "per_seq_overhead_ms"),
-    ),
-    "vllm-v0.6-default": (
-        "vllm-v1-default",
-        ("request_latency_ms", "frontend_ms_per_request", "per_seq_overhead_ms"),
-    ),
+    **{name: ("vllm-v1-h200", V1_REQUEST_PATH) for name in V1},
+    # vLLM 0.6 (V0): the nearest release range's request path
+    **{
+        f"vllm-v0.6-{kind}": (f"vllm-v0.8-{kind}", V1_REQUEST_PATH)
+        for kind in ("hopper", "ampere", "default")
+    },
     # TensorRT-LLM on an unknown GPU: vLLM's Ampere efficiency (an H100's fraction of its much
     # higher peak says nothing about another GPU's). tensorrt-llm-ampere has its own fit since
     # 2026-12-02 (NVIDIA's v0.17 A100 throughput table, fit set); before, it copied vLLM's
@@ -147,6 +144,7 @@ FRONTEND_QUEUE = (
 )
 ENGINE_NOTES = {
     "vllm-v1": {"frontend_queue": FRONTEND_QUEUE},
+    "vllm-v0.8": {"frontend_queue": FRONTEND_QUEUE},
     "vllm-v0.6": {
         "frontend_queue": FRONTEND_QUEUE + "; V0's is assumed the same",
         "scheduler": "vLLM 0.6 (V0) without chunked prefill (its default below 32K context): a "
@@ -250,13 +248,15 @@ def fit(rounds: int, only: str = "") -> tuple[dict[str, Calibration], dict[str, 
             print(f"{label} = {param.value:9.4g}  loss {best_loss:.4f}")
     fitted_on = {p.name: sorted({c.source for c in touched[p.name]}) for p in PARAMS}
     fitted = apply(base)
-    if only:  # the files these parameters were fitted in are now measured on their cases' GPUs
-        for param in PARAMS:
-            if param.name.startswith(only) and touched[param.name]:
-                gpus = {c.gpu for c in touched[param.name]}
-                for name in param.files:
-                    measured = sorted(set(fitted[name].measured_on) | gpus)
-                    fitted[name] = fitted[name].model_copy(update={"measured_on": measured})
+    # a file is measured on the GPUs of the fit-set cases replayed with it (its own cases, not
+    # those of a file it shares a device efficiency with)
+    gpus: dict[str, set[str]] = {}
+    for case in fit_cases:
+        gpus.setdefault(replay_name(case, fitted, catalog), set()).add(case.gpu)
+    for name in fitted:
+        if name not in FITTED_ELSEWHERE:
+            measured = sorted(gpus.get(name, set()))
+            fitted[name] = fitted[name].model_copy(update={"measured_on": measured})
     return fitted, fitted_on
 
 
@@ -309,7 +309,12 @@ def write(
             notes[field] = why
         origin, fields = COPIES.get(name, ("", ()))
         for field in fields:
-            notes[field] = f"not constrained by any fit-set case: copied from {origin}"
+            notes[field] = (
+                f"measured: vLLM 0.24 on the lent H200, copied from {origin} (no fit-set case "
+                "of this release range separates it from the prefill's compute)"
+                if origin in FITTED_ELSEWHERE
+                else f"not constrained by any fit-set case: copied from {origin}"
+            )
         notes.update(COMMON_NOTES)
         for prefix, extra in ENGINE_NOTES.items():
             if name.startswith(prefix):

@@ -17,8 +17,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
 
 
 def test_an_overloaded_engine_gets_every_warning() -> None:
-    # one A10G for Llama at the example's 3.3 req/s: saturated (docs/simulator.md)
-    result = simulate(load_fleet(EXAMPLE), SimOptions(requests=1500, seed=1))
+    # one A10G for Llama at the example's 3.3 req/s: saturated (docs/simulator.md); long enough
+    # a run that the backlog outgrows the engine's pace (served ~2.9 of 3.3 req/s)
+    result = simulate(load_fleet(EXAMPLE), SimOptions(requests=4000, seed=1))
     offered = offered_rps(result)
     assert sum(offered.values()) == pytest.approx(result.load["rate"])
     text = "\n".join(warnings(result))

@@ -166,27 +166,34 @@ def coordinate_search(
     knobs: list[Knob],
     loss: Callable[[dict[str, float]], float],
     spreads: tuple[float, ...] = (0.5, 0.25, 0.125),
+    passes: int = 6,
 ) -> tuple[dict[str, float], float]:
-    """Move one knob at a time to the best of a few multiplicative steps (+-spread, +-spread/2),
-    one round per spread; zero-bounded knobs also try 0 and a small positive value. Returns the
-    values and their loss."""
+    """Move one knob at a time to the best of a few multiplicative steps (+-spread, +-spread/2);
+    zero-bounded knobs also try 0 and a small positive value. Each spread repeats its round
+    while a round still improves (at most `passes` rounds), so a value several times its start
+    is reached, not only the few steps one round per spread allows. Returns the values and
+    their loss."""
     values = dict(start)
     best = loss(values)
     for spread in spreads:
-        for knob in knobs:
-            current = values[knob.field]
-            candidates = {
-                min(knob.high, max(knob.low, current * (1 + k * spread)))
-                for k in (-1.0, -0.5, 0.5, 1.0)
-            }
-            if knob.low == 0.0:
-                candidates.add(0.0)
-                candidates.add(min(knob.high, max(current, 0.1 * knob.high) * (1 + spread)))
-            for candidate in sorted(candidates - {current}):
-                trial = {**values, knob.field: candidate}
-                score = loss(trial)
-                if score < best:
-                    best, values = score, trial
+        for _ in range(passes):
+            improved = False
+            for knob in knobs:
+                current = values[knob.field]
+                candidates = {
+                    min(knob.high, max(knob.low, current * (1 + k * spread)))
+                    for k in (-1.0, -0.5, 0.5, 1.0)
+                }
+                if knob.low == 0.0:
+                    candidates.add(0.0)
+                    candidates.add(min(knob.high, max(current, 0.1 * knob.high) * (1 + spread)))
+                for candidate in sorted(candidates - {current}):
+                    trial = {**values, knob.field: candidate}
+                    score = loss(trial)
+                    if score < best:
+                        best, values, improved = score, trial, True
+            if not improved:
+                break
     return values, best
 
 
@@ -196,6 +203,7 @@ KNOBS = [
     Knob("step_overhead_ms", 0.0, 500.0),
     Knob("per_seq_overhead_ms", 0.0, 200.0),
     Knob("request_latency_ms", 0.0, 5000.0),
+    Knob("frontend_ms_per_request", 0.0, 1000.0),
 ]
 
 
