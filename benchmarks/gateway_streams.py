@@ -404,10 +404,12 @@ def report(points: list[Point], dropped: dict[str, str], layout: Layout, console
         console.print(f"[yellow]{path}: {why}[/]")
 
 
-def write_json(points: list[Point], layout: Layout, settings: Settings, started: float) -> Path:
+def write_json(
+    points: list[Point], layout: Layout, settings: Settings, started: float, folder: Path
+) -> Path:
     now = datetime.datetime.now(datetime.UTC)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"gateway_streams_{now:%Y-%m-%dT%H%M%S}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"gateway_streams_{now:%Y-%m-%dT%H%M%S}.json"
     document = {
         "benchmark": "gateway_streams",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -440,6 +442,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="gateway.workers for modelyard's gateway")
     parser.add_argument("--logs", type=Path, help="keep the proxies' configs and logs here")
     parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="folder for the result JSON (default benchmarks/results; on the GPU machine: $OUT)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help=f"another checkout's src: adds the path {BASELINE!r} (the change side by side)",
@@ -469,7 +477,7 @@ def main() -> None:
     console.print(f"layout: {layout.describe()}; load average {started:.1f} at start")
     points, dropped = measure(build(), paths, settings, layout, console, args.logs)
     report(points, dropped, layout, console)
-    console.print(f"wrote {write_json(points, layout, settings, started)}")
+    console.print(f"wrote {write_json(points, layout, settings, started, args.out)}")
 
 
 if __name__ == "__main__":
