@@ -106,15 +106,16 @@ for _name in ("tensorrt-llm-ampere", "tensorrt-llm-default"):
     PRIORS[_name]["fp8_mfu"] = NO_FP8
 
 
-# vLLM >= 0.12's request path: the API server's costs measured on vLLM 0.24 on the lent H200
-# (vllm-v1-h200.yaml, `modelyard sim calibrate`), the one fit-set source of that range reaching
-# them with a single user (infergrid-a100) cannot tell them from the prefill's compute
-V1_REQUEST_PATH = ("request_latency_ms", "frontend_ms_per_request", "per_seq_overhead_ms")
+# The request path: what no fit-set case of a release range separates from the rest. vLLM >=
+# 0.12 takes the API server's costs measured on vLLM 0.24 on the lent H200 (vllm-v1-h200.yaml):
+# its one fit-set source, infergrid-a100, has a single user, whose TTFT cannot tell the request
+# path from the prefill's compute.
+REQUEST_PATH = ("request_latency_ms", "frontend_ms_per_request", "per_seq_overhead_ms")
 COPIES = {  # file: (source file, fields) for numbers a fit-set case cannot reach
-    **{name: ("vllm-v1-h200", V1_REQUEST_PATH) for name in V1},
+    **{name: ("vllm-v1-h200", REQUEST_PATH) for name in V1},
     # vLLM 0.6 (V0): the nearest release range's request path
     **{
-        f"vllm-v0.6-{kind}": (f"vllm-v0.8-{kind}", V1_REQUEST_PATH)
+        f"vllm-v0.6-{kind}": (f"vllm-v0.8-{kind}", REQUEST_PATH)
         for kind in ("hopper", "ampere", "default")
     },
     # TensorRT-LLM on an unknown GPU: vLLM's Ampere efficiency (an H100's fraction of its much

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.sim.calibration import choose_calibration
+from modelyard.sim.calibration import Calibration, choose_calibration
 from modelyard.sim.errors import SimError
 from modelyard.sim.perf import calibration_for
 from modelyard.sim.versions import (
@@ -84,39 +84,45 @@ def test_user_calibration_wins_for_its_engine_only() -> None:
     assert calibration_for("h100-sxm", [mine], engine="sglang").name == "sglang-hopper"
 
 
-def test_an_unmeasured_request_path_widens_the_band() -> None:
+def _banded(device: str, version: str) -> Calibration:
+    """The built-in calibration for vLLM `version` on `device`, as a user file whose measured
+    and unmeasured bands differ (the shipped ones may be equal, which would hide a widening)."""
+    shipped = calibration_for(device, engine="vllm", version=version)
+    return shipped.model_copy(
+        update={"name": f"banded-{shipped.name}", "error_band": 0.1, "unmeasured_error_band": 0.3}
+    )
+
+
+def _accuracy(entry: dict[str, str], calibrations: tuple[Calibration, ...]) -> tuple[float, str]:
     from modelyard.sim.devices import one_model_fleet
     from modelyard.sim.run import SimOptions, simulate
+
+    options = SimOptions(requests=20, concurrency=1, calibrations=calibrations)
+    found = simulate(one_model_fleet(entry, "t"), options).models[0].accuracy
+    assert found is not None and found.measured_on_gpu
+    return found.band, " ".join(found.notes)
+
+
+def test_an_unmeasured_request_path_widens_the_band() -> None:
+    mine = (_banded("h100-sxm", "0.11.0"), _banded("h100-sxm", "0.6.3"))
 
     def accuracy(version: str) -> tuple[float, str]:
         entry = {"catalog": "llama-3.1-8b", "gpu": "h100-sxm", "engine_version": version}
-        result = simulate(one_model_fleet(entry, "t"), SimOptions(requests=20, concurrency=1))
-        found = result.models[0].accuracy
-        assert found is not None and found.measured_on_gpu
-        return found.band, " ".join(found.notes)
+        return _accuracy(entry, mine)
 
     v1_band, v1_notes = accuracy("0.11.0")
-    v0_band, v0_notes = accuracy("0.6.3")  # its request path is copied from V1, not measured
+    v0_band, v0_notes = accuracy("0.6.3")  # its request path is copied, not measured
     assert "request path" in v0_notes and "request path" not in v1_notes
-    # widened to the unmeasured band (which the validation may set equal to the measured one)
-    v0 = calibration_for("h100-sxm", engine="vllm", version="0.6.3")
-    assert v0_band == max(v0.error_band, v0.unmeasured_error_band) >= v1_band
+    assert (v1_band, v0_band) == (0.1, 0.3)
 
 
 def test_an_engine_without_a_profile_runs_as_the_current_vllm_and_says_so() -> None:
-    from modelyard.sim.devices import one_model_fleet
-    from modelyard.sim.run import SimOptions, simulate
+    mine = (_banded("a100-80gb", CURRENT_VERSIONS["vllm"]),)
 
     def accuracy(engine: str) -> tuple[float, str]:
-        entry = {"catalog": "llama-3.1-8b", "gpu": "a100-80gb", "engine": engine}
-        result = simulate(one_model_fleet(entry, "t"), SimOptions(requests=20, concurrency=1))
-        found = result.models[0].accuracy
-        assert found is not None
-        return found.band, " ".join(found.notes)
+        return _accuracy({"catalog": "llama-3.1-8b", "gpu": "a100-80gb", "engine": engine}, mine)
 
     vllm_band, vllm_notes = accuracy("vllm")
     tgi_band, tgi_notes = accuracy("tgi")
     assert "no tgi profile: simulated as vllm" in tgi_notes and "profile" not in vllm_notes
-    current = calibration_for("a100-80gb")
-    assert current.measured("a100-80gb") and vllm_band == current.error_band
-    assert tgi_band == max(current.error_band, current.unmeasured_error_band) >= vllm_band
+    assert (vllm_band, tgi_band) == (0.1, 0.3)
