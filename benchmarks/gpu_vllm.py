@@ -59,6 +59,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import traceback
 import urllib.error
@@ -117,6 +118,14 @@ BIG_BATCH_LOADS = (
     ("c128-in2048-out512", 256, 128, 2048, 512),
     ("c1024-in128-out512", 1024, 1024, 128, 512),
 )
+# the step scans: Llama alone with vLLM logging every engine step (its batch and the time the
+# engine core waited on it), a closed loop of B users at each B, short prompts so the KV cache
+# stays small and the batch's linear layers are what grows; once with async scheduling (vLLM's
+# default) and once without, while nvidia-smi samples SM clock, power and utilization: whether
+# the steps above 512 sequences are bound by the GPU's compute, its clocks, or the CPU
+STEP_SCAN_BATCHES = (128, 256, 512, 640, 768, 1024)
+STEP_SCAN_INPUT = 32
+STEP_SCAN_OUTPUT = 256
 # the prefill probes: one Llama user at each prompt length (PROBE_OUTPUT tokens out), with the
 # Mistral engine idle and then busy decoding (BUSY_USERS users, BUSY_INPUT in / BUSY_OUTPUT out)
 PROBE_PROMPTS = (512, 2048, 4096)
@@ -143,6 +152,9 @@ PHASES = (
     "bigbatch",
     "bigbatch-above512",
     "bigbatch-graphs",
+    "stepscan-async",
+    "stepscan-sync",
+    "stepscan-profile",
 )
 MPS_DIR = GPU / "mps"  # the MPS control daemon's pipe and log directories (the mps phase)
 SECONDS_PER_LEVEL = 25.0  # requests per level = rate x this (at least MIN_REQUESTS)
@@ -797,7 +809,7 @@ def phase_big_batch(out: Path, name: str, graphs_to: int | None = None) -> None:
     at 512); `bigbatch-graphs`: the same loads with graphs captured up to `graphs_to`, so the two
     back to back are an A/B of the graphs alone."""
     extra: tuple[str, ...] = ()
-    loads = BIG_BATCH_LOADS
+    loads: tuple[tuple[str, int, int | None, int, int], ...] = BIG_BATCH_LOADS
     if name != "bigbatch":
         loads = tuple(load for load in BIG_BATCH_LOADS if load[2] is not None and load[2] > 512)
     if graphs_to is not None:
@@ -806,6 +818,98 @@ def phase_big_batch(out: Path, name: str, graphs_to: int | None = None) -> None:
     try:
         if phase.up():
             served_loads(phase, loads, 500 if graphs_to is None else 600)
+    finally:
+        phase.down()
+        phase.write()
+
+
+def phase_step_scan(out: Path, name: str) -> None:
+    """Llama-3.1-8B alone with `--enable-logging-iteration-details` (each engine step's batch
+    and the milliseconds the engine core waited for it, in the engine log), STEP_SCAN_BATCHES
+    users each sending one STEP_SCAN_INPUT-in / STEP_SCAN_OUTPUT-out request; `stepscan-sync`
+    adds `--no-async-scheduling`, so the wait is the whole model step and the rest of the
+    step period is the engine core's own CPU work. nvidia-smi samples every 200 ms into
+    gpu-samples.csv (SM clock, power, utilization) for the whole phase."""
+    extra: tuple[str, ...] = ("--enable-logging-iteration-details",)
+    if name == "stepscan-sync":
+        extra += ("--no-async-scheduling",)
+    loads = tuple(
+        (f"c{b}-in{STEP_SCAN_INPUT}-out{STEP_SCAN_OUTPUT}", b, b, STEP_SCAN_INPUT, STEP_SCAN_OUTPUT)
+        for b in STEP_SCAN_BATCHES
+    )
+    phase = Phase(name, [LLAMA], shared=False, sleep_mode=set(), extra_args=extra, out=out)
+    samples = (phase.dir / "gpu-samples.csv").open("w")
+    sampler = subprocess.Popen(
+        [
+            "nvidia-smi",
+            "--query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,power.limit,utilization.gpu,"
+            "temperature.gpu",
+            "--format=csv",
+            "-lms",
+            "200",
+        ],
+        stdout=samples,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        if phase.up():
+            served_loads(phase, loads, 700 if name == "stepscan-async" else 800)
+    finally:
+        sampler.terminate()
+        sampler.wait()
+        samples.close()
+        phase.down()
+        phase.write()
+
+
+PY_SPY = BUNDLE / "pyspy" / "py-spy"  # carried in the call: the py-spy 0.4.1 wheel's binary
+PROFILE_BATCHES = (512, 768)
+PROFILE_DELAY_S = 8.0  # past the prompts, into steady decoding
+PROFILE_S = 10
+
+
+def phase_step_profile(out: Path) -> None:
+    """The step scan's loads at PROFILE_BATCHES (async scheduling, vLLM's default) while py-spy
+    samples the API server and its engine-core process (`--subprocesses`, 100 Hz) for
+    PROFILE_S seconds into each run: collapsed stacks in pyspy-LABEL.txt, where the engine
+    core's CPU goes below and above 512 sequences."""
+    phase = Phase("stepscan-profile", [LLAMA], shared=False, sleep_mode=set(), out=out)
+    try:
+        if not phase.up():
+            return
+        pid = _engines(phase.state)[LLAMA.name]["pid"]
+        for offset, batch in enumerate(PROFILE_BATCHES):
+            label = f"c{batch}-in{STEP_SCAN_INPUT}-out{STEP_SCAN_OUTPUT}"
+            command = [
+                str(PY_SPY),
+                "record",
+                "--pid",
+                str(pid),
+                "--subprocesses",
+                "--rate",
+                "100",
+                "--duration",
+                str(PROFILE_S),
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(phase.dir / f"pyspy-{label}.txt"),
+            ]
+            log = (phase.dir / f"pyspy-{label}.log").open("w")
+
+            def profile(command: list[str] = command, log: Any = log) -> None:
+                time.sleep(PROFILE_DELAY_S)
+                subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+
+            thread = threading.Thread(target=profile)
+            thread.start()
+            try:
+                load = (label, batch, batch, STEP_SCAN_INPUT, STEP_SCAN_OUTPUT)
+                served_loads(phase, (load,), 900 + offset)
+            finally:
+                thread.join()
+                log.close()
     finally:
         phase.down()
         phase.write()
@@ -1117,6 +1221,10 @@ def run(phases: list[str], out: Path) -> None:
                 phase_big_batch(out, name)
             elif name == "bigbatch-graphs":
                 phase_big_batch(out, name, graphs_to=1024)
+            elif name == "stepscan-profile":
+                phase_step_profile(out)
+            elif name.startswith("stepscan"):
+                phase_step_scan(out, name)
             elif name.startswith("frontend"):
                 phase_frontend(out, int(name.removeprefix("frontend")))
         except Exception:  # a broken phase is reported; the next one still runs
