@@ -11,7 +11,10 @@ Every figure is read from the result files; the simulated ones come from `modely
 from __future__ import annotations
 
 import argparse
+import collections
+import csv
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -21,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.catalog import Catalog
 from modelyard.results import TargetSummary, read_bench
+from modelyard.sim.perf import Hardware, StepModel, builtin_calibrations
 
 DEFAULT = Path(__file__).resolve().parent / "results" / "gpu-h200-2026-12-02"
 RATES = (4.0, 12.0, 24.0)  # total fleet rates of the run (gpu_vllm.RATES)
@@ -29,6 +34,18 @@ MIX = {"llama-8b": 0.95, "mistral-7b": 0.05}
 PHASE_OF = {"llama-8b": "llama", "mistral-7b": "mistral"}
 # Llama alone behind 1 and 4 API-server processes (gpu_vllm.FRONTEND_LOADS)
 FRONTEND_PHASES = ("frontend1", "frontend4")
+# the step-scan phases (gpu_vllm.phase_step_scan), the big-batch ones (gpu_vllm.BIG_BATCH_LOADS)
+STEP_SCAN_PHASES = ("stepscan-async", "stepscan-sync")
+BIG_BATCH_PHASES = ("bigbatch", "bigbatch-above512", "bigbatch-graphs")
+# vLLM's per-step line (--enable-logging-iteration-details) and its 10-second stats line
+ITERATION = re.compile(
+    r"(\d\d:\d\d:\d\d) .*Iteration\(\d+\): (\d+) context requests, \d+ context tokens, "
+    r"(\d+) generation requests"
+)
+STATS = re.compile(
+    r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
+    r"Running: (\d+) reqs"
+)
 # the seed article's claims for shared runtimes, quoted as the brief states them
 SEED = {"p99 latency": "+78%", "cold start": "+350%", "OOMs": "+22%", "cost (isolated)": "-33%"}
 
@@ -331,6 +348,99 @@ class SimCase:
     args: list[str]  # load, requests, mix and lengths, as the run had them
 
 
+def _steps_per_second(log: Path) -> dict[str, tuple[int, int]]:
+    """Each second of the engine log that holds pure-decode steps: (steps logged, the batch of
+    its last step)."""
+    seconds: dict[str, tuple[int, int]] = {}
+    for line in log.read_text().splitlines():
+        match = ITERATION.search(line)
+        if match and match[2] == "0":
+            count = seconds.get(match[1], (0, 0))[0]
+            seconds[match[1]] = (count + 1, int(match[3]))
+    return seconds
+
+
+def _gpu_samples(path: Path) -> dict[str, list[tuple[float, float, float]]]:
+    """nvidia-smi's samples by second: (SM MHz, W, utilization %)."""
+    by_second: dict[str, list[tuple[float, float, float]]] = collections.defaultdict(list)
+    with path.open() as file:
+        for row in list(csv.reader(file))[1:]:
+            if len(row) >= 6:
+                value = [float(row[i].split()[0]) for i in (1, 3, 5)]
+                by_second[row[0].split()[1][:8]].append((value[0], value[1], value[2]))
+    return by_second
+
+
+def step_scans(root: Path) -> str:
+    """Per closed loop of B users: the engine's step period (1 s / the pure-decode steps vLLM
+    logged in each second whose batch is within 8 of B; median over those seconds), the
+    client's TPOT median, the GPU's utilization, SM clock and power over those seconds, and the
+    simulated decode step at mid-run context (the shipped vllm-v1-h200 profile)."""
+    catalog = Catalog.load()
+    cal = next(c for c in builtin_calibrations() if c.name == "vllm-v1-h200")
+    hardware = Hardware.for_gpu("h200", catalog.gpu("h200"), "bf16", cal)
+    model = StepModel(catalog.model("llama-3.1-8b"), catalog.quant("bf16"), hardware, cal, 2.0)
+    rows = []
+    for phase in STEP_SCAN_PHASES:
+        if not (root / phase).is_dir():
+            continue
+        seconds = _steps_per_second(root / phase / "engine-llama-8b.log")
+        samples = _gpu_samples(root / phase / "gpu-samples.csv")
+        for path in sorted(
+            root.glob(f"{phase}/c*.json"), key=lambda p: int(p.stem[1:].split("-")[0])
+        ):
+            run = json.loads(path.read_text())
+            users = int(run["max_concurrency"])
+            full = [t for t, (_, batch) in seconds.items() if users - 8 <= batch <= users]
+            gpu = [v for t in full for v in samples.get(t, [])]
+            mid_run = (run["total_input_tokens"] + run["total_output_tokens"] / 2) / run[
+                "completed"
+            ]
+            step_s = model.decode_step_time(users, users * mid_run)
+            rows.append(
+                [
+                    phase,
+                    str(users),
+                    f"{statistics.median(1000 / seconds[t][0] for t in full):.1f}",
+                    f"{run['median_tpot_ms']:.1f}",
+                    f"{statistics.fmean(v[2] for v in gpu):.0f}",
+                    f"{statistics.fmean(v[0] for v in gpu):.0f}",
+                    f"{statistics.fmean(v[1] for v in gpu):.0f}",
+                    f"{step_s * 1000:.1f}",
+                ]
+            )
+    header = [
+        "phase",
+        "users",
+        "engine step ms",
+        "client TPOT p50 ms",
+        "GPU busy %",
+        "SM MHz",
+        "W",
+        "simulated step ms",
+    ]
+    return _table(header, rows)
+
+
+def engine_step_periods(root: Path) -> str:
+    """The big-batch phases' engine step period from vLLM's 10-second stats lines: running
+    requests / generation tokens per second, in the windows with no prompt work and over 500
+    requests running."""
+    rows = []
+    for phase in BIG_BATCH_PHASES:
+        log = root / phase / "engine-llama-8b.log"
+        if not log.exists():
+            continue
+        for line in log.read_text().splitlines():
+            match = STATS.search(line)
+            if match and float(match[1]) < 1 and int(match[3]) > 500:
+                running, tokens_s = int(match[3]), float(match[2])
+                rows.append(
+                    [phase, str(running), f"{tokens_s:.0f}", f"{running / tokens_s * 1000:.1f}"]
+                )
+    return _table(["phase", "running", "generation tok/s", "engine step ms"], rows)
+
+
 def _cases(root: Path) -> list[SimCase]:
     cases = []
     phases = (
@@ -556,6 +666,12 @@ def main() -> None:
             + ", ".join(f"{k} {v}" for k, v in SEED.items())
             + "\n"
         )
+    if any((root / p).is_dir() for p in STEP_SCAN_PHASES):
+        print("## Step scans: vLLM's logged engine steps beside the GPU's samples\n")
+        print(step_scans(root) + "\n")
+    if any((root / p).is_dir() for p in BIG_BATCH_PHASES):
+        print("## Big batches: the engine's step period from its own stats lines\n")
+        print(engine_step_periods(root) + "\n")
     if args.no_sim:
         return
     phases = set(args.phases.split(",")) if args.phases else None

@@ -126,6 +126,19 @@ BIG_BATCH_LOADS = (
 STEP_SCAN_BATCHES = (128, 256, 512, 640, 768, 1024)
 STEP_SCAN_INPUT = 32
 STEP_SCAN_OUTPUT = 256
+
+
+def step_scan_load(users: int) -> tuple[str, int, int | None, int, int]:
+    """One step-scan load for `served_loads`: `users` users, one request each."""
+    return (
+        f"c{users}-in{STEP_SCAN_INPUT}-out{STEP_SCAN_OUTPUT}",
+        users,
+        users,
+        STEP_SCAN_INPUT,
+        STEP_SCAN_OUTPUT,
+    )
+
+
 # the prefill probes: one Llama user at each prompt length (PROBE_OUTPUT tokens out), with the
 # Mistral engine idle and then busy decoding (BUSY_USERS users, BUSY_INPUT in / BUSY_OUTPUT out)
 PROBE_PROMPTS = (512, 2048, 4096)
@@ -833,10 +846,7 @@ def phase_step_scan(out: Path, name: str) -> None:
     extra: tuple[str, ...] = ("--enable-logging-iteration-details",)
     if name == "stepscan-sync":
         extra += ("--no-async-scheduling",)
-    loads = tuple(
-        (f"c{b}-in{STEP_SCAN_INPUT}-out{STEP_SCAN_OUTPUT}", b, b, STEP_SCAN_INPUT, STEP_SCAN_OUTPUT)
-        for b in STEP_SCAN_BATCHES
-    )
+    loads = tuple(step_scan_load(users) for users in STEP_SCAN_BATCHES)
     phase = Phase(name, [LLAMA], shared=False, sleep_mode=set(), extra_args=extra, out=out)
     samples = (phase.dir / "gpu-samples.csv").open("w")
     sampler = subprocess.Popen(
@@ -874,12 +884,17 @@ def phase_step_profile(out: Path) -> None:
     PROFILE_S seconds into each run: collapsed stacks in pyspy-LABEL.txt, where the engine
     core's CPU goes below and above 512 sequences."""
     phase = Phase("stepscan-profile", [LLAMA], shared=False, sleep_mode=set(), out=out)
+    if not PY_SPY.exists():  # before the engine starts: a missing profiler costs no device time
+        phase.summary["errors"].append(f"{PY_SPY} was not carried in this call")
+        phase.write()
+        return
     try:
         if not phase.up():
             return
         pid = _engines(phase.state)[LLAMA.name]["pid"]
         for offset, batch in enumerate(PROFILE_BATCHES):
-            label = f"c{batch}-in{STEP_SCAN_INPUT}-out{STEP_SCAN_OUTPUT}"
+            load = step_scan_load(batch)
+            label = load[0]
             command = [
                 str(PY_SPY),
                 "record",
@@ -905,7 +920,6 @@ def phase_step_profile(out: Path) -> None:
             thread = threading.Thread(target=profile)
             thread.start()
             try:
-                load = (label, batch, batch, STEP_SCAN_INPUT, STEP_SCAN_OUTPUT)
                 served_loads(phase, (load,), 900 + offset)
             finally:
                 thread.join()

@@ -114,3 +114,36 @@ models:
     a, b = _plan(tmp_path, text)
     assert a.spec.cpus == tuple(range(8)) and b.spec.cpus == tuple(range(8, 16))
     assert (a.spec.gpu_devices, b.spec.gpu_devices) == ((0,), (1,))
+
+
+report = _module("gpu_report")
+
+
+def test_step_scan_reads_vllms_step_lines_and_nvidia_smi_samples(tmp_path: Path) -> None:
+    """Lines as vLLM 0.24 and nvidia-smi write them: a second of four 512-sequence decode steps
+    is a 250 ms step; the prefill step and the smaller batch's second are left out."""
+    phase = tmp_path / "stepscan-async"
+    phase.mkdir()
+    step = (
+        "(EngineCore pid=737) INFO 12-03 13:00:{s} [core.py:452] Iteration({i}): {c} context "
+        "requests, {t} context tokens, {g} generation requests, {g} generation tokens, "
+        "iteration elapsed time: 2.38 ms"
+    )
+    lines = [step.format(s="02", i=0, c=8, t=256, g=504)]  # a mixed step: not decode
+    lines += [step.format(s="02", i=1 + i, c=0, t=0, g=512) for i in range(4)]
+    lines += [step.format(s="03", i=5 + i, c=0, t=0, g=100) for i in range(9)]
+    (phase / "engine-llama-8b.log").write_text("\n".join(lines) + "\n")
+    (phase / "gpu-samples.csv").write_text(
+        "timestamp, clocks.current.sm [MHz], clocks.current.memory [MHz], power.draw [W], "
+        "power.limit [W], utilization.gpu [%], temperature.gpu\n"
+        "2026/12/03 13:00:02.100, 1600 MHz, 3201 MHz, 600.00 W, 700.00 W, 90 %, 50\n"
+        "2026/12/03 13:00:02.300, 1700 MHz, 3201 MHz, 640.00 W, 700.00 W, 100 %, 50\n"
+        "2026/12/03 13:00:03.100, 345 MHz, 3201 MHz, 80.00 W, 700.00 W, 0 %, 40\n"
+    )
+    run = {"max_concurrency": 512, "completed": 512, "median_tpot_ms": 260.0}
+    run |= {"total_input_tokens": 512 * 32, "total_output_tokens": 512 * 256}
+    (phase / "c512-in32-out256.json").write_text(json.dumps(run))
+    rows = report.step_scans(tmp_path).splitlines()[2:]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[:7] == ["stepscan-async", "512", "250.0", "260.0", "95", "1650", "620"]
