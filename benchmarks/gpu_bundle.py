@@ -313,7 +313,7 @@ def sha256(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part-mb", type=float, default=52.0, help="largest part, MB (10^6)")
+    parser.add_argument("--part-mb", type=float, default=45.0, help="largest part, MB (10^6)")
     parser.add_argument(
         "--python", default=sys.executable, help="Python whose pip downloads (any version)"
     )

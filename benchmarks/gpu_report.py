@@ -37,6 +37,28 @@ FRONTEND_PHASES = ("frontend1", "frontend4")
 # the step-scan phases (gpu_vllm.phase_step_scan), the big-batch ones (gpu_vllm.BIG_BATCH_LOADS)
 STEP_SCAN_PHASES = ("stepscan-async", "stepscan-sync")
 BIG_BATCH_PHASES = ("bigbatch", "bigbatch-above512", "bigbatch-graphs")
+PROFILE_PHASE = "stepscan-profile"  # gpu_vllm.phase_step_profile
+# closed loops of 32 in / 256 out at 128-1,024 users: the step scans, the profile phase and its two
+# earlier tries (the first with py-spy on the API server, the second profiling before the load)
+CLOSED_LOOP_PHASES = (
+    *STEP_SCAN_PHASES,
+    PROFILE_PHASE,
+    f"{PROFILE_PHASE}-missed",
+    f"{PROFILE_PHASE}-first",
+)
+HOST_BOUND_USERS = 256  # vllm-v1-h200's host_bound_batch
+HOST_BOUND_KEY = f"closed loops from {HOST_BOUND_USERS} users without a profiler, real / sim TPOT"
+# where the engine core's main thread is, by the frames below vLLM's busy loop (py-spy --idle)
+ENGINE_PARTS = (
+    "GPU wait",  # get_output -> stream synchronize: the step's GPU work not yet done
+    "forward launch",  # the model's forward called from the model runner (no full-graph replay)
+    "other execute_model",  # input preparation, request state, graph replay
+    "schedule",
+    "update_from_output",
+    "sample_tokens",
+    "idle",  # waiting for requests
+    "other",
+)
 # vLLM's per-step line (--enable-logging-iteration-details) and its 10-second stats line
 ITERATION = re.compile(
     r"(\d\d:\d\d:\d\d) .*Iteration\(\d+\): (\d+) context requests, \d+ context tokens, "
@@ -441,6 +463,81 @@ def engine_step_periods(root: Path) -> str:
     return _table(["phase", "running", "generation tok/s", "engine step ms"], rows)
 
 
+def engine_main_thread_split(collapsed: str) -> dict[str, float]:
+    """py-spy's raw (collapsed) stacks of vLLM's engine-core process: the share of its main
+    thread's samples in each of ENGINE_PARTS."""
+    counts = dict.fromkeys(ENGINE_PARTS, 0)
+    for line in collapsed.splitlines():
+        stack, _, number = line.rpartition(" ")
+        if "run_busy_loop" not in stack or not number.isdigit():
+            continue
+        frames = stack.split(";")
+        names = [frame.split(" (")[0] for frame in frames]
+        runner = [
+            i
+            for i, frame in enumerate(frames)
+            if frame.startswith("execute_model (") and "model_runner" in frame
+        ]
+        if "get_output" in names and "synchronize" in names:
+            part = "GPU wait"
+        elif "_process_input_queue" in names:
+            part = "idle"
+        elif runner and names[runner[-1] + 1 : runner[-1] + 2] == ["_wrapped_call_impl"]:
+            part = "forward launch"
+        elif "execute_model" in names:
+            part = "other execute_model"
+        else:
+            part = next((p for p in ENGINE_PARTS[3:6] if p in names), "other")
+        counts[part] += int(number)
+    total = sum(counts.values())
+    return {part: count / total for part, count in counts.items()} if total else {}
+
+
+def main_thread_cpu(cpu_percent: dict[str, float], name: str) -> float | None:
+    """The CPU % of the main thread (tid = pid) of the process named `name`, from a
+    threads-*.json window ("pid/tid name" -> %)."""
+    found = []
+    for thread, percent in cpu_percent.items():
+        ids, _, comm = thread.partition(" ")
+        pid, _, tid = ids.partition("/")
+        if pid == tid and comm.startswith(name):
+            found.append(percent)
+    return max(found) if found else None
+
+
+def engine_core_profile(root: Path) -> str:
+    """Per load of the profile phase: the client's TPOT, the CPU of the API server's and the
+    engine core's main threads over the window (from /proc), and where py-spy found the engine
+    core's main thread over the same window of the profiled twin run."""
+    phase = root / PROFILE_PHASE
+    rows = []
+    for path in sorted(phase.glob("c*-clean.json"), key=lambda p: int(p.stem[1:].split("-")[0])):
+        label = path.stem.removesuffix("-clean")
+        run = json.loads(path.read_text())
+        threads = json.loads((phase / f"threads-{label}-clean.json").read_text())
+        cpu = threads.get("thread_cpu_percent", {})
+        api, core = main_thread_cpu(cpu, "python"), main_thread_cpu(cpu, "VLLM::EngineCor")
+        stacks = phase / f"pyspy-engine-{label}-pyspy.txt"
+        split = engine_main_thread_split(stacks.read_text()) if stacks.exists() else {}
+        rows.append(
+            [
+                str(run["max_concurrency"]),
+                f"{run['median_tpot_ms']:.1f}",
+                "-" if api is None else f"{api:.0f}",
+                "-" if core is None else f"{core:.0f}",
+                *(f"{split[p] * 100:.0f}" if split else "-" for p in ENGINE_PARTS[:7]),
+            ]
+        )
+    header = [
+        "users",
+        "client TPOT p50 ms",
+        "API server main thread CPU %",
+        "engine core main thread CPU %",
+        *(f"{p} %" for p in ENGINE_PARTS[:7]),
+    ]
+    return _table(header, rows)
+
+
 def _cases(root: Path) -> list[SimCase]:
     cases = []
     phases = (
@@ -484,8 +581,10 @@ def _cases(root: Path) -> list[SimCase]:
     # --max-concurrency
     served = [
         (phase, path)
-        for phase in ("burst", *FRONTEND_PHASES, "bigbatch", "bigbatch-above512", "bigbatch-graphs")
-        for path in sorted((root / phase).glob("*.json"))
+        for phase in ("burst", *FRONTEND_PHASES, *BIG_BATCH_PHASES, *CLOSED_LOOP_PHASES)
+        for path in sorted(
+            (root / phase).glob("c*.json" if phase in CLOSED_LOOP_PHASES else "*.json")
+        )
         if not path.stem.startswith("bench-") and path.stem != "summary"
     ]
     for phase, path in served:
@@ -603,6 +702,16 @@ def simulated(
             # by set: what the shipped H200 profile was fitted to, and what it was not
             errors.setdefault(f"{fit_set(case)} TTFT", []).append(abs(e_ttft))
             errors.setdefault(f"{fit_set(case)} TPOT", []).append(abs(e_tpot))
+            # the profiled runs, and the one phase run without the async scheduling the profile
+            # models, stay out of the band's runs
+            other = case.phase.endswith("-first") or case.label.endswith("-pyspy")
+            profiled = other or case.phase == "stepscan-sync"
+            users = int(case.args[1]) if case.args[0] == "--concurrency" else 0
+            if case.phase in CLOSED_LOOP_PHASES and users >= HOST_BOUND_USERS and not profiled:
+                # the band is on the real figure around the simulated one: real / sim - 1
+                errors.setdefault(HOST_BOUND_KEY, []).append(
+                    real.tpot_p50 / s["tpot_ms"]["p50"] - 1
+                )
             rows.append(
                 [
                     case.phase,
@@ -672,12 +781,22 @@ def main() -> None:
     if any((root / p).is_dir() for p in BIG_BATCH_PHASES):
         print("## Big batches: the engine's step period from its own stats lines\n")
         print(engine_step_periods(root) + "\n")
+    if (root / PROFILE_PHASE).is_dir():
+        print("## What the engine core does: its main thread, sampled by py-spy\n")
+        print(engine_core_profile(root) + "\n")
     if args.no_sim:
         return
     phases = set(args.phases.split(",")) if args.phases else None
     table, errors = simulated(root, args.calibration, phases)
     print("## `sim run` beside the measurements\n")
     print(table + "\n")
+    ratios = errors.pop(HOST_BOUND_KEY, [])
+    if ratios:
+        print(
+            f"- {HOST_BOUND_KEY} median - 1: {min(ratios) * 100:+.0f}% to "
+            f"{max(ratios) * 100:+.0f}% ({len(ratios)} runs; vllm-v1-h200's "
+            "host_bound_error_band covers the widest)"
+        )
     for key, values in errors.items():
         print(
             f"- {key} median: mean |error| {statistics.fmean(values) * 100:.1f}%, "

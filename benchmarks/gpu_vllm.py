@@ -397,6 +397,7 @@ class Phase:
             "date": time.strftime("%Y-%m-%d"),
             "fleet": self.fleet.read_text(),
             "gpu_idle": nvidia_smi(),
+            "host": host_info(),
             "runs": [],
             "errors": [],
         }
@@ -873,16 +874,87 @@ def phase_step_scan(out: Path, name: str) -> None:
 
 
 PY_SPY = BUNDLE / "pyspy" / "py-spy"  # carried in the call: the py-spy 0.4.1 wheel's binary
-PROFILE_BATCHES = (512, 768)
-PROFILE_DELAY_S = 8.0  # past the prompts, into steady decoding
-PROFILE_S = 10
+PROFILE_BATCHES = (256, 512, 768)  # one GPU-bound level, the last one before the jump, one after
+PROFILE_WAVES = 3  # requests per user: steady decoding long enough for the window
+PROFILE_DELAY_S = 1.0  # after the engine first runs the whole batch: into steady decoding
+PROFILE_S = 6
+PROFILE_WAIT_S = 120.0  # for `vllm bench serve` to start (it imports vLLM: over 10 s)
+
+
+def running_requests(url: str) -> float:
+    """vLLM's `vllm:num_requests_running` gauge from the engine's /metrics (0 on no answer)."""
+    with (
+        contextlib.suppress(OSError, ValueError),
+        urllib.request.urlopen(f"{url}/metrics", timeout=2.0) as response,
+    ):
+        for line in response.read().decode().splitlines():
+            if line.startswith("vllm:num_requests_running"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """`root` and every process below it, pid -> command line (vLLM's engine core renames
+    itself `VLLM::EngineCore`), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree = {root}
+    grown = True
+    while grown:
+        below = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= below
+        grown = bool(below)
+    names: dict[int, str] = {}
+    for pid in sorted(tree):
+        with contextlib.suppress(OSError):
+            names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return names
+
+
+def thread_cpu_s(pids: list[int]) -> dict[str, float]:
+    """User + system CPU seconds so far of every thread of `pids`, "pid/tid name" -> s."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds: dict[str, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    stat = (task / "stat").read_text()
+                    fields = stat[stat.rindex(")") + 2 :].split()
+                    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                    seconds[f"{pid}/{task.name} {name}"] = (
+                        int(fields[11]) + int(fields[12])
+                    ) / tick
+    return seconds
+
+
+def host_info() -> dict[str, Any]:
+    """The machine's CPU model, core counts and load: the engine core's step time above 512
+    sequences is CPU time, so a run on a slower host is not comparable."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
 
 
 def phase_step_profile(out: Path) -> None:
-    """The step scan's loads at PROFILE_BATCHES (async scheduling, vLLM's default) while py-spy
-    samples the API server and its engine-core process (`--subprocesses`, 100 Hz) for
-    PROFILE_S seconds into each run: collapsed stacks in pyspy-LABEL.txt, where the engine
-    core's CPU goes below and above 512 sequences."""
+    """The step scan's shape (32 in / 256 out, async scheduling: vLLM's default) at
+    PROFILE_BATCHES users, PROFILE_WAVES requests each, twice: first unprofiled, with every
+    thread's CPU seconds of the API server and its engine core read from /proc over a
+    PROFILE_S window (threads-LABEL.json: which thread is at 100% of a core); then with py-spy
+    sampling the engine core (`--idle`: waits on the GPU show as idle frames, so busy vs
+    waiting is in the stacks) and the API server, 100 Hz, the same window
+    (pyspy-{engine,api}-LABEL.txt)."""
     phase = Phase("stepscan-profile", [LLAMA], shared=False, sleep_mode=set(), out=out)
     if not PY_SPY.exists():  # before the engine starts: a missing profiler costs no device time
         phase.summary["errors"].append(f"{PY_SPY} was not carried in this call")
@@ -891,39 +963,87 @@ def phase_step_profile(out: Path) -> None:
     try:
         if not phase.up():
             return
-        pid = _engines(phase.state)[LLAMA.name]["pid"]
-        for offset, batch in enumerate(PROFILE_BATCHES):
-            load = step_scan_load(batch)
-            label = load[0]
-            command = [
-                str(PY_SPY),
-                "record",
-                "--pid",
-                str(pid),
-                "--subprocesses",
-                "--rate",
-                "100",
-                "--duration",
-                str(PROFILE_S),
-                "--format",
-                "raw",
-                "--nonblocking",
-                "--output",
-                str(phase.dir / f"pyspy-{label}.txt"),
-            ]
-            log = (phase.dir / f"pyspy-{label}.log").open("w")
+        api = int(_engines(phase.state)[LLAMA.name]["pid"])
+        url = str(_engines(phase.state)[LLAMA.name]["url"])
+        tree = process_tree(api)
+        phase.summary["processes"] = {str(pid): line for pid, line in tree.items()}
+        core = [pid for pid, line in tree.items() if "EngineCore" in line]
+        seed = 900
+        for batch in PROFILE_BATCHES:
+            for profiled in (False, True):
+                label, _, users, tokens_in, tokens_out = step_scan_load(batch)
+                label = f"{label}-{'pyspy' if profiled else 'clean'}"
+                window: dict[str, Any] = {}
 
-            def profile(command: list[str] = command, log: Any = log) -> None:
-                time.sleep(PROFILE_DELAY_S)
-                subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+                def watch(
+                    window: dict[str, Any] = window,
+                    label: str = label,
+                    profiled: bool = profiled,
+                    batch: int = batch,
+                ) -> None:
+                    deadline = time.monotonic() + PROFILE_WAIT_S
+                    while running_requests(url) < 0.9 * batch and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    window["waited_s"] = PROFILE_WAIT_S - (deadline - time.monotonic())
+                    time.sleep(PROFILE_DELAY_S)
+                    before, start = thread_cpu_s(list(tree)), time.monotonic()
+                    spies = []
+                    if profiled:
+                        for role, pids in (("engine", core), ("api", [api])):
+                            for pid in pids:
+                                log = (phase.dir / f"pyspy-{role}-{label}.log").open("w")
+                                spies.append(
+                                    (
+                                        log,
+                                        subprocess.Popen(
+                                            [
+                                                str(PY_SPY),
+                                                "record",
+                                                "--pid",
+                                                str(pid),
+                                                "--idle",
+                                                "--rate",
+                                                "100",
+                                                "--duration",
+                                                str(PROFILE_S),
+                                                "--format",
+                                                "raw",
+                                                "--nonblocking",
+                                                "--output",
+                                                str(phase.dir / f"pyspy-{role}-{label}.txt"),
+                                            ],
+                                            stdout=log,
+                                            stderr=subprocess.STDOUT,
+                                        ),
+                                    )
+                                )
+                    time.sleep(PROFILE_S)
+                    after, wall = thread_cpu_s(list(tree)), time.monotonic() - start
+                    for log, spy in spies:
+                        spy.wait()
+                        log.close()
+                    window["wall_s"] = wall
+                    window["thread_cpu_percent"] = {
+                        thread: round(100 * (after[thread] - before.get(thread, 0.0)) / wall, 1)
+                        for thread in after
+                        if after[thread] - before.get(thread, 0.0) > 0.01 * wall
+                    }
+                    window["host"] = host_info()
 
-            thread = threading.Thread(target=profile)
-            thread.start()
-            try:
-                served_loads(phase, (load,), 900 + offset)
-            finally:
-                thread.join()
-                log.close()
+                thread = threading.Thread(target=watch)
+                thread.start()
+                try:
+                    served_loads(
+                        phase, ((label, batch * PROFILE_WAVES, users, tokens_in, tokens_out),), seed
+                    )
+                finally:
+                    thread.join()
+                    (phase.dir / f"threads-{label}.json").write_text(json.dumps(window, indent=1))
+                    busiest = sorted(
+                        window.get("thread_cpu_percent", {}).items(), key=lambda kv: -kv[1]
+                    )[:3]
+                    print(f"  {label}: busiest threads {busiest}", flush=True)
+                seed += 1
     finally:
         phase.down()
         phase.write()

@@ -143,8 +143,26 @@ FRONTEND_QUEUE = (
     "engine together, none early (benchmarks/results/gpu-h200-2026-12-02/burst, "
     "docs/simulator.md)"
 )
+HOST_BOUND = {
+    "host_bound_batch": (
+        "the lowest batch where vLLM 0.24.0 on the lent H200 missed by more than the "
+        "calibration's band: client TPOT p50 at 256 users 17.2 ms vs 11.9 simulated (+45%, "
+        "seventh session); at 256-1,024 users both the API server's and the engine core's main "
+        "threads ran at 92-100% of a core, and above 512 (vLLM's max_cudagraph_capture_size, as "
+        "its log prints it) the forward is launched from the CPU "
+        "(benchmarks/results/gpu-h200-2026-12-04/stepscan-profile); assumed the same for this "
+        "release range on other GPUs (not measured)"
+    ),
+    "host_bound_error_band": (
+        "the widest miss from 256 users on, over the eleven runs without a profiler and with "
+        "vLLM's default async scheduling on the lent H200 (2026-12-03/04): client TPOT p50 at 640"
+        " users 55.4 ms vs 27.1 simulated (+105%); the quietest came within 6% "
+        "(benchmarks/gpu_report.py on benchmarks/results/gpu-h200-2026-12-03 and -04; "
+        'docs/benchmarks.md, "What the engine core does from 256 sequences on")'
+    ),
+}
 ENGINE_NOTES = {
-    "vllm-v1": {"frontend_queue": FRONTEND_QUEUE},
+    "vllm-v1": {"frontend_queue": FRONTEND_QUEUE, **HOST_BOUND},
     "vllm-v0.8": {"frontend_queue": FRONTEND_QUEUE},
     "vllm-v0.6": {
         "frontend_queue": FRONTEND_QUEUE + "; V0's is assumed the same",

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -147,3 +149,73 @@ def test_step_scan_reads_vllms_step_lines_and_nvidia_smi_samples(tmp_path: Path)
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[:7] == ["stepscan-async", "512", "250.0", "260.0", "95", "1650", "620"]
+
+
+LOOP = (
+    "<module> (<string>:1);spawn_main (multiprocessing/spawn.py:122);run_engine_core "
+    "(vllm/v1/engine/core.py:1224);run_busy_loop (vllm/v1/engine/core.py:1265)"
+)
+STEP = f"{LOOP};_process_engine_step (vllm/v1/engine/core.py:1304)"
+QUEUE = f"{STEP};step_with_batch_queue (vllm/v1/engine/core.py:{{line}})"
+RUNNER = (
+    f"{QUEUE.format(line=549)};execute_model (vllm/v1/executor/uniproc_executor.py:111);"
+    "execute_model (vllm/v1/worker/gpu_worker.py:896);decorate_context "
+    "(torch/utils/_contextlib.py:124);execute_model (vllm/v1/worker/gpu/model_runner.py:{line})"
+)
+
+
+def test_engine_profile_splits_the_engine_cores_main_thread_as_py_spy_writes_it() -> None:
+    """py-spy 0.4.1's raw lines from vLLM 0.24's engine core: waiting on the GPU, the forward
+    called eagerly from the model runner, its other work, the scheduler, idle; another thread's
+    samples and a line without a count are not the main thread's."""
+    lines = [
+        f"{QUEUE.format(line=554)};result (concurrent/futures/_base.py:449);get_output "
+        "(vllm/v1/worker/gpu/async_utils.py:49);synchronize (torch/cuda/streams.py:254) 30",
+        f"{RUNNER.format(line=1292)};_wrapped_call_impl (torch/nn/modules/module.py:1779);"
+        "forward (vllm/model_executor/models/llama.py:558) 20",
+        f"{RUNNER.format(line=1161)};prepare_inputs (vllm/v1/worker/gpu/model_runner.py:861) 10",
+        f"{RUNNER.format(line=1262)};run_fullgraph (vllm/v1/worker/gpu/model_runner.py:700) 5",
+        f"{QUEUE.format(line=535)};schedule (vllm/v1/core/sched/async_scheduler.py:20);"
+        "allocate_slots (vllm/v1/core/kv_cache_manager.py:404) 15",
+        f"{QUEUE.format(line=605)};update_from_output (vllm/v1/core/sched/scheduler.py:1591) 10",
+        f"{LOOP};_process_input_queue (vllm/v1/engine/core.py:1285);get (queue.py:171) 10",
+        "_bootstrap (threading.py:1030);run (zmq/utils/garbage.py:56) 500",
+        f"{QUEUE.format(line=565)};sample_tokens (vllm/v1/worker/gpu_worker.py:833)",
+    ]
+    split = report.engine_main_thread_split("\n".join(lines))
+    assert split == pytest.approx(
+        {
+            "GPU wait": 0.3,
+            "forward launch": 0.2,
+            "other execute_model": 0.15,
+            "schedule": 0.15,
+            "update_from_output": 0.1,
+            "sample_tokens": 0.0,
+            "idle": 0.1,
+            "other": 0.0,
+        }
+    )
+    assert report.engine_main_thread_split("_bootstrap (threading.py:1030) 9") == {}
+
+
+def test_main_thread_cpu_reads_the_thread_whose_id_is_the_process_id() -> None:
+    window = {"624/624 python3": 99.6, "624/1043 python3": 1.2, "752/752 VLLM::EngineCor": 92.2}
+    assert report.main_thread_cpu(window, "python") == 99.6
+    assert report.main_thread_cpu(window, "VLLM::EngineCor") == 92.2
+    assert report.main_thread_cpu(window, "nginx") is None
+
+
+def test_process_tree_and_thread_cpu_read_this_process_from_proc() -> None:
+    """The profile phase's /proc readers on the test process itself: it is in its own tree,
+    and its main thread's CPU seconds grow by what it spends."""
+    pid = os.getpid()
+    tree = driver.process_tree(pid)
+    assert pid in tree and "python" in tree[pid]
+    assert os.getppid() not in tree  # the tree goes down only
+    before = driver.thread_cpu_s([pid])
+    (main,) = (k for k in before if k.startswith(f"{pid}/{pid} "))
+    start = time.thread_time()
+    while time.thread_time() - start < 0.1:
+        pass
+    assert driver.thread_cpu_s([pid])[main] - before[main] >= 0.05
+    assert driver.host_info()["cpu_count"] == os.cpu_count()

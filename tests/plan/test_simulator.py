@@ -92,3 +92,23 @@ def test_a_plan_warns_when_its_ranking_is_inside_the_band() -> None:
     assert "+-25%" in warning
     assert _ranking_warning(simulator, [far, best], best) == []
     assert _ranking_warning(PlanSimulator(loaded), [near, best], best) == []  # nothing simulated
+
+
+def test_the_band_is_the_widest_any_simulation_of_the_search_reached() -> None:
+    loaded = load_fleet(EXAMPLE)
+    shipped = calibration_for("a10g")
+    host_bound = shipped.model_copy(
+        update={"name": "host-bound", "host_bound_batch": 8, "host_bound_error_band": 0.9}
+    )
+    simulator = PlanSimulator(loaded, calibrations=(host_bound,))
+    spec = loaded.catalog.gpu("a10g")
+    device = SimDevice("a10g", "isolated", (SimEngine("llama-8b", 0.9, "a10g", spec),))
+    simulator.latencies(device, SimLoad(0.05, {"llama-8b": 1.0}, 128, 32))
+    quiet = simulator.band
+    simulator.latencies(device, SimLoad(20.0, {"llama-8b": 1.0}, 128, 32))  # steps of 8+
+    busy = simulator.band
+    simulator.latencies(device, SimLoad(0.05, {"llama-8b": 1.0}, 128, 32))
+    assert quiet == shipped.unmeasured_error_band and busy == simulator.band == 0.9
+    assert "from 8 on, TPOT follows the host's CPU" in " ".join(
+        simulator.accuracy["llama-8b@a10g"].notes
+    )

@@ -126,3 +126,26 @@ def test_an_engine_without_a_profile_runs_as_the_current_vllm_and_says_so() -> N
     tgi_band, tgi_notes = accuracy("tgi")
     assert "no tgi profile: simulated as vllm" in tgi_notes and "profile" not in vllm_notes
     assert (vllm_band, tgi_band) == (0.1, 0.3)
+
+
+def test_a_run_that_reaches_the_host_bound_batch_carries_its_band_and_says_so() -> None:
+    from modelyard.sim.devices import one_model_fleet
+    from modelyard.sim.run import SimOptions, simulate
+
+    host_bound = _banded("h200", CURRENT_VERSIONS["vllm"]).model_copy(
+        update={"host_bound_batch": 64, "host_bound_error_band": 0.9}
+    )
+    fleet = one_model_fleet({"catalog": "llama-3.1-8b", "gpu": "h200"}, "t")
+
+    def run(users: int) -> tuple[int, float, str]:
+        options = SimOptions(
+            requests=2 * users, concurrency=users, calibrations=(host_bound,), seed=3
+        )
+        model = simulate(fleet, options).models[0]
+        assert model.accuracy is not None
+        return model.batch_max, model.accuracy.band, " ".join(model.accuracy.notes)
+
+    below, at = run(32), run(64)
+    assert below[0] <= 32 and below[1] == 0.1 and "host's CPU" not in below[2]
+    assert at[0] == 64 and at[1] == 0.9
+    assert "steps of up to 64 sequences: from 64 on, TPOT follows the host's CPU" in at[2]

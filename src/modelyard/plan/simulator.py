@@ -112,8 +112,10 @@ class PlanSimulator:
             ),
         )
         for m in result.models:
-            if m.accuracy is not None:
-                self.accuracy.setdefault(f"{m.name}@{m.accuracy.gpu}", m.accuracy)
+            if m.accuracy is not None:  # the widest band any level of the search reached
+                key = f"{m.name}@{m.accuracy.gpu}"
+                if key not in self.accuracy or m.accuracy.band > self.accuracy[key].band:
+                    self.accuracy[key] = m.accuracy
         return [
             EngineLatency(
                 m.name,

@@ -143,6 +143,20 @@ class Calibration(BaseModel):
         description="MPS sharing: the same for a step that prefills (compute-bound, so slowed "
         "less than a memory-bound decode step); None: mps_slowdown",
     )
+    host_bound_batch: int | None = Field(
+        default=None,
+        gt=0,
+        description="from this many sequences in one step, TPOT follows the host's CPU as "
+        "much as the GPU: one API server's and one engine core's main threads each take a full "
+        "core, and above the engine's largest CUDA graph the forward is launched from the CPU "
+        "(None: no such regime modelled)",
+    )
+    host_bound_error_band: float | None = Field(
+        default=None,
+        ge=0,
+        description="relative error of figures from a run whose steps reached "
+        "host_bound_batch sequences (None: error_band)",
+    )
     error_band: float = Field(
         default=0.25, ge=0, description="relative error of figures on a measured device"
     )

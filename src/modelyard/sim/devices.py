@@ -106,6 +106,21 @@ def _accuracy(
     return Accuracy(cal.name, str(version), spec.gpu_name, measured, band, tuple(notes))
 
 
+def host_bound_accuracy(accuracy: Accuracy, cal: Calibration, batch_max: int) -> Accuracy:
+    """`accuracy` for a run whose steps reached `batch_max` sequences: from the calibration's
+    host-bound batch on, the figures follow the host's CPU, so they carry the wider band of
+    that regime and say why."""
+    limit = cal.host_bound_batch
+    if limit is None or batch_max < limit:
+        return accuracy
+    band = max(accuracy.band, cal.host_bound_error_band or cal.error_band)
+    note = (
+        f"steps of up to {batch_max} sequences: from {limit} on, TPOT follows the host's CPU "
+        "(measured: up to 2x the simulated figure on some hosts)"
+    )
+    return replace(accuracy, band=band, notes=(*accuracy.notes, note))
+
+
 def plan_devices(loaded: LoadedFleet, options: DeviceRequest) -> list[PlannedDevice]:
     """Devices and the engines on each, as the placement layer puts them (with the override's
     layout, GPU and sharing mode), each engine with its version's calibration."""

@@ -55,6 +55,7 @@ class EngineStats:
     queue_seconds: float = 0.0
     kv_blocks_max: int = 0
     queue_max: int = 0
+    batch_max: int = 0  # the most sequences in one step
     observed_s: float = 0.0
     timeline: list[tuple[float, float, int]] = field(default_factory=list)
 
@@ -277,7 +278,9 @@ class Engine:
         else:
             duration, steps = self._mixed_step(step, chunks) * factor, 1
         self._record(now, duration, used)
-        self.stats.steps += max(steps, 1)
+        stats = self.stats
+        stats.steps += max(steps, 1)
+        stats.batch_max = max(stats.batch_max, self.decoders.count + len(chunks))
         if self.track_busy_until and self.max_span_steps > 1:
             after = step + steps
             last = self.decoders.latest_finish_step(after - 1)

@@ -99,6 +99,7 @@ class ModelResult:
     cold_start_s: float
     kv_cache_tokens: int
     accuracy: Accuracy | None = None
+    batch_max: int = 0  # the most sequences one engine ran in one step
 
 
 @dataclass
@@ -129,6 +130,7 @@ class EngineTotals:
     preemptions: int
     cold_start_s: float
     kv_cache_tokens: int
+    batch_max: int = 0
 
 
 def percentiles(values: np.ndarray) -> dict[str, float]:
@@ -204,6 +206,7 @@ def model_results(
                 cold_start_s=t.cold_start_s,
                 kv_cache_tokens=t.kv_cache_tokens,
                 accuracy=accuracy.get(name),
+                batch_max=t.batch_max,
             )
         )
     return results

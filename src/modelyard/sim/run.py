@@ -14,7 +14,7 @@ from typing import Literal
 
 from modelyard.fleet import LoadedFleet, Sharing
 from modelyard.sim.calibration import Calibration
-from modelyard.sim.devices import DeviceRequest, Placement, PlannedDevice
+from modelyard.sim.devices import DeviceRequest, Placement, PlannedDevice, host_bound_accuracy
 from modelyard.sim.devices import plan_devices as _plan_devices
 from modelyard.sim.engine import Engine
 from modelyard.sim.errors import SimError
@@ -145,6 +145,7 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
     collector = Collector()
     by_model: dict[str, list[StartedEngine]] = {}
     accuracy: dict[str, Accuracy] = {}
+    calibrations: dict[str, Calibration] = {}
     gpus: dict[str, int] = {}
     loop = EventLoop()
     for device in plan_devices(loaded, options):
@@ -155,6 +156,7 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
                 spec, collector, shared, max_span_steps=1 if options.per_step else 1 << 20
             )
             by_model.setdefault(spec.name.split("/")[0], []).append(started)
+            calibrations.setdefault(spec.name.split("/")[0], spec.calibration)
         for name, model_accuracy in device.accuracy.items():
             accuracy.setdefault(name, model_accuracy)
 
@@ -190,11 +192,17 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
         },
         load=load.describe(),
     )
+    totals = {name: _totals(started) for name, started in by_model.items()}
+    for name, total in totals.items():
+        if name in accuracy:
+            accuracy[name] = host_bound_accuracy(
+                accuracy[name], calibrations[name], total.batch_max
+            )
     result.models = model_results(
         names,
         requested,
         {name: feed.rejected for name, feed in feeds.items()},
-        {name: _totals(started) for name, started in by_model.items()},
+        totals,
         accuracy,
         collector,
         Slo(fleet.slo.ttft_p99, fleet.slo.tpot_p99, fleet.slo.e2e_p99),
@@ -251,6 +259,7 @@ def _totals(started: list[StartedEngine]) -> EngineTotals:
         preemptions=sum(e.stats.preemptions for e in engines),
         cold_start_s=max(s.cold_start_s for s in started),
         kv_cache_tokens=started[0].fit.kv_cache_tokens,
+        batch_max=max(e.stats.batch_max for e in engines),
     )
 
 
