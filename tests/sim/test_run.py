@@ -192,4 +192,5 @@ def test_cli_calibrate_from_a_real_bench_sweep(tmp_path: Path, cli: Cli) -> None
 
     fitted = load_calibration(output)
     assert fitted.measured_on == ["cpu-1core"] and "c4.json" in fitted.provenance.source
-    assert fitted.error_band < 0.2
+    # the target is every level within 10%; the fit gives 11.3% (18.4% with the mean alone)
+    assert fitted.error_band < 0.12
