@@ -133,13 +133,18 @@ def as_background_job(command: list[str]) -> list[str]:
 
 
 def start_gateway(
-    fleet: Path, tmp_path: Path, sigint_ignored: bool = False, workers: int = 1
+    fleet: Path,
+    tmp_path: Path,
+    sigint_ignored: bool = False,
+    workers: int = 1,
+    grace_s: float = 10.0,
 ) -> GatewayProcess:
-    """`modelyard gateway`, one worker unless `workers` says more (tests/gateway/test_workers.py)."""
+    """`modelyard gateway`, one worker unless `workers` says more (tests/gateway/test_workers.py),
+    draining for `grace_s` on SIGTERM."""
     port = free_port("127.0.0.1")
     log = tmp_path / f"gateway-{port}.log"
     command = [sys.executable, "-m", "modelyard", "gateway", str(fleet), "--port", str(port)]
-    command += ["--grace", "10", "--workers", str(workers)]
+    command += ["--grace", f"{grace_s:g}", "--workers", str(workers)]
     with log.open("w") as sink:
         process = subprocess.Popen(
             as_background_job(command) if sigint_ignored else command,
