@@ -62,7 +62,9 @@ def test_simulations_record_their_calibration_and_band() -> None:
     assert simulator.band == 0.0 and not simulator.may_flip(100.0, 101.0)
     spec = loaded.catalog.gpu("a10g")
     device = SimDevice("a10g", "isolated", (SimEngine("llama-8b", 0.9, "a10g", spec),))
-    simulator.latencies(device, SimLoad(1.0, {"llama-8b": 1.0}, 512, 64))
+    latencies = simulator.latencies(device, SimLoad(1.0, {"llama-8b": 1.0}, 512, 64))
+    assert simulator.accuracy == {}  # a probe is not an answer
+    simulator.record(latencies)
     accuracy = simulator.accuracy["llama-8b@a10g"]
     assert accuracy.calibration == calibration_for("a10g").name and not accuracy.measured_on_gpu
     assert simulator.band == accuracy.band == pytest.approx(0.25)
@@ -81,7 +83,7 @@ def test_a_plan_warns_when_its_ranking_is_inside_the_band() -> None:
     simulator = PlanSimulator(loaded)
     spec = loaded.catalog.gpu("l4")
     device = SimDevice("l4", "isolated", (SimEngine("llama-8b", 0.9, "l4", spec),))
-    simulator.latencies(device, SimLoad(0.5, {"llama-8b": 1.0}, 512, 64))
+    simulator.record(simulator.latencies(device, SimLoad(0.5, {"llama-8b": 1.0}, 512, 64)))
 
     def option(name: str, usd: float) -> Option:
         return Option(name, "isolated", [], monthly_usd=usd)
@@ -94,7 +96,7 @@ def test_a_plan_warns_when_its_ranking_is_inside_the_band() -> None:
     assert _ranking_warning(PlanSimulator(loaded), [near, best], best) == []  # nothing simulated
 
 
-def test_the_band_is_the_widest_any_simulation_of_the_search_reached() -> None:
+def test_the_band_is_the_widest_of_the_simulations_the_plan_used() -> None:
     loaded = load_fleet(EXAMPLE)
     shipped = calibration_for("a10g")
     host_bound = shipped.model_copy(
@@ -103,12 +105,40 @@ def test_the_band_is_the_widest_any_simulation_of_the_search_reached() -> None:
     simulator = PlanSimulator(loaded, calibrations=(host_bound,))
     spec = loaded.catalog.gpu("a10g")
     device = SimDevice("a10g", "isolated", (SimEngine("llama-8b", 0.9, "a10g", spec),))
-    simulator.latencies(device, SimLoad(0.05, {"llama-8b": 1.0}, 128, 32))
-    quiet = simulator.band
-    simulator.latencies(device, SimLoad(20.0, {"llama-8b": 1.0}, 128, 32))  # steps of 8+
-    busy = simulator.band
-    simulator.latencies(device, SimLoad(0.05, {"llama-8b": 1.0}, 128, 32))
-    assert quiet == shipped.unmeasured_error_band and busy == simulator.band == 0.9
+    quiet = simulator.latencies(device, SimLoad(0.05, {"llama-8b": 1.0}, 128, 32))
+    busy = simulator.latencies(device, SimLoad(20.0, {"llama-8b": 1.0}, 128, 32))  # 8+ a step
+    assert busy[0].accuracy is not None and busy[0].accuracy.band == 0.9
+    simulator.record(quiet)
+    assert simulator.band == shipped.unmeasured_error_band  # the busy probe was not used
+    simulator.record(busy)
+    simulator.record(quiet)
+    assert simulator.band == 0.9  # a later, quieter answer does not narrow it
     assert "from 8 on, TPOT follows the host's CPU" in " ".join(
         simulator.accuracy["llama-8b@a10g"].notes
     )
+
+
+def test_the_ranking_warning_weighs_each_option_by_its_own_band() -> None:
+    """An L4 option simulated within +-25% is not flagged against an H200 one $700 dearer
+    just because another option's H200 runs carry +-105%: each option's own band decides."""
+    from modelyard.plan.cost import Option
+    from modelyard.plan.planner import _ranking_warning
+    from modelyard.plan.units import EnginePlan, UnitPlan
+    from modelyard.sim.result import Accuracy
+
+    loaded = load_fleet(EXAMPLE)
+    simulator = PlanSimulator(loaded)
+    simulator.accuracy["llama-8b@l4"] = Accuracy("c", "vllm 0.32.0", "l4", False, 0.1)
+    simulator.accuracy["llama-8b@h200/3g.71gb"] = Accuracy("c", "vllm", "h200/3g.71gb", 0, 0.1)
+    simulator.accuracy["llama-8b@h200"] = Accuracy("c", "vllm 0.32.0", "h200", True, 1.05)
+
+    def option(name: str, gpu: str, usd: float) -> Option:
+        unit = UnitPlan(name, gpu, "isolated", [EnginePlan("llama-8b", 0.9)], 1, 1, {}, {}, "")
+        return Option(name, "isolated", [unit], monthly_usd=usd)
+
+    l4, mig = option("isolated l4", "l4", 1000.0), option("mig", "h200/3g.71gb", 1300.0)
+    whole = option("isolated h200", "h200", 1300.0)
+    assert simulator.band_of([("llama-8b", "h200")]) == 1.05  # its slices are not wider
+    assert _ranking_warning(simulator, [mig, l4], l4) == []  # 1000 / 0.9 < 1300 / 1.1
+    (warning,) = _ranking_warning(simulator, [whole, l4], l4)
+    assert "within their simulated figures' +-10% and +-105%" in warning

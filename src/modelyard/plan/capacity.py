@@ -240,6 +240,7 @@ class CapacityModel:
             start = index_near(guess if guess > 0 else COLD_START_RPS)
             rps = highest_passing(lambda rate: self._meets(run(rate), mix), start)
             if rps > 0:
+                self.simulator.record(run(rps))
                 worst = max(run(rps), key=lambda m: m.ttft_p99_ms if mix.get(m.model) else 0.0)
                 return Capacity(
                     rps,
@@ -250,6 +251,7 @@ class CapacityModel:
                     worst.e2e_mean_ms,
                 )
             floor = run(ZERO_LOAD_RPS)
+            self.simulator.record(floor)
         except SimError as exc:
             return Capacity(0.0, "simulated", Verdict("placement", str(exc)))
         return Capacity(0.0, "simulated", Verdict("slo", self._floor_reason(floor, mix, device)))

@@ -90,21 +90,30 @@ class PlanResult:
 def _ranking_warning(
     simulator: PlanSimulator, options: list[Option], best: Option | None
 ) -> list[str]:
-    """A warning when the recommendation and the next cheapest option could swap within the
-    simulator's error band."""
+    """A warning when the recommendation and the next cheapest option could swap within
+    their error bands (each option's: the widest of the simulations its engines used)."""
     others = sorted(
         (o for o in options if o.feasible and o is not best), key=lambda o: o.monthly_usd
     )
-    if (
-        best is None
-        or not others
-        or not simulator.may_flip(best.monthly_usd, others[0].monthly_usd)
-    ):
+    if best is None or not others:
         return []
+    runner_up = others[0]
+
+    def band(option: Option) -> float:
+        return simulator.band_of((e.model, u.gpu) for u in option.units for e in u.engines)
+
+    low, high = band(best), band(runner_up)
+    if not simulator.may_flip(best.monthly_usd, runner_up.monthly_usd, low, high):
+        return []
+    bands = (
+        f"the simulator's +-{low:.0%}"
+        if round(low, 2) == round(high, 2)
+        else f"their simulated figures' +-{low:.0%} and +-{high:.0%}"
+    )
     return [
         f"the ranking may flip: {best.name} (${best.monthly_usd:,.0f}/month) and "
-        f"{others[0].name} (${others[0].monthly_usd:,.0f}) are within the simulator's "
-        f"+-{simulator.band:.0%}; measure both (modelyard bench) before choosing"
+        f"{runner_up.name} (${runner_up.monthly_usd:,.0f}) are within {bands}; measure both "
+        "(modelyard bench) before choosing"
     ]
 
 

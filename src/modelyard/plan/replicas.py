@@ -41,6 +41,7 @@ def _in_flight(model: CapacityModel, name: str, gpu: str, cap: Capacity) -> floa
         engine = SimEngine(name, isolated_fraction(model.loaded, name), gpu, spec, tp)
         load = SimLoad(cap.rps, {name: 1.0}, model.input_tokens, model.output_tokens, model.seed)
         (latency,) = model.simulator.latencies(SimDevice(gpu, "isolated", (engine,)), load)
+        model.simulator.record([latency])
         e2e_ms = latency.e2e_mean_ms
     return cap.rps * e2e_ms / 1000
 

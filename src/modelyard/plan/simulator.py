@@ -5,6 +5,8 @@ quantization and engine settings, a memory fraction, a tensor-parallel size, and
 runs on: a catalog GPU or a MIG slice from `catalog.mig.mig_gpu`), on one device shared this
 way, at this rate and mix -> each engine's latency percentiles. No other planner code touches
 the simulator, so a typed simulator API can replace the body of this module alone.
+`PlanSimulator.record(latencies)`: the figures the plan uses came from these simulations; their
+accuracy (calibration, band) is what the plan reports.
 
 Today the body writes the device as a one-device fleet document, validates it like any fleet
 file (`Fleet.model_validate` + `check_fleet`, against the catalog plus the MIG slices) and runs
@@ -13,6 +15,7 @@ file (`Fleet.model_validate` + `check_fleet`, against the catalog plus the MIG s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +82,7 @@ class EngineLatency:
     tpot_p99_ms: float
     e2e_p99_ms: float
     e2e_mean_ms: float
+    accuracy: Accuracy | None = None  # how sure this simulation's figures are
 
 
 @dataclass
@@ -111,11 +115,6 @@ class PlanSimulator:
                 calibrations=calibrations,
             ),
         )
-        for m in result.models:
-            if m.accuracy is not None:  # the widest band any level of the search reached
-                key = f"{m.name}@{m.accuracy.gpu}"
-                if key not in self.accuracy or m.accuracy.band > self.accuracy[key].band:
-                    self.accuracy[key] = m.accuracy
         return [
             EngineLatency(
                 m.name,
@@ -126,23 +125,54 @@ class PlanSimulator:
                 m.tpot_ms["p99"],
                 m.e2e_ms["p99"],
                 m.e2e_ms["mean"],
+                m.accuracy,
             )
             for m in result.models
         ]
+
+    def record(self, answer: list[EngineLatency]) -> None:
+        """Take the accuracy of a simulation whose figures the plan uses (a capacity search's
+        answer, not its probes above the SLO: their steps may reach the host-bound regime the
+        answer never does); per model@GPU the widest recorded."""
+        for m in answer:
+            if m.accuracy is None:
+                continue
+            key = f"{m.model}@{m.accuracy.gpu}"
+            if key not in self.accuracy or m.accuracy.band > self.accuracy[key].band:
+                self.accuracy[key] = m.accuracy
 
     @property
     def band(self) -> float:
         """The widest relative error band of the figures simulated so far (0: none)."""
         return max((a.band for a in self.accuracy.values()), default=0.0)
 
-    def may_flip(self, cheaper_usd: float, dearer_usd: float) -> bool:
-        """Whether two options' costs could swap order within the band: a cost scales as
-        1 / capacity, so with capacities within +-band the cheaper one may cost up to
-        1 / (1 - band) times as much and the dearer one as little as 1 / (1 + band)."""
-        band = self.band
-        if band <= 0:
+    def band_of(self, engines: Iterable[tuple[str, str]]) -> float:
+        """The widest band recorded for these (model, GPU) engines, a GPU's MIG slices
+        included; where none was recorded, the widest of all (0: nothing simulated)."""
+        keys = [f"{model}@{gpu}" for model, gpu in engines]
+        found = [
+            accuracy.band
+            for key, accuracy in self.accuracy.items()
+            if any(key == k or key.startswith(f"{k}/") for k in keys)
+        ]
+        return max(found) if found else self.band
+
+    def may_flip(
+        self,
+        cheaper_usd: float,
+        dearer_usd: float,
+        cheaper_band: float | None = None,
+        dearer_band: float | None = None,
+    ) -> bool:
+        """Whether two options' costs could swap order within their bands (each the widest
+        recorded where not given): a cost scales as 1 / capacity, so with capacities within
+        +-band the cheaper one may cost up to 1 / (1 - band) times as much and the dearer one
+        as little as 1 / (1 + band)."""
+        low = self.band if cheaper_band is None else cheaper_band
+        high = self.band if dearer_band is None else dearer_band
+        if low <= 0 and high <= 0:
             return False
-        return band >= 1 or cheaper_usd / (1 - band) >= dearer_usd / (1 + band)
+        return low >= 1 or cheaper_usd / (1 - low) >= dearer_usd / (1 + high)
 
     def accuracy_notes(self) -> list[str]:
         """One line per calibration the simulated capacities used, with its band."""
