@@ -947,6 +947,53 @@ def host_info() -> dict[str, Any]:
     }
 
 
+def _py_spy(pid: int, output: Path, log: Any) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` for PROFILE_S seconds at 100 Hz, idle frames included (a wait on
+    the GPU shows as one), without pausing it; raw collapsed stacks into `output`."""
+    command = [str(PY_SPY), "record", "--pid", str(pid), "--idle", "--rate", "100"]
+    command += ["--duration", str(PROFILE_S), "--format", "raw", "--nonblocking"]
+    return subprocess.Popen(
+        [*command, "--output", str(output)], stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def _profile_window(
+    window: dict[str, Any],
+    folder: Path,
+    label: str,
+    url: str,
+    batch: int,
+    pids: list[int],
+    spied: list[tuple[str, int]],
+) -> None:
+    """Once the engine runs 90% of `batch` (or after PROFILE_WAIT_S), PROFILE_DELAY_S more,
+    then PROFILE_S seconds: every thread's CPU % of `pids` into `window`, py-spy on each of
+    `spied` (role, pid) meanwhile."""
+    waiting = time.monotonic()
+    while running_requests(url) < 0.9 * batch and time.monotonic() < waiting + PROFILE_WAIT_S:
+        time.sleep(0.2)
+    window["waited_s"] = time.monotonic() - waiting
+    time.sleep(PROFILE_DELAY_S)
+    before, start = thread_cpu_s(pids), time.monotonic()
+    spies = []
+    for role, pid in spied:
+        log = (folder / f"pyspy-{role}-{label}.log").open("w")
+        spies.append((log, _py_spy(pid, folder / f"pyspy-{role}-{label}.txt", log)))
+    time.sleep(PROFILE_S)
+    after, wall = thread_cpu_s(pids), time.monotonic() - start
+    for log, spy in spies:
+        spy.wait()
+        log.close()
+    used = {thread: after[thread] - before.get(thread, 0.0) for thread in after}
+    window["wall_s"] = wall
+    window["thread_cpu_percent"] = {
+        thread: round(100 * seconds / wall, 1)
+        for thread, seconds in used.items()
+        if seconds > 0.01 * wall
+    }
+    window["host"] = host_info()
+
+
 def phase_step_profile(out: Path) -> None:
     """The step scan's shape (32 in / 256 out, async scheduling: vLLM's default) at
     PROFILE_BATCHES users, PROFILE_WAVES requests each, twice: first unprofiled, with every
@@ -963,8 +1010,8 @@ def phase_step_profile(out: Path) -> None:
     try:
         if not phase.up():
             return
-        api = int(_engines(phase.state)[LLAMA.name]["pid"])
-        url = str(_engines(phase.state)[LLAMA.name]["url"])
+        engine = _engines(phase.state)[LLAMA.name]
+        api, url = int(engine["pid"]), str(engine["url"])
         tree = process_tree(api)
         phase.summary["processes"] = {str(pid): line for pid, line in tree.items()}
         core = [pid for pid, line in tree.items() if "EngineCore" in line]
@@ -973,64 +1020,12 @@ def phase_step_profile(out: Path) -> None:
             for profiled in (False, True):
                 label, _, users, tokens_in, tokens_out = step_scan_load(batch)
                 label = f"{label}-{'pyspy' if profiled else 'clean'}"
+                spied = ([("engine", pid) for pid in core] + [("api", api)]) if profiled else []
                 window: dict[str, Any] = {}
-
-                def watch(
-                    window: dict[str, Any] = window,
-                    label: str = label,
-                    profiled: bool = profiled,
-                    batch: int = batch,
-                ) -> None:
-                    deadline = time.monotonic() + PROFILE_WAIT_S
-                    while running_requests(url) < 0.9 * batch and time.monotonic() < deadline:
-                        time.sleep(0.2)
-                    window["waited_s"] = PROFILE_WAIT_S - (deadline - time.monotonic())
-                    time.sleep(PROFILE_DELAY_S)
-                    before, start = thread_cpu_s(list(tree)), time.monotonic()
-                    spies = []
-                    if profiled:
-                        for role, pids in (("engine", core), ("api", [api])):
-                            for pid in pids:
-                                log = (phase.dir / f"pyspy-{role}-{label}.log").open("w")
-                                spies.append(
-                                    (
-                                        log,
-                                        subprocess.Popen(
-                                            [
-                                                str(PY_SPY),
-                                                "record",
-                                                "--pid",
-                                                str(pid),
-                                                "--idle",
-                                                "--rate",
-                                                "100",
-                                                "--duration",
-                                                str(PROFILE_S),
-                                                "--format",
-                                                "raw",
-                                                "--nonblocking",
-                                                "--output",
-                                                str(phase.dir / f"pyspy-{role}-{label}.txt"),
-                                            ],
-                                            stdout=log,
-                                            stderr=subprocess.STDOUT,
-                                        ),
-                                    )
-                                )
-                    time.sleep(PROFILE_S)
-                    after, wall = thread_cpu_s(list(tree)), time.monotonic() - start
-                    for log, spy in spies:
-                        spy.wait()
-                        log.close()
-                    window["wall_s"] = wall
-                    window["thread_cpu_percent"] = {
-                        thread: round(100 * (after[thread] - before.get(thread, 0.0)) / wall, 1)
-                        for thread in after
-                        if after[thread] - before.get(thread, 0.0) > 0.01 * wall
-                    }
-                    window["host"] = host_info()
-
-                thread = threading.Thread(target=watch)
+                thread = threading.Thread(
+                    target=_profile_window,
+                    args=(window, phase.dir, label, url, batch, list(tree), spied),
+                )
                 thread.start()
                 try:
                     served_loads(

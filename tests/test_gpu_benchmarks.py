@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -206,8 +207,8 @@ def test_main_thread_cpu_reads_the_thread_whose_id_is_the_process_id() -> None:
 
 
 def test_process_tree_and_thread_cpu_read_this_process_from_proc() -> None:
-    """The profile phase's /proc readers on the test process itself: it is in its own tree,
-    and its main thread's CPU seconds grow by what it spends."""
+    """The profile phase's /proc readers on the test process itself: its tree holds it, not
+    its parent; its main thread's CPU seconds grow by what it spends."""
     pid = os.getpid()
     tree = driver.process_tree(pid)
     assert pid in tree and "python" in tree[pid]
@@ -219,3 +220,18 @@ def test_process_tree_and_thread_cpu_read_this_process_from_proc() -> None:
         pass
     assert driver.thread_cpu_s([pid])[main] - before[main] >= 0.05
     assert driver.host_info()["cpu_count"] == os.cpu_count()
+
+
+@pytest.mark.process  # starts a child
+def test_process_tree_holds_the_children_as_the_api_servers_holds_its_engine_core() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "engine-core-stand-in"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        tree = driver.process_tree(os.getpid())
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert "engine-core-stand-in" in tree[child.pid]

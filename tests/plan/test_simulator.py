@@ -119,8 +119,9 @@ def test_the_band_is_the_widest_of_the_simulations_the_plan_used() -> None:
 
 
 def test_the_ranking_warning_weighs_each_option_by_its_own_band() -> None:
-    """An L4 option simulated within +-25% is not flagged against an H200 one $700 dearer
-    just because another option's H200 runs carry +-105%: each option's own band decides."""
+    """An L4 option simulated within +-10% is not flagged against a MIG option on H200
+    slices simulated within +-10% and 30% dearer, though the whole H200's runs carry +-105%;
+    against that whole H200 at the same price it is: each option's own band decides."""
     from modelyard.plan.cost import Option
     from modelyard.plan.planner import _ranking_warning
     from modelyard.plan.units import EnginePlan, UnitPlan
@@ -129,7 +130,7 @@ def test_the_ranking_warning_weighs_each_option_by_its_own_band() -> None:
     loaded = load_fleet(EXAMPLE)
     simulator = PlanSimulator(loaded)
     simulator.accuracy["llama-8b@l4"] = Accuracy("c", "vllm 0.32.0", "l4", False, 0.1)
-    simulator.accuracy["llama-8b@h200/3g.71gb"] = Accuracy("c", "vllm", "h200/3g.71gb", 0, 0.1)
+    simulator.accuracy["llama-8b@h200/3g.71gb"] = Accuracy("c", "vllm", "h200/3g.71gb", False, 0.1)
     simulator.accuracy["llama-8b@h200"] = Accuracy("c", "vllm 0.32.0", "h200", True, 1.05)
 
     def option(name: str, gpu: str, usd: float) -> Option:

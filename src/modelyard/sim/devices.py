@@ -114,10 +114,7 @@ def host_bound_accuracy(accuracy: Accuracy, cal: Calibration, batch_max: int) ->
     if limit is None or batch_max < limit:
         return accuracy
     band = max(accuracy.band, cal.host_bound_error_band or cal.error_band)
-    note = (
-        f"steps of up to {batch_max} sequences: from {limit} on, TPOT follows the host's CPU "
-        "(measured: up to 2x the simulated figure on some hosts)"
-    )
+    note = f"steps of up to {batch_max} sequences: from {limit} on, TPOT follows the host's CPU"
     return replace(accuracy, band=band, notes=(*accuracy.notes, note))
 
 

@@ -200,6 +200,9 @@ def coordinate_search(
     return values, best
 
 
+# the loss is the worst level's |log error| plus this many times the mean: the band a fit
+# reports is its worst level, but with the worst alone the coordinate search stalls
+MEAN_WEIGHT = 3.0
 KNOBS = [
     Knob("bandwidth_efficiency", 0.05, 1.0),
     Knob("mfu", 0.02, 1.0),
@@ -228,8 +231,7 @@ def fit_bench(
         for level in levels:
             simulated = replay_level(loaded, level, calibration)
             errors += [abs(math.log(simulated[m] / level.measured[m])) for m in METRICS]
-        # three times the mean plus the worst: the band a fit reports is its worst level
-        return max(errors) + 3.0 * statistics.fmean(errors)
+        return max(errors) + MEAN_WEIGHT * statistics.fmean(errors)
 
     start_values = {k.field: float(getattr(start, k.field)) for k in KNOBS}
     values, _ = coordinate_search(start_values, KNOBS, loss, spreads)

@@ -145,7 +145,6 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
     collector = Collector()
     by_model: dict[str, list[StartedEngine]] = {}
     accuracy: dict[str, Accuracy] = {}
-    calibrations: dict[str, Calibration] = {}
     gpus: dict[str, int] = {}
     loop = EventLoop()
     for device in plan_devices(loaded, options):
@@ -156,7 +155,6 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
                 spec, collector, shared, max_span_steps=1 if options.per_step else 1 << 20
             )
             by_model.setdefault(spec.name.split("/")[0], []).append(started)
-            calibrations.setdefault(spec.name.split("/")[0], spec.calibration)
         for name, model_accuracy in device.accuracy.items():
             accuracy.setdefault(name, model_accuracy)
 
@@ -194,10 +192,9 @@ def simulate(loaded: LoadedFleet, options: SimOptions) -> SimResult:
     )
     totals = {name: _totals(started) for name, started in by_model.items()}
     for name, total in totals.items():
-        if name in accuracy:
-            accuracy[name] = host_bound_accuracy(
-                accuracy[name], calibrations[name], total.batch_max
-            )
+        if name in accuracy:  # the model's engines share one calibration
+            calibration = by_model[name][0].engine.model.calibration
+            accuracy[name] = host_bound_accuracy(accuracy[name], calibration, total.batch_max)
     result.models = model_results(
         names,
         requested,
